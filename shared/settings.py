@@ -25,6 +25,7 @@ class Settings:
     output_dir: Path  # WAVESHIELD_OUTPUT_DIR: reports, corpora
     device: str  # WAVESHIELD_DEVICE: "auto", "cpu", "cuda", "cuda:1", ...
     blob_ttl_s: int  # WAVESHIELD_BLOB_TTL: seconds an unconsumed blob lives
+    checkpoint_dir: Path  # WAVESHIELD_CHECKPOINT_DIR: resumable training state
 
     def as_text(self) -> str:
         """Render the settings as ``name = value`` lines, passwords masked."""
@@ -72,6 +73,7 @@ def load(environ: dict | None = None) -> Settings:
         output_dir=Path(env.get("WAVESHIELD_OUTPUT_DIR", "waveshield-out")),
         device=env.get("WAVESHIELD_DEVICE", "auto"),
         blob_ttl_s=ttl_s,
+        checkpoint_dir=Path(env.get("WAVESHIELD_CHECKPOINT_DIR", Path.home() / ".cache" / "waveshield" / "checkpoints")),
     )
 
 

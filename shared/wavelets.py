@@ -219,6 +219,89 @@ def _quadrants(block):
     return block[..., :lh, lw:], block[..., lh:, :lw], block[..., lh:, lw:]
 
 
+# ------------------------------------------------- noise estimate, bit for bit
+# The noise estimate is the median of the *non-zero* finest diagonal
+# coefficients. On 8-bit images many of them are zero in exact arithmetic,
+# and whether each comes out as 0.0 or as 1e-17 depends on the order of the
+# floating-point operations. To count the same coefficients as scikit-image,
+# that one band is computed with PyWavelets' own summation order (its
+# symmetric-mode downsampling convolution), one multiply and one add per tap.
+
+
+@functools.lru_cache(maxsize=256)
+def _pywt_schedule(n: int, f: int) -> tuple[np.ndarray, np.ndarray]:
+    """Filter and input indices, in PyWavelets' summation order, of each output.
+
+    Follows ``downsampling_convolution`` (step 2, symmetric mode) of
+    PyWavelets' convolution.template.c. Returns two (L, f) integer arrays.
+    """
+
+    def mirrored(terms, j, first_forward):
+        # Symmetric extension beyond one edge, alternating direction every n taps.
+        forward = first_forward
+        while j < f:
+            for k in range(n):
+                if j >= f:
+                    break
+                terms.append((j, k if forward else n - 1 - k))
+                j += 1
+            forward = not forward
+
+    def right_extension(terms, i):
+        j, backward = 0, True
+        while i - j >= n:
+            for k in range(n):
+                if i - j < n:
+                    break
+                terms.append((i - n - j, n - 1 - k if backward else k))
+                j += 1
+            backward = not backward
+        return j
+
+    outputs, i = [], 1
+    while i < f and i < n:  # filter overhangs the left edge
+        terms = [(j, i - j) for j in range(i + 1)]
+        mirrored(terms, i + 1, True)
+        outputs.append(terms)
+        i += 2
+    while i < n:  # filter inside the signal
+        outputs.append([(j, i - j) for j in range(f)])
+        i += 2
+    while i < f:  # filter wider than the signal: both edges
+        terms = []
+        j = right_extension(terms, i)
+        terms += [(jj, i - jj) for jj in range(j, i + 1)]
+        mirrored(terms, i + 1, True)
+        outputs.append(terms)
+        i += 2
+    while i < n + f - 1:  # filter overhangs the right edge
+        terms = []
+        j = right_extension(terms, i)
+        terms += [(jj, i - jj) for jj in range(j, f)]
+        outputs.append(terms)
+        i += 2
+    table = np.array(outputs, dtype=np.int64)
+    return table[..., 0], table[..., 1]
+
+
+def _dwt_detail_like_pywt(x, wavelet):
+    """Detail coefficients along the last axis, rounded exactly as PyWavelets rounds them."""
+    taps = pywt.Wavelet(wavelet).dec_hi
+    filt, src = _pywt_schedule(x.shape[-1], len(taps))
+    coef = torch.as_tensor(np.asarray(taps)[filt], dtype=x.dtype, device=x.device)
+    src = torch.as_tensor(src, device=x.device)
+    acc = torch.zeros(x.shape[:-1] + (src.shape[0],), dtype=x.dtype, device=x.device)
+    for t in range(src.shape[1]):
+        acc = acc + coef[:, t] * x.index_select(-1, src[:, t])
+    return acc
+
+
+def _finest_diagonal_like_pywt(x, wavelet):
+    """The level-1 'dd' band, axis 0 (rows) first as ``pywt.dwtn`` does."""
+    along_rows = _dwt_detail_like_pywt(x.transpose(-1, -2), wavelet).transpose(-1, -2)
+    return _dwt_detail_like_pywt(along_rows, wavelet)
+
+
 def _select(values, valid, rank):
     """Per row, the ``rank``-th smallest (0-based, one rank per row) of the valid entries.
 
@@ -268,7 +351,7 @@ def _denoise(x, sigma, wavelet, levels, mode, method):
         blocks.append(block)
         approx = block[..., : block.shape[-2] // 2, : block.shape[-1] // 2]
     if sigma is None:
-        sigma = _estimate_sigma(_quadrants(blocks[0])[2])
+        sigma = _estimate_sigma(_finest_diagonal_like_pywt(x, wavelet))
     sigma = sigma.expand(x.shape[:2])
     var = sigma * sigma
     universal = sigma * math.sqrt(2 * math.log(x.shape[-2] * x.shape[-1]))
@@ -294,7 +377,13 @@ def _denoise_ycbcr(x, sigma, wavelet, levels, mode, method):
     """YCbCr path of scikit-image: each channel rescaled to [0, 1] per image."""
     m = torch.as_tensor(_YCBCR_FROM_RGB, dtype=x.dtype, device=x.device)
     offset = torch.as_tensor(_YCBCR_OFFSET, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
-    ycc = torch.einsum("ij,njhw->nihw", m, x) + offset
+    if x.device.type == "cpu":
+        # numpy's matmul rounds exactly as scikit-image's conversion does, so
+        # flat regions give the same exact zeros (see the noise estimate).
+        rgb_last = np.moveaxis(x.detach().numpy(), 1, -1)
+        ycc = torch.from_numpy(rgb_last @ _YCBCR_FROM_RGB.T.astype(rgb_last.dtype)).permute(0, 3, 1, 2) + offset
+    else:
+        ycc = torch.einsum("ij,njhw->nihw", m, x) + offset
     lo = ycc.amin(dim=(-2, -1), keepdim=True)
     scale = ycc.amax(dim=(-2, -1), keepdim=True) - lo
     flat = scale == 0  # a constant channel is left as it is

@@ -1,0 +1,122 @@
+"""The ``waveshield`` command line."""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from shared import settings as settings_mod
+
+# Mistakes a user can make (bad option, missing file, unreachable service):
+# one clear line and exit status 2, never a traceback.
+_USER_ERRORS = (ValueError, FileNotFoundError, ConnectionError)
+
+
+class _Group(click.Group):
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except _USER_ERRORS as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(2)
+
+
+@click.group(cls=_Group)
+@click.version_option(package_name="waveshield")
+def main():
+    """Screen images for adversarial manipulation and measure DWT defences."""
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
+def config(as_json):
+    """Print the settings read from the environment."""
+    current = settings_mod.load()
+    click.echo(json.dumps(current.as_dict(), indent=2) if as_json else current.as_text())
+
+
+@main.command()
+@click.option("--defence", type=click.Choice(["none", "haar", "daubechies"]), default="none", show_default=True,
+              help="none = the standard model; haar/daubechies = trained on originals + their DWT copies.")
+@click.option("--width", default=16, show_default=True, help="ResNet18 width (64 = the standard ResNet18).")
+@click.option("--epochs", default=30, show_default=True, help="Passes over the training set (DWT copies included).")
+@click.option("--batch-size", default=256, show_default=True)
+@click.option("--seed", default=0, show_default=True)
+@click.option("--data", default="cifar10:train", show_default=True, help="Training set: folder, zip, npz or cifar10:train.")
+@click.option("--test-data", default="cifar10:test", show_default=True, help="Held-out set for the card's accuracy.")
+@click.option("--name", default=None, help="Checkpoint name in the weights directory [default: standard/haar/daubechies].")
+@click.option("--precision", type=click.Choice(["auto", "bf16", "fp32"]), default="auto", show_default=True)
+@click.option("--limit", type=int, default=None, help="Use only the first N training images (smoke runs).")
+@click.option("--stop-after", type=int, default=None, help="Stop after this epoch, as an interruption would.")
+def train(defence, width, epochs, batch_size, seed, data, test_data, name, precision, limit, stop_after):
+    """Train a CIFAR ResNet18 and write safetensors + model card to the weights directory.
+
+    Resumable: rerun the same command after an interruption and it continues
+    from the last finished epoch.
+    """
+    import torch
+
+    from shared import defences, models
+    from shared.data import load_images
+    from shared.training import Recipe, accuracy
+    from shared.training import train as run_training
+
+    cfg = settings_mod.load()
+    device = settings_mod.resolve_device(cfg.device)
+    name = name or ("standard" if defence == "none" else defence)
+    options = None if defence == "none" else defences.get(defence, cfg.weights_dir)
+    recipe = Recipe(width=width, epochs=epochs, batch_size=batch_size, seed=seed, defence=options, precision=precision)
+    train_set = load_images(data, limit=limit)
+    test_set = load_images(test_data)
+    click.echo(f"training {name}: {len(train_set)} images from {data}" + (f" + DWT copies ({options['wavelet']})" if options else "")
+               + f", width {width}, {epochs} epochs, on {device}")
+    checkpoint = cfg.checkpoint_dir / f"{name}.safetensors"
+    started = time.perf_counter()
+    model, log = run_training(train_set, recipe, checkpoint=checkpoint, device=device, progress=_EpochProgress(),
+                              stop_after_epoch=stop_after)
+    if stop_after is not None and stop_after < epochs:
+        click.echo(f"stopped after epoch {stop_after}; rerun the same command to resume from {checkpoint}")
+        return
+    x_test, y_test = test_set.to_tensor(), torch.from_numpy(test_set.labels)
+    card = {
+        "training_data": {"source": str(data), "images": len(train_set), "dwt_copies": options is not None},
+        "transform": "random crop (4 px reflection padding) + horizontal flip"
+                     + ("; originals plus their DWT reconstructions" if options else ""),
+        "defence": options,
+        "epochs": epochs, "seed": seed, "recipe": log["recipe"], "precision": log["precision"], "device": device,
+        "train_seconds": round(time.perf_counter() - started, 1), "epoch_log": log["epochs"],
+        "test_data": {"source": str(test_data), "images": len(test_set)},
+        "test_accuracy": accuracy(model, x_test, y_test, device=device),
+    }
+    if options:
+        from shared.wavelets import reconstruct
+        card["test_accuracy_dwt_input"] = accuracy(model, x_test, y_test, device=device,
+                                                   defence=functools.partial(reconstruct, **options))
+    out = cfg.weights_dir / f"{name}.safetensors"
+    models.save(model, out, card)
+    click.echo(f"wrote {out} (test accuracy {card['test_accuracy']:.4f})")
+
+
+class _EpochProgress:
+    """Training progress: a live bar on a terminal, and one line per finished epoch."""
+
+    def __init__(self):
+        self.bar = None
+
+    def __call__(self, p: dict) -> None:
+        if sys.stdout.isatty():
+            if self.bar is None or p["step"] == 1:
+                self.bar = click.progressbar(length=p["steps"], label=f"epoch {p['epoch']}/{p['epochs']}",
+                                             item_show_func=lambda s: s)
+                self.bar.__enter__()
+            self.bar.update(1, f"loss {p['loss']:.3f} acc {p['acc']:.3f}")
+        if p["step"] == p["steps"]:
+            if self.bar is not None:
+                self.bar.__exit__(None, None, None)
+                self.bar = None
+            click.echo(f"epoch {p['epoch']}/{p['epochs']}: loss {p['loss']:.4f}, train accuracy {p['acc']:.4f}")

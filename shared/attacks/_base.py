@@ -1,0 +1,58 @@
+"""What every attack shares: input checks, eval mode, the loss gradient, the eps ball."""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+import torch.nn.functional as F
+
+
+def check_inputs(images: torch.Tensor, labels: torch.Tensor, eps: float | None = None):
+    """Validate the attack contract; return detached copies of images and labels.
+
+    Raises
+    ------
+    ValueError
+        If images are not a float N x C x H x W batch in [0, 1], labels do not
+        match, or eps is outside [0, 1] (the usual mistake: eps on the 0-255 scale).
+    """
+    if not isinstance(images, torch.Tensor) or images.ndim != 4 or not images.is_floating_point():
+        raise ValueError("images must be a float tensor N x C x H x W in [0, 1]")
+    if images.numel():
+        lo, hi = torch.aminmax(images.detach())
+        if not (lo >= 0 and hi <= 1):
+            raise ValueError(
+                f"images must be in [0, 1], got values in [{lo:.4g}, {hi:.4g}]; divide images on the /255 scale by 255"
+            )
+    if not isinstance(labels, torch.Tensor) or labels.shape != images.shape[:1]:
+        raise ValueError(f"labels must be a tensor of {len(images)} class indices")
+    if eps is not None and not 0 <= eps <= 1:
+        raise ValueError(f"eps={eps} is outside [0, 1]; eps is in the [0, 1] pixel scale, so {eps}/255 = {eps / 255:.4f} on the /255 scale")
+    return images.detach().clone(), labels.detach().to(images.device, torch.long)
+
+
+@contextlib.contextmanager
+def eval_mode(model: torch.nn.Module):
+    """Run in eval mode, then restore every submodule's own train/eval flag."""
+    flags = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        yield model
+    finally:
+        for module, training in flags:
+            module.training = training
+
+
+def loss_gradient(model, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Gradient of the mean cross-entropy w.r.t. the images (not the weights)."""
+    images = images.detach().requires_grad_(True)
+    loss = F.cross_entropy(model(images), labels)
+    return torch.autograd.grad(loss, images)[0]
+
+
+def project_linf(adversarial: torch.Tensor, original: torch.Tensor, eps: float) -> torch.Tensor:
+    """Clip into the L-inf ball of radius eps around ``original`` and into [0, 1]."""
+    lower = torch.clamp(original - eps, min=0)
+    upper = torch.clamp(original + eps, max=1)
+    return torch.minimum(torch.maximum(adversarial, lower), upper).detach()

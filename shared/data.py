@@ -1,0 +1,281 @@
+"""Image sets: every source a user may hand in, decoded to one uint8 batch.
+
+``load_images`` reads a directory (class sub-folders = labels, or flat), a
+``.zip`` of the same layouts (read in place, never extracted), a ``.npz``
+(``x`` uint8 NHWC or float in [0, 1], optional ``y``), a single image file,
+or canonical CIFAR-10 through torchvision (``cifar10:test`` /
+``cifar10:train``; downloaded only when asked). An item that cannot be read
+becomes an :class:`ItemError` and the rest of the set goes on.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps
+
+from .models import CIFAR10_CLASSES
+
+#: Where the embedded demo set lives: 100 test images per CIFAR-10 class.
+SAMPLE_ZIP = Path(__file__).resolve().parent / "assets" / "cifar10-test-sample.zip"
+# Folders that archivers and file managers add; never images.
+_SKIP_NAMES = {"__MACOSX", ".DS_Store", "Thumbs.db", "desktop.ini"}
+
+
+@dataclass
+class ItemError:
+    """An item of a set that could not be read, and why."""
+
+    id: str
+    reason: str
+
+
+@dataclass
+class ImageSet:
+    """A decoded image set.
+
+    Attributes
+    ----------
+    images : numpy.ndarray
+        uint8, N x size x size x 3 (NHWC, RGB).
+    labels : numpy.ndarray or None
+        int64 indices into ``classes``, or None for an unlabelled set.
+    ids : list of str
+        One id per image (path inside the source, or ``file.npz[i]``).
+    errors : list of ItemError
+        Items that could not be read; they are not in ``images``.
+    classes : list of str
+        Class names the labels index.
+    """
+
+    images: np.ndarray
+    labels: np.ndarray | None
+    ids: list[str]
+    errors: list[ItemError] = field(default_factory=list)
+    classes: list[str] = field(default_factory=lambda: list(CIFAR10_CLASSES))
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def to_tensor(self):
+        """The images as a float32 N x 3 x H x W torch tensor in [0, 1]."""
+        import torch
+
+        return torch.from_numpy(self.images).permute(0, 3, 1, 2).float().div_(255.0)
+
+
+def load_images(source, *, size: int = 32, classes=None, limit: int | None = None, download: bool = False) -> ImageSet:
+    """Read an image set from a directory, zip, npz, image file or ``cifar10:SPLIT``.
+
+    Parameters
+    ----------
+    source : str or Path
+        What to read; ``"sample"`` is the embedded 1,000-image demo set.
+    size : int
+        Every image is converted to RGB and resized (antialiased) to size x size.
+    classes : sequence of str, optional
+        Class names that folder names map to. Default: CIFAR-10's names when
+        every folder is one of them, else the sorted folder names.
+    limit : int, optional
+        Read at most this many items (in a stable order, round-robin over
+        classes so a limited set stays balanced).
+    download : bool
+        Allow torchvision to download canonical CIFAR-10 when it is missing.
+
+    Returns
+    -------
+    ImageSet
+
+    Raises
+    ------
+    ValueError
+        If the source does not exist or is of an unknown kind (one clear line).
+    """
+    if size < 1:
+        raise ValueError(f"size must be a positive number of pixels, got {size}")
+    text = str(source)
+    if text == "sample":
+        source = text = str(SAMPLE_ZIP)
+    if text.startswith("cifar10:"):
+        return _load_torchvision_cifar10(text.split(":", 1)[1], size, limit, download)
+    path = Path(source)
+    if path.is_dir():
+        members = [(p.relative_to(path).as_posix(), p.read_bytes) for p in sorted(path.rglob("*")) if p.is_file()]
+        return _from_members(members, size, classes, limit)
+    if not path.is_file():
+        raise ValueError(f"no such file or directory: {path}")
+    if path.suffix.lower() == ".npz":
+        return _load_npz(path, size, limit)
+    if zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as archive:
+            members = [(info.filename, _zip_reader(archive, info)) for info in archive.infolist() if not info.is_dir()]
+            return _from_members(sorted(members), size, classes, limit)
+    return _from_members([(path.name, path.read_bytes)], size, classes, limit)
+
+
+def decode_image(data: bytes, size: int = 32) -> np.ndarray:
+    """Decode one encoded image to a size x size x 3 uint8 RGB array.
+
+    Any format and mode Pillow reads is accepted: the first frame of an
+    animation, EXIF orientation applied, 16-bit and float scaled to 8 bits,
+    transparency composited on white, CMYK/palette/LA converted.
+
+    Raises
+    ------
+    ValueError
+        With the reason, if the bytes are not a readable image or exceed
+        Pillow's decompression-bomb limit.
+    """
+    if not data:
+        raise ValueError("empty file")
+    try:
+        with warnings.catch_warnings():
+            # Pillow warns between 1x and 2x its pixel limit and raises above;
+            # treat both as a bomb so no oversized image is ever decoded.
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as img:
+                img.seek(0)
+                img.draft("RGB", (size, size))  # JPEG: decode at reduced scale
+                rgb = _to_rgb(ImageOps.exif_transpose(img))
+                rgb = rgb.resize((size, size), Image.Resampling.LANCZOS, reducing_gap=3.0)
+                return np.asarray(rgb, dtype=np.uint8)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ValueError(f"decompression bomb refused: {exc}") from None
+    except Image.UnidentifiedImageError:
+        raise ValueError("not an image Pillow can identify") from None
+    except (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError) as exc:
+        # Pillow reports truncated or corrupt data with any of these.
+        raise ValueError(f"unreadable image: {exc}") from None
+
+
+def _to_rgb(img: Image.Image) -> Image.Image:
+    """Convert any Pillow mode to RGB without clipping high bit depths."""
+    if img.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
+        arr = np.asarray(img, dtype=np.float64)
+        top = 1.0 if img.mode == "F" and arr.max(initial=0) <= 1.0 else (65535.0 if arr.max(initial=0) > 255 else 255.0)
+        arr = np.clip(arr / top * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        return Image.fromarray(arr, "L").convert("RGB")
+    if img.mode == "P" and "transparency" in img.info:
+        img = img.convert("RGBA")
+    if img.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        img = img.convert("RGBA")
+        background = Image.new("RGBA", img.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, img).convert("RGB")
+    return img.convert("RGB")
+
+
+def _zip_reader(archive: zipfile.ZipFile, info: zipfile.ZipInfo):
+    return lambda: archive.read(info)
+
+
+def _is_skipped(member: str) -> bool:
+    parts = member.split("/")
+    return any(p in _SKIP_NAMES or p.startswith(".") for p in parts)
+
+
+def _from_members(members, size, classes, limit) -> ImageSet:
+    """Decode (name, read) pairs; class sub-folders become labels."""
+    members = [(name, read) for name, read in members if not _is_skipped(name)]
+    folders = [name.split("/")[-2] if "/" in name else None for name, _ in members]
+    labelled = bool(members) and all(f is not None for f in folders)
+    names = _class_names(sorted(set(folders)), classes) if labelled else list(classes or CIFAR10_CLASSES)
+    if limit is not None:
+        members, folders = _balanced_prefix(members, folders, limit)
+    images, labels, ids, errors = [], [], [], []
+    for (name, read), folder in zip(members, folders):
+        try:
+            images.append(decode_image(read(), size))
+        except (ValueError, OSError, zipfile.BadZipFile, RuntimeError) as exc:
+            errors.append(ItemError(name, str(exc) or type(exc).__name__))
+            continue
+        ids.append(name)
+        if labelled:
+            labels.append(names.index(folder) if folder in names else -1)
+    stacked = np.stack(images) if images else np.zeros((0, size, size, 3), np.uint8)
+    return ImageSet(stacked, np.asarray(labels, np.int64) if labelled else None, ids, errors, names)
+
+
+def _class_names(folders, classes):
+    if classes is not None:
+        return list(classes)
+    if set(folders) <= set(CIFAR10_CLASSES):
+        return list(CIFAR10_CLASSES)
+    return folders
+
+
+def _balanced_prefix(members, folders, limit):
+    """The first ``limit`` items taken round-robin over folders, in order."""
+    by_folder: dict = {}
+    for member, folder in zip(members, folders):
+        by_folder.setdefault(folder, []).append(member)
+    picked, keys = [], sorted(by_folder, key=str)
+    for i in range(max((len(v) for v in by_folder.values()), default=0)):
+        for k in keys:
+            if i < len(by_folder[k]) and len(picked) < limit:
+                picked.append((by_folder[k][i], k))
+    picked.sort(key=lambda mf: mf[0][0])
+    return [m for m, _ in picked], [f for _, f in picked]
+
+
+def _load_npz(path: Path, size: int, limit) -> ImageSet:
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            if "x" not in npz:
+                raise ValueError(f"{path.name}: an npz image set needs an array 'x' (found {', '.join(npz.files) or 'none'})")
+            x = npz["x"][:limit]
+            y = npz["y"][:limit] if "y" in npz else None
+    except (OSError, zipfile.BadZipFile) as exc:
+        raise ValueError(f"{path.name}: not a readable npz file ({exc})") from None
+    if x.ndim == 3:
+        x = x[..., None]
+    if x.ndim != 4 or x.shape[-1] not in (1, 3, 4):
+        raise ValueError(f"{path.name}: 'x' must be N x H x W x C (C = 1, 3 or 4), got shape {x.shape}")
+    if x.dtype != np.uint8:
+        if not np.issubdtype(x.dtype, np.floating) or x.size and (np.nanmin(x) < 0 or np.nanmax(x) > 1):
+            raise ValueError(f"{path.name}: 'x' must be uint8 or float in [0, 1], got {x.dtype}")
+        x = np.clip(np.nan_to_num(x) * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    x = np.repeat(x, 3, axis=-1) if x.shape[-1] == 1 else x[..., :3]
+    if x.shape[1:3] != (size, size):
+        x = np.stack([np.asarray(Image.fromarray(im).resize((size, size), Image.Resampling.LANCZOS)) for im in x])
+    if y is not None and len(y) != len(x):
+        raise ValueError(f"{path.name}: 'y' has {len(y)} labels for {len(x)} images")
+    ids = [f"{path.name}[{i}]" for i in range(len(x))]
+    labels = None if y is None else np.asarray(y, np.int64)
+    return ImageSet(np.ascontiguousarray(x), labels, ids)
+
+
+def _load_torchvision_cifar10(split: str, size: int, limit, download: bool) -> ImageSet:
+    if split not in ("train", "test"):
+        raise ValueError(f"unknown CIFAR-10 split {split!r}; valid: train, test")
+    from torchvision.datasets import CIFAR10
+
+    from .settings import load as load_settings
+
+    root = load_settings().data_dir
+    try:
+        ds = CIFAR10(str(root), train=split == "train", download=download)
+    except RuntimeError:
+        raise ValueError(
+            f"canonical CIFAR-10 is not in {root}; pass --download to fetch it, "
+            "or point --data at a folder, zip or npz"
+        ) from None
+    x, y = ds.data[:limit], np.asarray(ds.targets[:limit], np.int64)
+    if size != 32:
+        x = np.stack([np.asarray(Image.fromarray(im).resize((size, size), Image.Resampling.LANCZOS)) for im in x])
+    ids = [f"cifar10-{split}[{i}]" for i in range(len(x))]
+    return ImageSet(np.ascontiguousarray(x), y, ids)
+
+
+def iter_batches(n: int, batch_size: int):
+    """Yield ``slice`` objects that cover ``range(n)`` in batches."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    for start in range(0, n, batch_size):
+        yield slice(start, min(start + batch_size, n))
+
+

@@ -1,0 +1,51 @@
+"""Shared fixtures: the embedded CIFAR-10 sample, real dataset paths, a small trained model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from shared.data import load_images
+from shared.training import Recipe, train
+
+REPO = Path(__file__).resolve().parent.parent
+CIFAR_JPEG = REPO.parent / "shared" / "datasets" / "cifar10-jpeg"
+
+
+@pytest.fixture(scope="session")
+def sample():
+    """The 1,000-image CIFAR-10 test sample shipped with the package."""
+    return load_images("sample")
+
+
+@pytest.fixture(scope="session")
+def cifar_test_zip():
+    """The CIFAR-10 JPEG mirror's test split (10,000 images), read in place."""
+    path = CIFAR_JPEG / "test.zip"
+    if not path.is_file():
+        pytest.skip(f"CIFAR-10 JPEG mirror not found at {path}")
+    return path
+
+
+@pytest.fixture(scope="session")
+def trained_model(sample, tmp_path_factory):
+    """A width-8 ResNet18 trained for a few epochs on the sample by the real training loop.
+
+    Small enough to train in seconds; trained enough that attacks face a
+    real decision boundary (well above chance on its own training images).
+    """
+    torch.manual_seed(0)
+    recipe = Recipe(width=8, epochs=8, batch_size=64, lr_peak=0.1, precision="fp32")
+    model, _ = train(sample, recipe, checkpoint=tmp_path_factory.mktemp("ckpt") / "m.safetensors")
+    return model.eval()
+
+
+@pytest.fixture(scope="session")
+def correctly_classified(trained_model, sample):
+    """Up to 64 sample images the trained model classifies correctly, with labels."""
+    x, y = sample.to_tensor(), torch.from_numpy(sample.labels)
+    with torch.no_grad():
+        keep = trained_model(x).argmax(1) == y
+    return x[keep][:64], y[keep][:64]

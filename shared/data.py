@@ -66,7 +66,7 @@ class ImageSet:
         """The images as a float32 N x 3 x H x W torch tensor in [0, 1]."""
         import torch
 
-        return torch.from_numpy(self.images).permute(0, 3, 1, 2).float().div_(255.0)
+        return torch.from_numpy(self.images).permute(0, 3, 1, 2).float().div_(255.0).contiguous()
 
 
 def load_images(source, *, size: int = 32, classes=None, limit: int | None = None, download: bool = False) -> ImageSet:

@@ -127,6 +127,7 @@ def _as_float_tensor(images):
         raise ValueError(f"images must be a numpy array or torch tensor, got {type(images).__name__}")
     if x.ndim != 4:
         raise ValueError(f"images must be a batch N x C x H x W, got shape {tuple(x.shape)}")
+    x = x.contiguous()  # e.g. a channels-last permute: strided matmuls are several times slower
     out_dtype = x.dtype if x.dtype in (torch.float32, torch.float64) else torch.float32
     if x.dtype == torch.uint8:
         x = x.to(torch.float32) / 255.0
@@ -284,36 +285,56 @@ def _pywt_schedule(n: int, f: int) -> tuple[np.ndarray, np.ndarray]:
     return table[..., 0], table[..., 1]
 
 
-def _dwt_detail_like_pywt(x, wavelet):
-    """Detail coefficients along the last axis, rounded exactly as PyWavelets rounds them."""
-    taps = pywt.Wavelet(wavelet).dec_hi
-    filt, src = _pywt_schedule(x.shape[-1], len(taps))
-    coef = torch.as_tensor(np.asarray(taps)[filt], dtype=x.dtype, device=x.device)
-    src = torch.as_tensor(src, device=x.device)
-    acc = torch.zeros(x.shape[:-1] + (src.shape[0],), dtype=x.dtype, device=x.device)
-    for t in range(src.shape[1]):
-        acc = acc + coef[:, t] * x.index_select(-1, src[:, t])
-    return acc
+@functools.lru_cache(maxsize=256)
+def _interior(n: int, f: int) -> tuple[int, int]:
+    """The outputs [lo, hi) whose taps all fall inside the signal, in plain order."""
+    filt, src = _pywt_schedule(n, f)
+    plain = (filt == np.arange(f)).all(1) & (src == 2 * np.arange(len(src))[:, None] + 1 - np.arange(f)).all(1)
+    inside = np.flatnonzero(plain)
+    return (int(inside[0]), int(inside[-1]) + 1) if len(inside) else (0, 0)
+
+
+def _dwt_detail_like_pywt(x, wavelet, dim):
+    """Detail coefficients along ``dim`` (-1 or -2), rounded exactly as PyWavelets rounds them."""
+    taps = np.asarray(pywt.Wavelet(wavelet).dec_hi)
+    n, f = x.shape[dim], len(taps)
+    filt, src = _pywt_schedule(n, f)
+    lo, hi = _interior(n, f)
+
+    def accumulate(terms):
+        acc = None
+        for term in terms:  # one multiply and one add per tap, in PyWavelets' order
+            acc = term if acc is None else acc.add_(term)  # (it starts from 0.0, and 0.0 + a == a)
+        return acc
+
+    def edge(rows):  # outputs near an edge: gather the (mirrored) inputs tap by tap
+        coef = torch.as_tensor(taps[filt[rows]], dtype=x.dtype, device=x.device)
+        index = torch.as_tensor(src[rows], device=x.device)
+        shape = (-1, 1) if dim == -2 else (-1,)
+        return accumulate(coef[:, t].view(shape) * x.index_select(dim, index[:, t]) for t in range(f))
+
+    def interior():  # strided views, no copies: output o reads input 2o + 1 - t
+        def tap(t):
+            view = x[..., 2 * lo + 1 - t : 2 * hi - t : 2, :] if dim == -2 else x[..., 2 * lo + 1 - t : 2 * hi - t : 2]
+            return torch.as_tensor(taps[t], dtype=x.dtype, device=x.device) * view
+        return accumulate(tap(t) for t in range(f))
+
+    parts = ([edge(slice(0, lo))] if lo > 0 else []) + ([interior()] if hi > lo else [])
+    parts += [edge(slice(hi, len(src)))] if hi < len(src) else []
+    return parts[0] if len(parts) == 1 else torch.cat(parts, dim)
 
 
 def _finest_diagonal_like_pywt(x, wavelet):
     """The level-1 'dd' band, axis 0 (rows) first as ``pywt.dwtn`` does."""
-    along_rows = _dwt_detail_like_pywt(x.transpose(-1, -2), wavelet).transpose(-1, -2)
-    return _dwt_detail_like_pywt(along_rows, wavelet)
+    return _dwt_detail_like_pywt(_dwt_detail_like_pywt(x, wavelet, -2), wavelet, -1)
 
 
-def _select(values, valid, rank):
-    """Per row, the ``rank``-th smallest (0-based, one rank per row) of the valid entries.
-
-    Invalid entries are split between -inf and +inf so that the one
-    fixed-rank selection torch offers (``median``, linear time) lands on each
-    row's own rank. Needs ``rank <= (n - 1) // 2``.
-    """
-    target = (values.shape[-1] - 1) // 2  # the rank torch.median selects
-    below = target - rank  # invalid entries to place under the valid ones
-    order = torch.cumsum(~valid, dim=-1)  # 1-based index among the invalid entries
-    filler = torch.where(order <= below[..., None], -math.inf, math.inf).to(values.dtype)
-    return torch.where(valid, values, filler).median(dim=-1).values
+def _sort_rows(values):
+    # numpy's sort is vectorised (AVX-512 where present) and about 15x faster
+    # than torch's on the CPU; on a GPU torch's own sort is the fast one.
+    if values.device.type == "cpu":
+        return torch.from_numpy(np.sort(values.numpy(), axis=-1))
+    return values.sort(dim=-1).values
 
 
 def _estimate_sigma(dd):
@@ -323,11 +344,12 @@ def _estimate_sigma(dd):
     """
     a = dd.abs().flatten(-2)
     nonzero = a > 0
-    m = nonzero.sum(-1)
-    rank = (m - 1).clamp(min=0) // 2
-    lower = _select(a, nonzero, rank)  # the (m-1)//2-th smallest
-    upper = -_select(-a, nonzero, rank)  # the (m-1)//2-th largest
-    return torch.where(m > 0, (lower + upper) / 2, torch.zeros_like(lower)) / _MAD_TO_SIGMA
+    m = nonzero.sum(-1, keepdim=True)
+    ordered = _sort_rows(torch.where(nonzero, a, math.inf))  # zeros sort last, past every rank we read
+    lower = ordered.gather(-1, (m - 1).clamp(min=0) // 2)
+    upper = ordered.gather(-1, (m // 2).clamp(max=a.shape[-1] - 1))
+    median = torch.where(m > 0, (lower + upper) / 2, 0.0).squeeze(-1)
+    return median / _MAD_TO_SIGMA
 
 
 def _threshold_(d, t, mode):

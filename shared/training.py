@@ -185,6 +185,7 @@ def train(
         _save_checkpoint(Path(checkpoint), model, optimizer, recipe, epoch + 1, log)
         if stop_after_epoch is not None and epoch + 1 >= stop_after_epoch and epoch + 1 < recipe.epochs:
             break
+    optimizer.zero_grad(set_to_none=True)  # hand back a model without stale gradients
     return model.eval().to(memory_format=torch.contiguous_format), log
 
 

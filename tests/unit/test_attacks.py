@@ -1,0 +1,148 @@
+import functools
+
+import pytest
+import torch
+import torchattacks
+
+from shared import attacks
+from shared.attacks import BPDA, kurakin_steps
+from shared.wavelets import reconstruct
+
+
+@pytest.mark.parametrize("eps", [0.004, 0.007, 0.01])
+def test_fgsm_equals_torchattacks(trained_model, sample, eps):
+    x, y = sample.to_tensor()[:64], torch.from_numpy(sample.labels[:64])
+    ours = attacks.get("fgsm")(trained_model, x, y, eps=eps)
+    theirs = torchattacks.FGSM(trained_model, eps=eps)(x, y)
+    assert (ours - theirs).abs().max() <= 1e-6
+
+
+@pytest.mark.parametrize("eps, steps", [(0.004, 1), (0.007, 2), (0.01, 3)])
+def test_bim_equals_torchattacks_with_kurakin_steps(trained_model, sample, eps, steps):
+    assert kurakin_steps(eps) == steps
+    x, y = sample.to_tensor()[:64], torch.from_numpy(sample.labels[:64])
+    ours = attacks.get("bim")(trained_model, x, y, eps=eps)
+    theirs = torchattacks.BIM(trained_model, eps=eps, alpha=1 / 255, steps=0)(x, y)  # steps=0: Kurakin's count
+    assert (ours - theirs).abs().max() <= 1e-6
+
+
+def test_bim_with_explicit_steps_equals_torchattacks(trained_model, sample):
+    x, y = sample.to_tensor()[:32], torch.from_numpy(sample.labels[:32])
+    ours = attacks.bim(trained_model, x, y, eps=8 / 255, alpha=2 / 255, steps=5)
+    theirs = torchattacks.BIM(trained_model, eps=8 / 255, alpha=2 / 255, steps=5)(x, y)
+    assert (ours - theirs).abs().max() <= 1e-6
+
+
+@pytest.mark.parametrize("name", ["fgsm", "bim", "pgd"])
+def test_linf_attacks_stay_in_eps_ball_and_unit_range(trained_model, correctly_classified, name):
+    x, y = correctly_classified
+    eps = 0.01
+    adv = attacks.get(name)(trained_model, x, y, eps=eps)
+    assert adv.shape == x.shape and not adv.requires_grad
+    assert (adv - x).abs().max() <= eps + 1e-7
+    assert adv.min() >= 0 and adv.max() <= 1
+    with torch.no_grad():
+        clean_acc = (trained_model(x).argmax(1) == y).float().mean()
+        adv_acc = (trained_model(adv).argmax(1) == y).float().mean()
+    assert adv_acc < clean_acc  # the attack does harm
+
+
+def test_pgd_is_deterministic_per_seed(trained_model, sample):
+    x, y = sample.to_tensor()[:16], torch.from_numpy(sample.labels[:16])
+    a = attacks.pgd(trained_model, x, y, eps=0.03, seed=7)
+    b = attacks.pgd(trained_model, x, y, eps=0.03, seed=7)
+    c = attacks.pgd(trained_model, x, y, eps=0.03, seed=8)
+    assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+def _l2(adv, x):
+    return (adv - x).flatten(1).norm(dim=1)
+
+
+def test_deepfool_matches_or_beats_torchattacks(trained_model, correctly_classified):
+    x, y = correctly_classified
+    ours = attacks.deepfool(trained_model, x, y)
+    theirs = torchattacks.DeepFool(trained_model, steps=50, overshoot=0.02)(x, y)
+    with torch.no_grad():
+        ours_fooled = trained_model(ours).argmax(1) != y
+        theirs_fooled = trained_model(theirs).argmax(1) != y
+    assert ours_fooled.float().mean() >= theirs_fooled.float().mean()
+    assert ours_fooled.float().mean() > 0.9
+    assert _l2(ours, x)[ours_fooled].median() <= 1.05 * _l2(theirs, x)[theirs_fooled].median()
+    assert ours.min() >= 0 and ours.max() <= 1
+
+
+def test_deepfool_leaves_misclassified_images_unchanged(trained_model, sample):
+    x, y = sample.to_tensor()[:64], torch.from_numpy(sample.labels[:64])
+    with torch.no_grad():
+        wrong = trained_model(x).argmax(1) != y
+    assert wrong.any()
+    adv = attacks.deepfool(trained_model, x, y, steps=3)
+    assert torch.equal(adv[wrong], x[wrong])
+
+
+@pytest.mark.parametrize("name", attacks.names())
+def test_attacks_restore_train_mode_and_leave_weights_alone(trained_model, sample, name):
+    x, y = sample.to_tensor()[:8], torch.from_numpy(sample.labels[:8])
+    before = {k: v.clone() for k, v in trained_model.state_dict().items()}
+    trained_model.zero_grad(set_to_none=True)  # torchattacks, used by other tests, leaves gradients behind
+    trained_model.train()
+    trained_model.layer1.eval()  # a mixed state must come back as it was
+    try:
+        attacks.get(name)(trained_model, x, y, **({} if name == "deepfool" else {"eps": 0.01}))
+        assert trained_model.training and not trained_model.layer1.training and trained_model.layer2.training
+    finally:
+        trained_model.eval()
+    for k, v in trained_model.state_dict().items():
+        assert torch.equal(v, before[k]), k  # BatchNorm statistics untouched
+    assert all(p.grad is None for p in trained_model.parameters())
+
+
+def test_unknown_attack_lists_valid_names():
+    with pytest.raises(ValueError, match="valid: bim, deepfool, fgsm, pgd"):
+        attacks.get("cw")
+
+
+@pytest.mark.parametrize("name", ["fgsm", "bim", "pgd"])
+def test_eps_on_255_scale_is_refused(trained_model, sample, name):
+    x, y = sample.to_tensor()[:2], torch.from_numpy(sample.labels[:2])
+    with pytest.raises(ValueError, match="/255"):
+        attacks.get(name)(trained_model, x, y, eps=8)
+
+
+@pytest.mark.parametrize("name", attacks.names())
+def test_images_outside_unit_range_are_refused(trained_model, sample, name):
+    x, y = sample.to_tensor()[:2] * 255, torch.from_numpy(sample.labels[:2])
+    with pytest.raises(ValueError, match="/255"):
+        attacks.get(name)(trained_model, x, y)
+
+
+def test_bad_labels_refused(trained_model, sample):
+    x = sample.to_tensor()[:4]
+    with pytest.raises(ValueError, match="labels"):
+        attacks.fgsm(trained_model, x, torch.zeros(3, dtype=torch.long), eps=0.01)
+
+
+def test_bpda_runs_defence_forward_and_identity_backward(trained_model, correctly_classified):
+    x, y = correctly_classified
+    defence = functools.partial(reconstruct, wavelet="haar")
+    defended = BPDA(trained_model, defence)
+    with torch.no_grad():
+        assert torch.equal(defended(x), trained_model(defence(x)))
+    probe = x[:4].clone().requires_grad_(True)
+    (grad_bpda,) = torch.autograd.grad(defended(probe).sum(), probe)
+    straight = x[:4].clone().requires_grad_(True)
+    (grad_identity,) = torch.autograd.grad(trained_model(defence(x[:4]) + (straight - straight.detach())).sum(), straight)
+    assert torch.allclose(grad_bpda, grad_identity) and grad_bpda.abs().sum() > 0
+
+
+def test_bpda_attack_beats_defence_better_than_transfer(trained_model, correctly_classified):
+    x, y = correctly_classified
+    defence = functools.partial(reconstruct, wavelet="haar")
+    defended = BPDA(trained_model, defence)
+    transfer = attacks.bim(trained_model, x, y, eps=8 / 255, alpha=2 / 255, steps=10)
+    adaptive = attacks.bim(defended, x, y, eps=8 / 255, alpha=2 / 255, steps=10)
+    with torch.no_grad():
+        acc_transfer = (trained_model(defence(transfer)).argmax(1) == y).float().mean()
+        acc_adaptive = (trained_model(defence(adaptive)).argmax(1) == y).float().mean()
+    assert acc_adaptive <= acc_transfer

@@ -102,6 +102,33 @@ def train(defence, width, epochs, batch_size, seed, data, test_data, name, preci
     click.echo(f"wrote {out} (test accuracy {card['test_accuracy']:.4f})")
 
 
+@main.command()
+@click.option("--data", default="sample", show_default=True, help="Image set: folder, zip, npz, cifar10:test or 'sample'.")
+@click.option("--limit", type=int, default=None, help="Evaluate only the first N images (class-balanced).")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Report directory [default: $WAVESHIELD_OUTPUT_DIR/evaluate].")
+@click.option("--local", is_flag=True, help="Run in this process (currently the only runner).")
+def evaluate(data, limit, out, local):
+    """Reproduce the experiment's accuracy grid: attacks x DWT defences x models."""
+    from producers.local import run_evaluation
+
+    cfg = settings_mod.load()
+    report = run_evaluation(data=data, limit=limit, out=out or cfg.output_dir / "evaluate", settings=cfg)
+    click.echo(f"report: {report}")
+
+
+@main.command()
+@click.option("--limit", type=int, default=200, show_default=True, help="Images of the embedded sample to use.")
+def demo(limit):
+    """Evaluate the shipped models on the embedded CIFAR-10 sample."""
+    from producers.local import run_evaluation
+
+    cfg = settings_mod.load()
+    report = run_evaluation(data="sample", limit=limit, out=cfg.output_dir / "demo", settings=cfg)
+    click.echo(report.read_text())
+    click.echo(f"report: {report}")
+
+
 class _EpochProgress:
     """Training progress: a live bar on a terminal, and one line per finished epoch."""
 
@@ -120,3 +147,7 @@ class _EpochProgress:
                 self.bar.__exit__(None, None, None)
                 self.bar = None
             click.echo(f"epoch {p['epoch']}/{p['epochs']}: loss {p['loss']:.4f}, train accuracy {p['acc']:.4f}")
+
+
+if __name__ == "__main__":
+    main()

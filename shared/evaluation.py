@@ -1,0 +1,153 @@
+"""The evaluation grid: attacks x defence configurations x models, counted per cell.
+
+A plan is plain JSON-ready data: the data, the source model the attacks are
+crafted on, the attacks with their parameters, and the defence
+configurations (a model, and a named DWT defence or none). The stage
+functions below are what every runner calls, in one process or on workers:
+craft -> reconstruct -> classify -> count.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from . import attacks as attack_registry
+from .wavelets import reconstruct
+
+CLEAN = "clean"
+#: The published experiment: FGSM and BIM at three budgets, and DeepFool.
+PAPER_EPS = (0.004, 0.007, 0.01)
+
+
+def paper_plan(batch_size: int = 250) -> dict:
+    """The experiment of the paper as a plan."""
+    attack_list = [{"name": CLEAN, "params": {}}]
+    attack_list += [{"name": n, "params": {"eps": e}} for n in ("fgsm", "bim") for e in PAPER_EPS]
+    attack_list += [{"name": "deepfool", "params": {}}]
+    configurations = [
+        {"model": "standard", "defence": None},
+        {"model": "standard", "defence": "haar"},
+        {"model": "haar", "defence": "haar"},
+        {"model": "standard", "defence": "daubechies"},
+        {"model": "daubechies", "defence": "daubechies"},
+    ]
+    return {"source_model": "standard", "attacks": attack_list, "configurations": configurations, "batch_size": batch_size}
+
+
+def attack_id(attack: dict) -> str:
+    """A stable, readable id of an attack entry: ``bim eps=0.007``."""
+    params = " ".join(f"{k}={v}" for k, v in sorted(attack.get("params", {}).items()))
+    return f"{attack['name']} {params}".strip()
+
+
+def configuration_id(config: dict) -> str:
+    """``model+defence``, with ``raw`` for no defence."""
+    return f"{config['model']}+{config.get('defence') or 'raw'}"
+
+
+def validate_plan(plan: dict) -> None:
+    """Raise ValueError on an unknown attack, a bad parameter, or an empty plan."""
+    if not plan.get("attacks") or not plan.get("configurations"):
+        raise ValueError("a plan needs at least one attack and one configuration")
+    for attack in plan["attacks"]:
+        if attack["name"] != CLEAN:
+            attack_registry.get(attack["name"])
+        eps = attack.get("params", {}).get("eps")
+        if eps is not None and not 0 <= eps <= 1:
+            raise ValueError(f"{attack_id(attack)}: eps is in [0, 1] pixel units; {eps}/255 = {eps / 255:.4f} on that scale")
+    if int(plan.get("batch_size", 1)) < 1:
+        raise ValueError("batch_size must be >= 1")
+
+
+def craft(model, images: torch.Tensor, labels: torch.Tensor, attack: dict) -> torch.Tensor:
+    """Stage 1: the adversarial (or clean) images of one attack entry."""
+    if attack["name"] == CLEAN:
+        return images
+    return attack_registry.get(attack["name"])(model, images, labels, **attack.get("params", {}))
+
+
+def defend(images: torch.Tensor, defence_options: dict | None) -> torch.Tensor:
+    """Stage 2: DWT reconstruction with the given options, or the images unchanged."""
+    return images if defence_options is None else reconstruct(images, **defence_options)
+
+
+@torch.no_grad()
+def classify(model, images: torch.Tensor) -> torch.Tensor:
+    """Stage 3: predicted class per image."""
+    return model(images).argmax(1)
+
+
+@dataclass
+class Cell:
+    """Correct/total of one (attack, configuration) pair."""
+
+    attack: str
+    configuration: str
+    model: str
+    defence: str | None
+    correct: int = 0
+    total: int = 0
+
+    @property
+    def accuracy(self) -> float:
+        return self.correct / self.total if self.total else float("nan")
+
+    def as_dict(self) -> dict:
+        return {"attack": self.attack, "configuration": self.configuration, "model": self.model, "defence": self.defence,
+                "correct": self.correct, "total": self.total, "accuracy": self.accuracy}
+
+
+def evaluate_local(
+    plan: dict,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    get_model: Callable[[str], torch.nn.Module],
+    defence_options: Callable[[str], dict],
+    *,
+    device: str = "cpu",
+    progress: Callable[[int], None] | None = None,
+) -> list[Cell]:
+    """Run a plan in this process, batch by batch, and return its cells.
+
+    Parameters
+    ----------
+    plan : dict
+        See :func:`paper_plan`.
+    images, labels : torch.Tensor
+        Float NCHW images in [0, 1] and their classes.
+    get_model : callable
+        Model name -> network in eval mode on ``device``.
+    defence_options : callable
+        Defence name -> reconstruct() options.
+    progress : callable, optional
+        Called with the number of images finished after each batch.
+    """
+    validate_plan(plan)
+    cells = {
+        (attack_id(a), configuration_id(c)): Cell(attack_id(a), configuration_id(c), c["model"], c.get("defence"))
+        for a in plan["attacks"] for c in plan["configurations"]
+    }
+    source = get_model(plan["source_model"])
+    options = functools.lru_cache(maxsize=None)(defence_options)
+    batch_size = int(plan.get("batch_size", 250))
+    for start in range(0, len(images), batch_size):
+        x = images[start : start + batch_size].to(device)
+        y = labels[start : start + batch_size].to(device)
+        for attack in plan["attacks"]:
+            adversarial = craft(source, x, y, attack)
+            reconstructed = {}
+            for config in plan["configurations"]:
+                name = config.get("defence")
+                if name not in reconstructed:
+                    reconstructed[name] = defend(adversarial, None if name is None else options(name))
+                predictions = classify(get_model(config["model"]), reconstructed[name])
+                cell = cells[(attack_id(attack), configuration_id(config))]
+                cell.correct += int((predictions == y).sum())
+                cell.total += len(y)
+        if progress:
+            progress(len(x))
+    return list(cells.values())

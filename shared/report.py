@@ -1,0 +1,71 @@
+"""Reports of an evaluation: Markdown tables and JSON, from a list of cells."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+from .evaluation import CLEAN, Cell
+
+
+def _eps_label(attack: str) -> str:
+    # "bim eps=0.007" -> "bim eps=0.007 (1.8/255)"
+    name, _, params = attack.partition(" ")
+    parts = []
+    for item in params.split():
+        key, _, value = item.partition("=")
+        if key == "eps":
+            item = f"eps={value} ({float(value) * 255:.2g}/255)"
+        parts.append(item)
+    return " ".join([name] + parts)
+
+
+def accuracy_table(cells: list[Cell]) -> dict[str, dict[str, Cell]]:
+    """Cells as {attack: {configuration: cell}}, in plan order."""
+    table: dict[str, dict[str, Cell]] = {}
+    for cell in cells:
+        table.setdefault(cell.attack, {})[cell.configuration] = cell
+    return table
+
+
+def average_drops(cells: list[Cell]) -> dict[str, float]:
+    """Per configuration: mean over attacks of (clean accuracy - attacked accuracy), in points."""
+    table = accuracy_table(cells)
+    clean = table.get(CLEAN, {})
+    drops: dict[str, float] = {}
+    for config, clean_cell in clean.items():
+        attacked = [row[config].accuracy for attack, row in table.items() if attack != CLEAN and config in row]
+        drops[config] = 100 * (clean_cell.accuracy - sum(attacked) / len(attacked)) if attacked else math.nan
+    return drops
+
+
+def to_markdown(cells: list[Cell], *, title: str = "waveshield evaluation", notes: list[str] = ()) -> str:
+    """Table 1 (clean accuracy) and Table 2 (accuracy per attack x configuration, drops)."""
+    table = accuracy_table(cells)
+    configs = list(next(iter(table.values())).keys()) if table else []
+    images = max((c.total for c in cells), default=0)
+    lines = [f"# {title}", "", f"{images} images per cell. Accuracy in %; eps in [0, 1] pixel units (and /255).", ""]
+    lines += [f"- {n}" for n in notes] + ([""] if notes else [])
+    if CLEAN in table:
+        lines += ["## Table 1: clean accuracy", "", "| configuration | accuracy |", "| --- | --- |"]
+        lines += [f"| {c} | {100 * table[CLEAN][c].accuracy:.2f} |" for c in configs]
+        lines.append("")
+    lines += ["## Table 2: accuracy under attack", "", "| attack | " + " | ".join(configs) + " |",
+              "| --- |" + " --- |" * len(configs)]
+    for attack, row in table.items():
+        lines.append(f"| {_eps_label(attack)} | " + " | ".join(f"{100 * row[c].accuracy:.2f}" for c in configs) + " |")
+    drops = average_drops(cells)
+    if drops:
+        lines.append("| **average drop vs clean (points)** | " + " | ".join(f"{drops.get(c, math.nan):.1f}" for c in configs) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write(cells: list[Cell], out_dir: str | Path, *, plan: dict, meta: dict | None = None, notes: list[str] = ()) -> Path:
+    """Write ``report.md`` and ``report.json`` into ``out_dir``; return the Markdown path."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "report.md").write_text(to_markdown(cells, notes=notes))
+    payload = {"plan": plan, "meta": meta or {}, "cells": [c.as_dict() for c in cells], "average_drop": average_drops(cells)}
+    (out / "report.json").write_text(json.dumps(payload, indent=2, allow_nan=True) + "\n")
+    return out / "report.md"

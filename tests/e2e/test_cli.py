@@ -1,0 +1,65 @@
+"""The `waveshield` command as a user runs it: a real subprocess, real files."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+WAVESHIELD = [sys.executable, "-m", "producers.cli"]
+
+
+def run(args, env_extra, timeout=600):
+    env = {**os.environ, **env_extra}
+    return subprocess.run(WAVESHIELD + args, capture_output=True, text=True, env=env, timeout=timeout,
+                          cwd=Path(__file__).resolve().parents[2])
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cli")
+    return {"WAVESHIELD_WEIGHTS_DIR": str(root / "weights"), "WAVESHIELD_OUTPUT_DIR": str(root / "out"),
+            "WAVESHIELD_CHECKPOINT_DIR": str(root / "ckpt"), "WAVESHIELD_DEVICE": "cpu"}
+
+
+def test_config_prints_settings_and_masks_password(workdir):
+    result = run(["config"], {**workdir, "REDIS_URL": "redis://user:hunter2@example:6379/0"})
+    assert result.returncode == 0
+    assert "hunter2" not in result.stdout and "redis://user:***@example:6379/0" in result.stdout
+    as_json = json.loads(run(["config", "--json"], workdir).stdout)
+    assert as_json["weights_dir"] == workdir["WAVESHIELD_WEIGHTS_DIR"]
+
+
+def test_demo_without_weights_says_how_to_train(workdir):
+    result = run(["demo", "--limit", "10"], workdir)
+    assert result.returncode == 2
+    assert "waveshield train" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_bad_data_is_one_line_error(workdir):
+    result = run(["evaluate", "--data", "/no/such/place"], workdir)
+    assert result.returncode == 2 and result.stderr.strip().count("\n") == 0
+    assert "no such file or directory" in result.stderr
+
+
+def test_train_interrupt_resume_then_demo_writes_report(workdir):
+    args = ["train", "--data", "sample", "--test-data", "sample", "--limit", "256", "--epochs", "2", "--width", "4"]
+    first = run(args + ["--stop-after", "1"], workdir)
+    assert first.returncode == 0, first.stderr
+    assert "rerun the same command to resume" in first.stdout
+    second = run(args, workdir)
+    assert second.returncode == 0, second.stderr
+    assert "epoch 2/2" in second.stdout and "epoch 1/2" not in second.stdout  # resumed, not restarted
+    card = json.loads((Path(workdir["WAVESHIELD_WEIGHTS_DIR"]) / "standard.json").read_text())
+    assert card["epochs"] == 2 and card["width"] == 4 and 0 <= card["test_accuracy"] <= 1
+
+    demo = run(["demo", "--limit", "20"], workdir)
+    assert demo.returncode == 0, demo.stderr
+    report = Path(workdir["WAVESHIELD_OUTPUT_DIR"]) / "demo" / "report.md"
+    text = report.read_text()
+    assert "Table 1" in text and "bim eps=0.007 (1.8/255)" in text and "skipped haar+haar" in text
+    cells = json.loads(report.with_suffix(".json").read_text())["cells"]
+    assert {c["configuration"] for c in cells} == {"standard+raw", "standard+haar", "standard+daubechies"}
+    assert all(c["total"] == 20 for c in cells)

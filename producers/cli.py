@@ -129,6 +129,32 @@ def demo(limit):
     click.echo(f"report: {report}")
 
 
+@main.command()
+@click.option("--data", default="sample", show_default=True, help="Labelled images to tune on.")
+@click.option("--n", "n", default=256, show_default=True, help="Number of images.")
+@click.option("--min-psnr", default=30.0, show_default=True, help="Clean PSNR a setting must keep (dB).")
+@click.option("--wavelets", default=",".join(("haar", "db2", "db3", "db4", "sym4")), show_default=True,
+              help="Comma-separated wavelets to sweep.")
+@click.option("--objective", type=click.Choice(["attenuation", "gain"]), default="attenuation", show_default=True,
+              help="What to maximise above the PSNR threshold (see tune.md).")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Table directory [default: $WAVESHIELD_OUTPUT_DIR/tune].")
+def tune(data, n, min_psnr, wavelets, objective, out):
+    """Choose the Haar and Daubechies DWT settings by PSNR/MSE; write defences.json for train and evaluate."""
+    from producers.tune import run_tune
+
+    cfg = settings_mod.load()
+    out = out or cfg.output_dir / "tune"
+    chosen = run_tune(data=data, n=n, out=out, settings=cfg, min_psnr=min_psnr, objective=objective,
+                      wavelets=tuple(w.strip() for w in wavelets.split(",") if w.strip()))
+    for family, row in chosen.items():
+        click.echo(f"{family}: {row['wavelet']} levels={row['levels']} {row['mode']} {row['method']} "
+                   f"sigma x{row['sigma_scale']}{' YCbCr' if row['convert2ycbcr'] else ''}: clean PSNR "
+                   f"{row['clean_psnr']:.2f} dB, mean attenuation {row['mean_attenuation']:+.2f} dB, "
+                   f"mean gain {row['mean_gain']:+.2f} dB")
+    click.echo(f"table: {out / 'tune.md'}; settings: {cfg.weights_dir / 'defences.json'}")
+
+
 class _EpochProgress:
     """Training progress: a live bar on a terminal, and one line per finished epoch."""
 

@@ -15,8 +15,10 @@ from .wavelets import METHODS, MODES, WAVELETS
 FILENAME = "defences.json"
 # scikit-image's defaults with the paper's two wavelet families.
 DEFAULTS = {
-    "haar": {"wavelet": "haar", "levels": None, "mode": "soft", "method": "BayesShrink", "sigma": None, "convert2ycbcr": False},
-    "daubechies": {"wavelet": "db2", "levels": None, "mode": "soft", "method": "BayesShrink", "sigma": None, "convert2ycbcr": False},
+    "haar": {"wavelet": "haar", "levels": None, "mode": "soft", "method": "BayesShrink", "sigma": None,
+             "convert2ycbcr": False, "sigma_scale": 1.0},
+    "daubechies": {"wavelet": "db2", "levels": None, "mode": "soft", "method": "BayesShrink", "sigma": None,
+                   "convert2ycbcr": False, "sigma_scale": 1.0},
 }
 _KEYS = set(DEFAULTS["haar"])
 

@@ -48,6 +48,7 @@ def reconstruct(
     method: str = "BayesShrink",
     sigma: float | Sequence[float] | None = None,
     convert2ycbcr: bool = False,
+    sigma_scale: float = 1.0,
 ):
     """Denoise a batch of images by wavelet thresholding ("input reconstruction").
 
@@ -69,6 +70,9 @@ def reconstruct(
         channel. Estimated per image and channel when not given.
     convert2ycbcr : bool
         Denoise in YCbCr (each channel rescaled to [0, 1]); needs C == 3.
+    sigma_scale : float
+        Multiplies the noise level, given or estimated (an extension of
+        scikit-image's options; 1.0 = its behaviour). Below 1 keeps more detail.
 
     Returns
     -------
@@ -90,11 +94,13 @@ def reconstruct(
         levels = max(max_level - 3, 1)
     if not isinstance(levels, int) or not 1 <= levels <= max_level:
         raise ValueError(f"levels must be an integer from 1 to {max_level} for {h}x{w} images and {wavelet!r}, got {levels!r}")
+    if not (isinstance(sigma_scale, (int, float)) and math.isfinite(sigma_scale) and sigma_scale > 0):
+        raise ValueError(f"sigma_scale must be a positive number, got {sigma_scale!r}")
     sigmas = _per_channel_sigma(sigma, c, x)
     if convert2ycbcr:
-        out = _denoise_ycbcr(x, sigmas, wavelet, levels, mode, method)
+        out = _denoise_ycbcr(x, sigmas, wavelet, levels, mode, method, sigma_scale)
     else:
-        out = _denoise(x, sigmas, wavelet, levels, mode, method)
+        out = _denoise(x, sigmas, wavelet, levels, mode, method, sigma_scale)
     return restore(out.clamp_(0.0, 1.0))
 
 
@@ -361,7 +367,7 @@ def _threshold_(d, t, mode):
         d.mul_(d.abs() >= t)  # PyWavelets' hard keeps |d| == t
 
 
-def _denoise(x, sigma, wavelet, levels, mode, method):
+def _denoise(x, sigma, wavelet, levels, mode, method, sigma_scale=1.0):
     """Wavelet thresholding of every (image, channel) plane of ``x`` (N, C, H, W).
 
     ``sigma`` is None (estimate) or an (N, C) or (C,) tensor.
@@ -374,7 +380,7 @@ def _denoise(x, sigma, wavelet, levels, mode, method):
         approx = block[..., : block.shape[-2] // 2, : block.shape[-1] // 2]
     if sigma is None:
         sigma = _estimate_sigma(_finest_diagonal_like_pywt(x, wavelet))
-    sigma = sigma.expand(x.shape[:2])
+    sigma = sigma.expand(x.shape[:2]) * sigma_scale
     var = sigma * sigma
     universal = sigma * math.sqrt(2 * math.log(x.shape[-2] * x.shape[-1]))
     eps = torch.finfo(x.dtype).eps
@@ -395,7 +401,7 @@ def _denoise(x, sigma, wavelet, levels, mode, method):
     return out
 
 
-def _denoise_ycbcr(x, sigma, wavelet, levels, mode, method):
+def _denoise_ycbcr(x, sigma, wavelet, levels, mode, method, sigma_scale=1.0):
     """YCbCr path of scikit-image: each channel rescaled to [0, 1] per image."""
     m = torch.as_tensor(_YCBCR_FROM_RGB, dtype=x.dtype, device=x.device)
     offset = torch.as_tensor(_YCBCR_OFFSET, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
@@ -414,6 +420,6 @@ def _denoise_ycbcr(x, sigma, wavelet, levels, mode, method):
         # Noise of independent R, G, B channels, carried into YCbCr.
         sigma = torch.sqrt((m * m) @ (sigma * sigma))
         sigma = sigma.view(1, 3) / safe.view(-1, 3)
-    denoised = _denoise((ycc - lo) / safe, sigma, wavelet, levels, mode, method) * safe + lo
+    denoised = _denoise((ycc - lo) / safe, sigma, wavelet, levels, mode, method, sigma_scale) * safe + lo
     ycc = torch.where(flat, ycc, denoised)
     return torch.einsum("ij,njhw->nihw", torch.linalg.inv(m), ycc - offset)

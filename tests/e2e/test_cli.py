@@ -63,3 +63,29 @@ def test_train_interrupt_resume_then_demo_writes_report(workdir):
     cells = json.loads(report.with_suffix(".json").read_text())["cells"]
     assert {c["configuration"] for c in cells} == {"standard+raw", "standard+haar", "standard+daubechies"}
     assert all(c["total"] == 20 for c in cells)
+
+
+def test_tune_writes_table_and_settings_that_train_reads(workdir):
+    weights = Path(workdir["WAVESHIELD_WEIGHTS_DIR"])
+    if not (weights / "standard.safetensors").is_file():  # tune crafts its attacks on the standard model
+        trained = run(["train", "--data", "sample", "--test-data", "sample", "--limit", "128", "--epochs", "1",
+                       "--width", "4"], workdir)
+        assert trained.returncode == 0, trained.stderr
+    out = Path(workdir["WAVESHIELD_OUTPUT_DIR"]) / "tune16"
+    result = run(["tune", "--n", "16", "--wavelets", "haar,db2", "--out", str(out)], workdir)
+    assert result.returncode == 0, result.stderr
+    table = (out / "tune.md").read_text()
+    assert "**haar**" in table and "**daubechies**" in table
+    rows = (out / "tune.csv").read_text().splitlines()
+    assert len(rows) - 1 == (5 + 3) * 2 * 2 * 3 * 2  # (haar 5 + db2 3 levels) x mode x method x scale x colour
+    assert (out / "tune.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    chosen = json.loads((weights / "defences.json").read_text())
+    assert chosen["defences"]["haar"]["wavelet"] == "haar" and chosen["defences"]["daubechies"]["wavelet"] == "db2"
+    assert chosen["scores"]["haar"]["clean_psnr"] >= 30
+
+    trained = run(["train", "--defence", "haar", "--data", "sample", "--test-data", "sample", "--limit", "64",
+                   "--epochs", "1", "--width", "4"], workdir)
+    assert trained.returncode == 0, trained.stderr
+    card = json.loads((weights / "haar.json").read_text())
+    assert card["defence"] == chosen["defences"]["haar"] and card["training_data"]["dwt_copies"]
+    assert "test_accuracy_dwt_input" in card

@@ -143,3 +143,16 @@ def test_cuda_tensor_stays_on_gpu_and_matches_cpu(real_images):
     out = reconstruct(x.cuda(), wavelet="db2", convert2ycbcr=True)
     assert out.is_cuda
     np.testing.assert_allclose(out.cpu().numpy(), reconstruct(x, wavelet="db2", convert2ycbcr=True).numpy(), atol=1e-10)
+
+
+def test_sigma_scale_scales_the_noise_level(real_images):
+    x = real_images[:-2]
+    from shared.wavelets import _estimate_sigma, _finest_diagonal_like_pywt
+
+    estimated = _estimate_sigma(_finest_diagonal_like_pywt(torch.from_numpy(x), "haar")).numpy()
+    for scale in (0.5, 2.0):
+        per_image = np.stack([reconstruct(x[i:i + 1], sigma=list(estimated[i] * scale)) for i in range(len(x))])[:, 0]
+        np.testing.assert_allclose(reconstruct(x, sigma_scale=scale), per_image, atol=1e-12)
+    assert np.abs(reconstruct(x, sigma_scale=0.5) - x).mean() < np.abs(reconstruct(x, sigma_scale=2.0) - x).mean()
+    with pytest.raises(ValueError, match="sigma_scale"):
+        reconstruct(x, sigma_scale=0)

@@ -1,0 +1,99 @@
+"""`waveshield tune`: sweep DWT settings on clean and attacked images, write the table and the chosen settings."""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from pathlib import Path
+
+import click
+import torch
+
+from shared import attacks, defences, figures, models, tuning
+from shared.data import load_images
+from shared.evaluation import PAPER_EPS
+from shared.settings import Settings, resolve_device
+
+
+def run_tune(*, data: str, n: int, out: Path, settings: Settings, min_psnr: float, wavelets: tuple[str, ...],
+             objective: str = "attenuation", model_name: str = "standard") -> dict:
+    """Sweep, choose, write ``tune.md``, ``tune.csv``, ``tune.png`` and ``defences.json``; return the choice."""
+    device = resolve_device(settings.device)
+    weights = settings.weights_dir / f"{model_name}.safetensors"
+    if not weights.is_file():
+        raise ValueError(f"tune crafts its adversarial images on {weights}, which is missing; "
+                         "train it first: waveshield train --defence none --data PATH")
+    model, card = models.load(weights, device=device)
+    image_set = load_images(data, limit=n)
+    if image_set.labels is None or not len(image_set):
+        raise ValueError(f"{data}: tune needs labelled images")
+    clean = image_set.to_tensor().to(device)
+    labels = torch.from_numpy(image_set.labels).to(device)
+    adversarial = {f"{name}_{eps}": attacks.get(name)(model, clean, labels, eps=eps)
+                   for name in ("fgsm", "bim") for eps in PAPER_EPS}
+    rows = []
+    candidates = tuning.grid(wavelets, tuple(clean.shape[-2:]))
+    with click.progressbar(candidates, label=f"{len(candidates)} settings", file=sys.stderr) as bar:
+        for options in bar:
+            rows.append(tuning.score(options, clean, adversarial))
+    chosen = tuning.choose(rows, min_clean_psnr=min_psnr, objective=objective)
+    out.mkdir(parents=True, exist_ok=True)
+    _write_csv(rows, out / "tune.csv")
+    (out / "tune.md").write_text(_markdown(rows, chosen, data=data, images=len(clean), min_psnr=min_psnr, objective=objective))
+    groups: dict[str, list] = {}
+    for r in rows:
+        groups.setdefault(r["wavelet"], []).append((r["clean_psnr"], r[f"mean_{objective}"]))
+    figures.scatter(groups, out / "tune.png", xlabel="PSNR of reconstruct(clean) vs clean (dB)",
+                    ylabel=f"mean {objective} on FGSM/BIM images (dB)", title="DWT settings", vline=min_psnr)
+    keys = defences.DEFAULTS["haar"].keys()
+    document = {
+        "defences": {family: {k: row[k] for k in keys} for family, row in chosen.items()},
+        "rule": f"clean PSNR >= {min_psnr} dB, then the largest mean {objective} on FGSM/BIM (eps {', '.join(map(str, PAPER_EPS))})",
+        "chosen_on": {"data": str(data), "images": len(clean), "model": model_name, "model_sha256": card["sha256"]},
+        "scores": chosen,
+    }
+    text = json.dumps(document, indent=2) + "\n"
+    settings.weights_dir.mkdir(parents=True, exist_ok=True)
+    (settings.weights_dir / defences.FILENAME).write_text(text)
+    (out / defences.FILENAME).write_text(text)
+    return chosen
+
+
+def _write_csv(rows: list[dict], path: Path) -> None:
+    with open(path, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def _label(row: dict) -> str:
+    return (f"{row['wavelet']} L{row['levels']} {row['mode']} {row['method']} x{row['sigma_scale']}"
+            + (" YCbCr" if row["convert2ycbcr"] else ""))
+
+
+def _markdown(rows, chosen, *, data, images, min_psnr, objective) -> str:
+    attacks_ = [k.removeprefix("gain_") for k in rows[0] if k.startswith("gain_")]
+    head = ("| setting | clean PSNR (dB) | clean MSE | " + " | ".join(f"att. {a}" for a in attacks_)
+            + " | mean attenuation | mean gain |")
+    sep = "| --- " * (5 + len(attacks_)) + "|"
+
+    def line(r):
+        values = " | ".join(f"{r['attenuation_' + a]:+.2f}" for a in attacks_)
+        return (f"| {_label(r)} | {r['clean_psnr']:.2f} | {r['clean_mse']:.2e} | {values} | "
+                f"{r['mean_attenuation']:+.2f} | {r['mean_gain']:+.2f} |")
+
+    out = ["# DWT settings by PSNR / MSE", "",
+           f"{images} images from {data}; {len(rows)} settings; FGSM/BIM crafted on the standard model, eps in [0, 1] units.",
+           "- clean PSNR: reconstruct(clean) against clean.",
+           "- attenuation: PSNR(reconstruct(adv), reconstruct(clean)) - PSNR(adv, clean), dB of perturbation removed.",
+           "- gain: PSNR(reconstruct(adv), clean) - PSNR(adv, clean), the denoising gain against the original.",
+           f"Rule: clean PSNR >= {min_psnr} dB, then the largest mean {objective}.", "", "## Chosen", "", head, sep]
+    out += [line(r).replace("| ", f"| **{family}**: ", 1) for family, r in chosen.items()]
+    out += ["", f"## Best 10 per wavelet (by mean {objective}, among settings over the threshold)", "", head, sep]
+    for wavelet in dict.fromkeys(r["wavelet"] for r in rows):
+        ok = sorted((r for r in rows if r["wavelet"] == wavelet and r["clean_psnr"] >= min_psnr),
+                    key=lambda r: -r[f"mean_{objective}"])
+        out += [line(r) for r in ok[:10]]
+    out += ["", "Every setting, with PSNR and MSE per attack: tune.csv. Plot: tune.png."]
+    return "\n".join(out) + "\n"

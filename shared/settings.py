@@ -26,6 +26,10 @@ class Settings:
     device: str  # WAVESHIELD_DEVICE: "auto", "cpu", "cuda", "cuda:1", ...
     blob_ttl_s: int  # WAVESHIELD_BLOB_TTL: seconds an unconsumed blob lives
     checkpoint_dir: Path  # WAVESHIELD_CHECKPOINT_DIR: resumable training state
+    visibility_timeout_s: int  # WAVESHIELD_VISIBILITY_TIMEOUT: an unacked task is redelivered after this
+    task_time_limit_s: int  # WAVESHIELD_TASK_TIME_LIMIT: hard limit of one task (soft = 90 %)
+    max_deliveries: int  # WAVESHIELD_MAX_DELIVERIES: a task redelivered more often is dropped as an error
+    high_water: int  # WAVESHIELD_HIGH_WATER: producers wait while more batches than this are queued
 
     def as_text(self) -> str:
         """Render the settings as ``name = value`` lines, passwords masked."""
@@ -61,19 +65,29 @@ def load(environ: dict | None = None) -> Settings:
         If a numeric variable does not parse.
     """
     env = os.environ if environ is None else environ
-    ttl = env.get("WAVESHIELD_BLOB_TTL", "86400")
-    try:
-        ttl_s = int(ttl)
-    except ValueError:
-        raise ValueError(f"WAVESHIELD_BLOB_TTL must be a whole number of seconds, got {ttl!r}") from None
+
+    def number(name: str, default: int) -> int:
+        raw = env.get(name, str(default))
+        try:
+            value = int(raw)
+        except ValueError:
+            raise ValueError(f"{name} must be a whole number, got {raw!r}") from None
+        if value < 1:
+            raise ValueError(f"{name} must be at least 1, got {value}")
+        return value
+
     return Settings(
         redis_url=env.get("REDIS_URL") or None,
         weights_dir=Path(env.get("WAVESHIELD_WEIGHTS_DIR", _REPO_WEIGHTS)),
         data_dir=Path(env.get("WAVESHIELD_DATA_DIR", Path.home() / ".cache" / "waveshield" / "data")),
         output_dir=Path(env.get("WAVESHIELD_OUTPUT_DIR", "waveshield-out")),
         device=env.get("WAVESHIELD_DEVICE", "auto"),
-        blob_ttl_s=ttl_s,
+        blob_ttl_s=number("WAVESHIELD_BLOB_TTL", 86400),
         checkpoint_dir=Path(env.get("WAVESHIELD_CHECKPOINT_DIR", Path.home() / ".cache" / "waveshield" / "checkpoints")),
+        visibility_timeout_s=number("WAVESHIELD_VISIBILITY_TIMEOUT", 3600),
+        task_time_limit_s=number("WAVESHIELD_TASK_TIME_LIMIT", 1800),
+        max_deliveries=number("WAVESHIELD_MAX_DELIVERIES", 5),
+        high_water=number("WAVESHIELD_HIGH_WATER", 64),
     )
 
 

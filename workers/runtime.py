@@ -1,0 +1,36 @@
+"""Per-process state of a worker: one Pipeline, models loaded lazily once, message routing."""
+
+from __future__ import annotations
+
+import functools
+
+import redis
+
+from shared import defences, models, settings
+from shared.pipeline import Pipeline
+
+
+@functools.lru_cache(maxsize=1)
+def pipeline() -> Pipeline:
+    """This process's Pipeline (created in the pool child, where CUDA may be used)."""
+    cfg = settings.load()
+    device = settings.resolve_device(cfg.device)
+    client = redis.Redis.from_url(cfg.redis_url or "redis://127.0.0.1:6379/0")
+
+    @functools.lru_cache(maxsize=None)
+    def get_model(name):
+        return models.load(cfg.weights_dir / f"{name}.safetensors", device=device)[0]
+
+    return Pipeline(client, get_model=get_model, defence_options=lambda name: defences.get(name, cfg.weights_dir),
+                    device=device, blob_ttl_s=cfg.blob_ttl_s)
+
+
+def run_stage(task, stage: str, **kwargs) -> None:
+    """Run one stage for a task, send the messages it returns; give up after too many deliveries."""
+    pipe = pipeline()
+    if pipe.deliveries(task.request.id) > settings.load().max_deliveries:
+        pipe.record_error(kwargs["job"], f"{stage} {kwargs}", "dropped after too many redeliveries")
+        return
+    messages = getattr(pipe, stage)(**kwargs)
+    for queue, message in messages if isinstance(messages, list) else []:
+        task.app.send_task(f"waveshield.{queue}", kwargs=message, queue=queue)

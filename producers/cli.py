@@ -107,26 +107,127 @@ def train(defence, width, epochs, batch_size, seed, data, test_data, name, preci
 @click.option("--limit", type=int, default=None, help="Evaluate only the first N images (class-balanced).")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Report directory [default: $WAVESHIELD_OUTPUT_DIR/evaluate].")
-@click.option("--local", is_flag=True, help="Run in this process (currently the only runner).")
+@click.option("--local", is_flag=True, help="Run the same plan in this process, without a broker.")
 def evaluate(data, limit, out, local):
-    """Reproduce the experiment's accuracy grid: attacks x DWT defences x models."""
+    """Reproduce the experiment's accuracy grid: attacks x DWT defences x models.
+
+    Runs on the workers behind REDIS_URL (or a running `waveshield up`); --local runs in this process.
+    """
     from producers.local import run_evaluation
+    from producers.stack import resolve_redis_url
 
     cfg = settings_mod.load()
-    report = run_evaluation(data=data, limit=limit, out=out or cfg.output_dir / "evaluate", settings=cfg)
+    redis_url = None if local else resolve_redis_url(cfg.redis_url)
+    if not local and redis_url is None:
+        raise ValueError("no Redis: start `waveshield up` (or set REDIS_URL to one with workers), or pass --local")
+    report = run_evaluation(data=data, limit=limit, out=out or cfg.output_dir / "evaluate", settings=cfg,
+                            redis_url=redis_url)
     click.echo(f"report: {report}")
 
 
 @main.command()
 @click.option("--limit", type=int, default=200, show_default=True, help="Images of the embedded sample to use.")
 def demo(limit):
-    """Evaluate the shipped models on the embedded CIFAR-10 sample."""
-    from producers.local import run_evaluation
+    """Start Redis and the four workers, evaluate the shipped models on the embedded sample, stop."""
+    from producers.local import available_plan, run_evaluation
+    from producers.stack import Stack, resolve_redis_url
+    from shared.evaluation import paper_plan
 
     cfg = settings_mod.load()
-    report = run_evaluation(data="sample", limit=limit, out=cfg.output_dir / "demo", settings=cfg)
+    available_plan(paper_plan(), cfg.weights_dir)  # fail fast, with the train command, when weights are missing
+    click.echo("starting Redis and one worker per queue (attack, dwt, classify, collect)...")
+    with Stack(resolve_redis_url(cfg.redis_url)) as stack:
+        report = run_evaluation(data="sample", limit=limit, out=cfg.output_dir / "demo", settings=cfg,
+                                redis_url=stack.redis_url)
     click.echo(report.read_text())
     click.echo(f"report: {report}")
+
+
+@main.command()
+@click.option("--flower", is_flag=True, help="Also run Flower on 127.0.0.1:5555 (needs FLOWER_BASIC_AUTH=user:password).")
+def up(flower):
+    """Run Redis (REDIS_URL, or the bundled server) and one worker per queue until Ctrl-C."""
+    import json
+    import os
+    import signal as signal_mod
+
+    from producers.stack import STATE, Stack, resolve_redis_url
+
+    cfg = settings_mod.load()
+    auth = os.environ.get("FLOWER_BASIC_AUTH")
+    if flower and (not auth or ":" not in auth):
+        raise ValueError("Flower never runs without authentication: set FLOWER_BASIC_AUTH=user:password")
+    with Stack(resolve_redis_url(cfg.redis_url), flower_auth=auth if flower else None) as stack:
+        STATE.parent.mkdir(parents=True, exist_ok=True)
+        STATE.write_text(json.dumps({"redis_url": stack.redis_url, "pid": os.getpid()}))
+        click.echo(f"Redis: {stack.redis_url}\nworkers: attack, dwt, classify, collect"
+                   + ("\nFlower: http://127.0.0.1:5555" if flower else "") + "\nCtrl-C stops everything.")
+        signal_mod.signal(signal_mod.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+        try:
+            while all(p.poll() is None for p in stack.procs.values()):
+                time.sleep(1)
+            click.echo("a worker exited; stopping", err=True)
+        except KeyboardInterrupt:
+            click.echo("stopping...")
+        finally:
+            STATE.unlink(missing_ok=True)
+
+
+@main.command()
+@click.argument("job", required=False)
+def status(job):
+    """Queue lengths, workers, and job progress, read from Redis."""
+    import redis
+
+    from producers.stack import resolve_redis_url
+    from producers.submit import queue_lengths
+    from shared.pipeline import Pipeline
+    from workers.app import app
+
+    url = resolve_redis_url(settings_mod.load().redis_url)
+    if url is None:
+        raise ValueError("no Redis: set REDIS_URL or start `waveshield up`")
+    client = redis.Redis.from_url(url)
+    app.conf.broker_url = url
+    click.echo("queues: " + ", ".join(f"{q} {n}" for q, n in queue_lengths(client).items()))
+    replies = app.control.inspect(timeout=1.0).active_queues() or {}
+    consumers = {q["name"]: w for w, qs in replies.items() for q in qs}
+    click.echo("workers: " + (", ".join(f"{q} <- {w}" for q, w in sorted(consumers.items())) or "none"))
+    pipe = Pipeline(client)
+    jobs = [job] if job else [j.decode() for j in client.zrevrange("ws:jobs", 0, 9)]
+    for j in jobs:
+        try:
+            p = pipe.progress(j)
+        except KeyError:
+            raise ValueError(f"no job {j!r} in Redis") from None
+        click.echo(f"job {j}: {p['status']}, {p['done']}/{p['expected']} cells, {p['images']} images, "
+                   f"{p['images_per_s']:.1f} images/s, {len(p['errors'])} errors")
+
+
+@main.command()
+@click.argument("job")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Report directory [default: $WAVESHIELD_OUTPUT_DIR/JOB].")
+def report(job, out):
+    """Render a job's report again from the counts in Redis."""
+    import redis
+
+    from producers.stack import resolve_redis_url
+    from shared import report as report_mod
+    from shared.pipeline import Pipeline
+
+    cfg = settings_mod.load()
+    url = resolve_redis_url(cfg.redis_url)
+    if url is None:
+        raise ValueError("no Redis: set REDIS_URL or start `waveshield up`")
+    pipe = Pipeline(redis.Redis.from_url(url))
+    try:
+        cells, plan, state = pipe.cells(job), pipe.plan(job), pipe.progress(job)
+    except KeyError:
+        raise ValueError(f"no job {job!r} in Redis") from None
+    path = report_mod.write(cells, out or cfg.output_dir / job, plan=plan, meta=state,
+                            notes=[f"job {job}: {state['status']}, {state['done']}/{state['expected']} cells"])
+    click.echo(f"report: {path}")
 
 
 @main.command()

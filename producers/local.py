@@ -31,13 +31,33 @@ def available_plan(plan: dict, weights_dir: Path) -> tuple[dict, list[str]]:
     return {**plan, "configurations": kept}, notes
 
 
-def run_evaluation(*, data: str, limit: int | None, out: Path, settings: Settings, plan: dict | None = None) -> Path:
-    """Evaluate ``plan`` (default: the paper's) on ``data`` and write the report; return its path."""
-    device = resolve_device(settings.device)
+def run_evaluation(*, data: str, limit: int | None, out: Path, settings: Settings, plan: dict | None = None,
+                   redis_url: str | None = None) -> Path:
+    """Evaluate ``plan`` (default: the paper's) on ``data`` and write the report; return its path.
+
+    With ``redis_url`` the plan runs on the workers behind that Redis; without, in this process.
+    """
     image_set = load_images(data, limit=limit)
-    plan, notes = available_plan(plan or paper_plan(), settings.weights_dir)
     if image_set.labels is None or len(image_set) == 0:
         raise ValueError(f"{data}: evaluation needs labelled images (class sub-folders, or 'y' in an npz)")
+    plan, notes = available_plan(plan or paper_plan(), settings.weights_dir)
+    started = time.perf_counter()
+    if redis_url:
+        cells, job = _on_workers(plan, image_set, settings, redis_url)
+        runner = f"Celery workers (job {job})"
+    else:
+        cells, job = _in_process(plan, image_set, settings), None
+        runner = "one process (--local)"
+    seconds = time.perf_counter() - started
+    notes = [f"data: {data} ({len(image_set)} images, {len(image_set.errors)} unreadable)",
+             f"runner: {runner}", f"attacks crafted on {plan['source_model']!r} (transfer setting)",
+             f"{seconds:.1f} s, {len(image_set) / seconds:.1f} images/s"] + notes
+    meta = {"data": str(data), "images": len(image_set), "seconds": seconds, "job": job, "runner": runner}
+    return report.write(cells, out, plan=plan, meta=meta, notes=notes)
+
+
+def _in_process(plan, image_set, settings):
+    device = resolve_device(settings.device)
     loaded: dict = {}
 
     def get_model(name):
@@ -45,16 +65,26 @@ def run_evaluation(*, data: str, limit: int | None, out: Path, settings: Setting
             loaded[name] = models.load(settings.weights_dir / f"{name}.safetensors", device=device)[0]
         return loaded[name]
 
-    def defence_options(name):
-        return defences.get(name, settings.weights_dir)
-
     x, y = image_set.to_tensor(), torch.from_numpy(image_set.labels)
-    started = time.perf_counter()
     with click.progressbar(length=len(x), label="evaluating", file=sys.stderr) as bar:
-        cells = evaluate_local(plan, x, y, get_model, defence_options, device=device, progress=bar.update)
-    seconds = time.perf_counter() - started
-    notes = [f"data: {data} ({len(x)} images, {len(image_set.errors)} unreadable)", f"device: {device}",
-             f"attacks crafted on {plan['source_model']!r} (transfer setting)", f"{seconds:.1f} s"] + notes
-    meta = {"data": str(data), "images": len(x), "device": device, "seconds": seconds,
-            "models": {n: loaded[n].width for n in loaded}}
-    return report.write(cells, out, plan=plan, meta=meta, notes=notes)
+        return evaluate_local(plan, x, y, get_model, lambda name: defences.get(name, settings.weights_dir),
+                              device=device, progress=bar.update)
+
+
+def _on_workers(plan, image_set, settings, redis_url):
+    import redis
+
+    from producers import submit
+    from shared.pipeline import Pipeline
+    from workers.app import app
+
+    app.conf.broker_url = redis_url
+    client = redis.Redis.from_url(redis_url)
+    job = submit.submit(client, app, plan, image_set, settings)
+    with click.progressbar(length=1000, label=f"job {job}", file=sys.stderr) as bar:
+        def progress(state):
+            bar.update(int(1000 * state["done"] / state["expected"]) - bar.pos)
+        state = submit.wait(client, job, progress)
+    if state["errors"]:
+        raise ValueError(f"job {job} finished with {len(state['errors'])} error(s): {state['errors'][0]['reason']}")
+    return Pipeline(client).cells(job), job

@@ -4,14 +4,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import os
+
 import pytest
+import redis
 import torch
 
+from producers.redis_server import EmbeddedRedis, reachable
 from shared.data import load_images
 from shared.training import Recipe, train
 
 REPO = Path(__file__).resolve().parent.parent
 CIFAR_JPEG = REPO.parent / "shared" / "datasets" / "cifar10-jpeg"
+LOCAL_REDIS = "redis://127.0.0.1:6379/13"  # a database of the tests' own, flushed
 
 
 @pytest.fixture(scope="session")
@@ -49,3 +54,20 @@ def correctly_classified(trained_model, sample):
     with torch.no_grad():
         keep = trained_model(x).argmax(1) == y
     return x[keep][:64], y[keep][:64]
+
+
+@pytest.fixture(scope="session")
+def redis_url():
+    """REDIS_URL when set, else the local server when it answers, else an embedded one."""
+    if os.environ.get("REDIS_URL"):
+        url, server = os.environ["REDIS_URL"], None
+    elif reachable(LOCAL_REDIS):
+        url, server = LOCAL_REDIS, None
+    else:
+        server = EmbeddedRedis().start()
+        url = server.url
+    redis.Redis.from_url(url).flushdb()
+    yield url
+    redis.Redis.from_url(url).flushdb()
+    if server:
+        server.stop()

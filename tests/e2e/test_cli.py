@@ -18,10 +18,10 @@ def run(args, env_extra, timeout=600):
 
 
 @pytest.fixture(scope="module")
-def workdir(tmp_path_factory):
+def workdir(tmp_path_factory, redis_url):
     root = tmp_path_factory.mktemp("cli")
     return {"WAVESHIELD_WEIGHTS_DIR": str(root / "weights"), "WAVESHIELD_OUTPUT_DIR": str(root / "out"),
-            "WAVESHIELD_CHECKPOINT_DIR": str(root / "ckpt"), "WAVESHIELD_DEVICE": "cpu"}
+            "WAVESHIELD_CHECKPOINT_DIR": str(root / "ckpt"), "WAVESHIELD_DEVICE": "cpu", "REDIS_URL": redis_url}
 
 
 def test_config_prints_settings_and_masks_password(workdir):
@@ -60,6 +60,7 @@ def test_train_interrupt_resume_then_demo_writes_report(workdir):
     report = Path(workdir["WAVESHIELD_OUTPUT_DIR"]) / "demo" / "report.md"
     text = report.read_text()
     assert "Table 1" in text and "bim eps=0.007 (1.8/255)" in text and "skipped haar+haar" in text
+    assert "runner: Celery workers" in text
     cells = json.loads(report.with_suffix(".json").read_text())["cells"]
     assert {c["configuration"] for c in cells} == {"standard+raw", "standard+haar", "standard+daubechies"}
     assert all(c["total"] == 20 for c in cells)
@@ -89,3 +90,23 @@ def test_tune_writes_table_and_settings_that_train_reads(workdir):
     card = json.loads((weights / "haar.json").read_text())
     assert card["defence"] == chosen["defences"]["haar"] and card["training_data"]["dwt_copies"]
     assert "test_accuracy_dwt_input" in card
+
+
+def test_status_shows_a_backlog_no_worker_consumes(workdir, redis_url):
+    import redis
+
+    from workers.app import app
+
+    redis.Redis.from_url(redis_url).delete("dwt")
+    app.conf.broker_url = redis_url
+    for _ in range(3):
+        app.send_task("waveshield.dwt", kwargs={"job": "none", "batch": 0, "attack": 0, "defence": "haar"}, queue="dwt")
+    result = run(["status"], workdir)
+    redis.Redis.from_url(redis_url).delete("dwt")
+    assert result.returncode == 0, result.stderr
+    assert "dwt 3" in result.stdout and "workers: none" in result.stdout
+
+
+def test_unreachable_redis_is_one_line(workdir):
+    result = run(["evaluate", "--limit", "5"], {**workdir, "REDIS_URL": "redis://127.0.0.1:1/0"})
+    assert result.returncode == 2 and "does not answer" in result.stderr and "Traceback" not in result.stderr

@@ -12,28 +12,9 @@ from pathlib import Path
 import pytest
 import redis
 
-from producers.redis_server import EmbeddedRedis, reachable
 
 REPO = Path(__file__).resolve().parents[2]
-LOCAL_REDIS = "redis://127.0.0.1:6379/13"  # a database of the tests' own, flushed
 QUEUES = ("attack", "dwt", "classify", "collect")
-
-
-@pytest.fixture(scope="session")
-def redis_url():
-    """REDIS_URL when set, else the local server when it answers, else an embedded one."""
-    if os.environ.get("REDIS_URL"):
-        url, server = os.environ["REDIS_URL"], None
-    elif reachable(LOCAL_REDIS):
-        url, server = LOCAL_REDIS, None
-    else:
-        server = EmbeddedRedis().start()
-        url = server.url
-    redis.Redis.from_url(url).flushdb()
-    yield url
-    redis.Redis.from_url(url).flushdb()
-    if server:
-        server.stop()
 
 
 @pytest.fixture()

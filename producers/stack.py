@@ -1,0 +1,103 @@
+"""The embedded deployment: a Redis (given or bundled) and one Celery worker per queue, as subprocesses."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from .redis_server import EmbeddedRedis, reachable
+
+QUEUES = ("attack", "dwt", "classify", "collect")
+STATE = Path.home() / ".cache" / "waveshield" / "up.json"  # where `up` tells other commands its Redis
+
+
+def resolve_redis_url(redis_url: str | None) -> str | None:
+    """REDIS_URL if set (it must answer), else the URL of a running `waveshield up`, else None."""
+    if redis_url:
+        if not reachable(redis_url):
+            raise ConnectionError(f"Redis at {redis_url} does not answer; start it, or unset REDIS_URL to use an embedded one")
+        return redis_url
+    try:
+        state = json.loads(STATE.read_text())
+        os.kill(state["pid"], 0)
+        if reachable(state["redis_url"]):
+            return state["redis_url"]
+    except (OSError, ValueError, KeyError):
+        pass
+    return None
+
+
+class Stack:
+    """Redis plus one worker per queue; a context manager that stops all it started, by pid.
+
+    Parameters
+    ----------
+    redis_url : str, optional
+        Use this Redis; None starts the bundled one.
+    flower_auth : str, optional
+        ``user:password``: also run Flower on 127.0.0.1:5555 with basic auth.
+    """
+
+    def __init__(self, redis_url: str | None = None, *, flower_auth: str | None = None, env: dict | None = None):
+        self.redis_url = redis_url
+        self.flower_auth = flower_auth
+        self.env = dict(os.environ if env is None else env)
+        self.server: EmbeddedRedis | None = None
+        self.procs: dict[str, subprocess.Popen] = {}
+
+    def __enter__(self) -> Stack:
+        if self.redis_url is None:
+            self.server = EmbeddedRedis().start()
+            self.redis_url = self.server.url
+        self.env["REDIS_URL"] = self.redis_url
+        try:
+            for queue in QUEUES:
+                self.procs[queue] = self._spawn(["worker", "-Q", queue, "-n", f"{queue}@%h", "--concurrency", "1",
+                                                 "--loglevel", "WARNING"])
+            if self.flower_auth:
+                self.procs["flower"] = self._spawn(["flower", "--address=127.0.0.1", "--port=5555",
+                                                    f"--basic-auth={self.flower_auth}"])
+            self.wait_ready()
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
+        return self
+
+    def _spawn(self, args):
+        return subprocess.Popen([sys.executable, "-m", "celery", "-A", "workers", *args], env=self.env,
+                                start_new_session=True)
+
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        """Return when every queue's worker answers a ping."""
+        from workers.app import app
+
+        app.conf.broker_url = self.redis_url
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for name, proc in self.procs.items():
+                if proc.poll() is not None:
+                    raise RuntimeError(f"the {name} worker exited with status {proc.returncode}")
+            replies = app.control.ping(timeout=1.0) or []
+            names = {next(iter(r)).split("@")[0] for r in replies}
+            if set(QUEUES) <= names:
+                return
+        raise TimeoutError("workers did not come up within a minute")
+
+    def __exit__(self, *exc) -> None:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+        for proc in self.procs.values():
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        self.procs.clear()
+        if self.server:
+            self.server.stop()

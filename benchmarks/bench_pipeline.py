@@ -1,0 +1,45 @@
+"""Pipeline efficiency: images/s through Redis + Celery workers divided by images/s of --local.
+
+Same plan (the paper's), same data, same shipped weights, measured one after
+the other in one run; the workers run on this machine (one per queue).
+
+    python benchmarks/bench_pipeline.py [--n 500]
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+from _common import CIFAR_TEST, machine
+from producers.local import run_evaluation
+from producers.stack import Stack, resolve_redis_url
+from shared import settings
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=500)
+    args = parser.parse_args()
+    cfg = settings.load()
+    data = str(CIFAR_TEST) if CIFAR_TEST.is_file() else "sample"
+    out = Path(tempfile.mkdtemp(prefix="bench-pipeline-"))
+    print(f"# pipeline efficiency, {args.n} images from {data}\n# {machine()}")
+    start = time.perf_counter()
+    run_evaluation(data=data, limit=args.n, out=out / "local", settings=cfg)
+    local = args.n / (time.perf_counter() - start)
+    with Stack(resolve_redis_url(cfg.redis_url)) as stack:
+        start = time.perf_counter()
+        run_evaluation(data=data, limit=args.n, out=out / "pipeline", settings=cfg, redis_url=stack.redis_url)
+        pipeline = args.n / (time.perf_counter() - start)
+    same = (out / "local" / "report.json").read_text().split('"cells"')[1].split('"average_drop"')[0] == \
+        (out / "pipeline" / "report.json").read_text().split('"cells"')[1].split('"average_drop"')[0]
+    print("| runner | images/s |\n| --- | --- |")
+    print(f"| --local (one process) | {local:.2f} |\n| Celery pipeline (4 workers) | {pipeline:.2f} |")
+    print(f"\nefficiency: {pipeline / local:.2f}; identical counts: {same}")
+
+
+if __name__ == "__main__":
+    main()

@@ -103,12 +103,14 @@ def train(defence, width, epochs, batch_size, seed, data, test_data, name, preci
 
 
 @main.command()
-@click.option("--data", default="sample", show_default=True, help="Image set: folder, zip, npz, cifar10:test or 'sample'.")
+@click.option("--spec", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="TOML, YAML or JSON spec: data, batch size, source model, attacks, configurations [default: the paper's].")
+@click.option("--data", default=None, help="Image set: folder, zip, npz, cifar10:test or 'sample' [default: sample].")
 @click.option("--limit", type=int, default=None, help="Evaluate only the first N images (class-balanced).")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Report directory [default: $WAVESHIELD_OUTPUT_DIR/evaluate].")
 @click.option("--local", is_flag=True, help="Run the same plan in this process, without a broker.")
-def evaluate(data, limit, out, local):
+def evaluate(spec, data, limit, out, local):
     """Reproduce the experiment's accuracy grid: attacks x DWT defences x models.
 
     Runs on the workers behind REDIS_URL (or a running `waveshield up`); --local runs in this process.
@@ -116,12 +118,15 @@ def evaluate(data, limit, out, local):
     from producers.local import run_evaluation
     from producers.stack import resolve_redis_url
 
+    from shared.spec import load_spec
+
     cfg = settings_mod.load()
+    plan, run = load_spec(spec) if spec else (None, {})
     redis_url = None if local else resolve_redis_url(cfg.redis_url)
     if not local and redis_url is None:
         raise ValueError("no Redis: start `waveshield up` (or set REDIS_URL to one with workers), or pass --local")
-    report = run_evaluation(data=data, limit=limit, out=out or cfg.output_dir / "evaluate", settings=cfg,
-                            redis_url=redis_url)
+    report = run_evaluation(data=data or run.get("data", "sample"), limit=limit or run.get("limit"),
+                            out=out or cfg.output_dir / "evaluate", settings=cfg, redis_url=redis_url, plan=plan)
     click.echo(f"report: {report}")
 
 

@@ -41,6 +41,9 @@ def run_evaluation(*, data: str, limit: int | None, out: Path, settings: Setting
     if image_set.labels is None or len(image_set) == 0:
         raise ValueError(f"{data}: evaluation needs labelled images (class sub-folders, or 'y' in an npz)")
     plan, notes = available_plan(plan or paper_plan(), settings.weights_dir)
+    for config in plan["configurations"]:  # an unknown defence fails here, not on a worker
+        if config.get("defence"):
+            defences.get(config["defence"], settings.weights_dir)
     started = time.perf_counter()
     if redis_url:
         cells, job = _on_workers(plan, image_set, settings, redis_url)
@@ -53,7 +56,37 @@ def run_evaluation(*, data: str, limit: int | None, out: Path, settings: Setting
              f"runner: {runner}", f"attacks crafted on {plan['source_model']!r} (transfer setting)",
              f"{seconds:.1f} s, {len(image_set) / seconds:.1f} images/s"] + notes
     meta = {"data": str(data), "images": len(image_set), "seconds": seconds, "job": job, "runner": runner}
-    return report.write(cells, out, plan=plan, meta=meta, notes=notes)
+    path = report.write(cells, out, plan=plan, meta=meta, notes=notes)
+    _example_sheet(plan, image_set, settings, out / "examples.png")
+    return path
+
+
+def _example_sheet(plan, image_set, settings, path, count: int = 6) -> None:
+    """Original / adversarial / reconstructed rows for a few images, each with the model's prediction."""
+    from shared.evaluation import craft, defend
+    from shared.figures import image_sheet
+
+    device = resolve_device(settings.device)
+    source = models.load(settings.weights_dir / f"{plan['source_model']}.safetensors", device=device)[0]
+    defended = next((c for c in plan["configurations"] if c.get("defence")), None)
+    x = image_set.to_tensor()[:count].to(device)
+    y = torch.from_numpy(image_set.labels[:count]).to(device)
+    attack = next((a for a in reversed(plan["attacks"]) if a.get("params", {}).get("eps")), plan["attacks"][-1])
+    adversarial = craft(source, x, y, attack)
+    classes = image_set.classes
+    rows = []
+    with torch.no_grad():
+        def captioned(images, model, label):
+            preds = model(images).argmax(1).tolist()
+            return [(im.permute(1, 2, 0).cpu().numpy(), f"{label}: {classes[p] if p < len(classes) else p}")
+                    for im, p in zip(images, preds)]
+        rows.append(captioned(x, source, "clean"))
+        rows.append(captioned(adversarial, source, attack["name"]))
+        if defended:
+            model = models.load(settings.weights_dir / f"{defended['model']}.safetensors", device=device)[0]
+            rec = defend(adversarial, defences.get(defended["defence"], settings.weights_dir))
+            rows.append(captioned(rec, model, f"{defended['model']}+{defended['defence']}"))
+    image_sheet(rows, path)
 
 
 def _in_process(plan, image_set, settings):

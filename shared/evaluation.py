@@ -10,6 +10,7 @@ craft -> reconstruct -> classify -> count.
 from __future__ import annotations
 
 import functools
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -55,7 +56,11 @@ def validate_plan(plan: dict) -> None:
         raise ValueError("a plan needs at least one attack and one configuration")
     for attack in plan["attacks"]:
         if attack["name"] != CLEAN:
-            attack_registry.get(attack["name"])
+            accepted = set(inspect.signature(attack_registry.get(attack["name"])).parameters) - {"model", "images", "labels"}
+            unknown = set(attack.get("params", {})) - accepted
+            if unknown:
+                raise ValueError(f"{attack['name']}: unknown parameter(s) {', '.join(sorted(unknown))}; "
+                                 f"valid: {', '.join(sorted(accepted))}")
         eps = attack.get("params", {}).get("eps")
         if eps is not None and not 0 <= eps <= 1:
             raise ValueError(f"{attack_id(attack)}: eps is in [0, 1] pixel units; {eps}/255 = {eps / 255:.4f} on that scale")

@@ -22,7 +22,7 @@ def _font(size=14):
         return ImageFont.load_default()
 
 
-def _axes(draw, x_range, y_range, xlabel, ylabel, title):
+def _axes(draw, x_range, y_range, xlabel, ylabel, title, x_ticks=True):
     (x0, x1), (y0, y1) = x_range, y_range
     left, right, top, bottom = _M, _W - 20, 40, _H - _M
     draw.rectangle([left, top, right, bottom], outline=(0, 0, 0))
@@ -32,7 +32,7 @@ def _axes(draw, x_range, y_range, xlabel, ylabel, title):
         draw.line([left - 5, y, left, y], fill=(0, 0, 0))
         draw.line([left, y, right, y], fill=(230, 230, 230))
         draw.text((left - 8, y), f"{t:.3g}", fill=(0, 0, 0), font=font, anchor="rm")
-    for t in np.linspace(x0, x1, 6):
+    for t in np.linspace(x0, x1, 6) if x_ticks else []:
         x = left + (t - x0) / (x1 - x0 or 1) * (right - left)
         draw.line([x, bottom, x, bottom + 5], fill=(0, 0, 0))
         draw.text((x, bottom + 8), f"{t:.3g}", fill=(0, 0, 0), font=font, anchor="mt")
@@ -78,7 +78,7 @@ def grouped_bars(categories: list[str], series: dict[str, list[float]], path: st
     """One group of bars per category, one bar per series (e.g. accuracy per attack and configuration)."""
     image = Image.new("RGB", (_W, _H), "white")
     draw = ImageDraw.Draw(image)
-    to_px = _axes(draw, (0, len(categories)), (0, y_max), "", ylabel, title)
+    to_px = _axes(draw, (0, len(categories)), (0, y_max), "", ylabel, title, x_ticks=False)
     width = 0.8 / max(len(series), 1)
     for s, values in enumerate(series.values()):
         for c, value in enumerate(values):
@@ -88,7 +88,7 @@ def grouped_bars(categories: list[str], series: dict[str, list[float]], path: st
             draw.rectangle([to_px(x_left, value), to_px(x_left + width * 0.9, 0)], fill=PALETTE[s % len(PALETTE)])
     for c, name in enumerate(categories):
         px, py = to_px(c + 0.5, 0)
-        draw.text((px, py + 25), name, fill=(0, 0, 0), font=_font(11), anchor="mt")
+        draw.text((px, py + 8 + 14 * (c % 2)), name, fill=(0, 0, 0), font=_font(11), anchor="mt")  # staggered
     _legend(draw, list(series))
     image.save(path)
     return Path(path)

@@ -6,6 +6,7 @@ import json
 import math
 from pathlib import Path
 
+from . import figures
 from .evaluation import CLEAN, Cell
 
 
@@ -65,6 +66,12 @@ def write(cells: list[Cell], out_dir: str | Path, *, plan: dict, meta: dict | No
     """Write ``report.md`` and ``report.json`` into ``out_dir``; return the Markdown path."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    table = accuracy_table(cells)
+    configs = list(next(iter(table.values())).keys()) if table else []
+    figures.grouped_bars([a.replace("eps=", "") for a in table],
+                         {c: [100 * table[a][c].accuracy for a in table] for c in configs},
+                         out / "accuracy.png", ylabel="accuracy (%)", title="Accuracy per attack and configuration")
+    notes = [*notes, "Figures: accuracy.png (this table), examples.png (clean / adversarial / reconstructed)."]
     (out / "report.md").write_text(to_markdown(cells, notes=notes))
     payload = {"plan": plan, "meta": meta or {}, "cells": [c.as_dict() for c in cells], "average_drop": average_drops(cells)}
     (out / "report.json").write_text(json.dumps(payload, indent=2, allow_nan=True) + "\n")

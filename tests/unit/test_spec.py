@@ -1,0 +1,65 @@
+import json
+
+import pytest
+
+from shared.spec import load_spec
+
+TOML = """
+data = "sample"
+limit = 40
+batch_size = 20
+[[attacks]]
+name = "BIM"
+eps = [0.004, 0.01]
+[[attacks]]
+name = "deepfool"
+steps = 10
+[[configurations]]
+model = "standard"
+[[configurations]]
+model = "haar"
+defence = "haar"
+"""
+
+
+def test_toml_yaml_json_give_the_same_plan(tmp_path):
+    (tmp_path / "s.toml").write_text(TOML)
+    plan, run = load_spec(tmp_path / "s.toml")
+    assert run == {"data": "sample", "limit": 40}
+    assert [a["name"] for a in plan["attacks"]] == ["clean", "bim", "bim", "deepfool"]
+    assert [a["params"] for a in plan["attacks"][1:3]] == [{"eps": 0.004}, {"eps": 0.01}]
+    assert plan["configurations"] == [{"model": "standard", "defence": None}, {"model": "haar", "defence": "haar"}]
+    assert plan["batch_size"] == 20
+    raw = {"data": "sample", "limit": 40, "batch_size": 20,
+           "attacks": [{"name": "BIM", "eps": [0.004, 0.01]}, {"name": "deepfool", "steps": 10}],
+           "configurations": [{"model": "standard"}, {"model": "haar", "defence": "haar"}]}
+    (tmp_path / "s.json").write_text(json.dumps(raw))
+    import yaml
+
+    (tmp_path / "s.yaml").write_text(yaml.safe_dump(raw))
+    assert load_spec(tmp_path / "s.json")[0] == plan == load_spec(tmp_path / "s.yaml")[0]
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ('[[attacks]]\nname = "cw"\n[[configurations]]\nmodel = "standard"', "valid: bim, deepfool, fgsm, pgd"),
+        ('[[attacks]]\nname = "fgsm"\neps = 8\n[[configurations]]\nmodel = "standard"', "/255"),
+        ('[[attacks]]\nname = "fgsm"\nepsilon = 0.1\n[[configurations]]\nmodel = "standard"', "unknown parameter"),
+        ('colour = "red"', "unknown key"),
+        ('[[attacks]]\nname = "fgsm"', "at least one attack and one configuration"),
+        ("data = ", "does not parse"),
+    ],
+)
+def test_bad_specs_raise_one_clear_error(tmp_path, text, message):
+    (tmp_path / "bad.toml").write_text(text)
+    with pytest.raises(ValueError, match=message):
+        load_spec(tmp_path / "bad.toml")
+
+
+def test_unknown_format_and_missing_file(tmp_path):
+    (tmp_path / "s.ini").write_text("x")
+    with pytest.raises(ValueError, match="unknown format"):
+        load_spec(tmp_path / "s.ini")
+    with pytest.raises(ValueError, match="cannot read"):
+        load_spec(tmp_path / "none.toml")

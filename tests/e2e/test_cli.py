@@ -110,3 +110,36 @@ def test_status_shows_a_backlog_no_worker_consumes(workdir, redis_url):
 def test_unreachable_redis_is_one_line(workdir):
     result = run(["evaluate", "--limit", "5"], {**workdir, "REDIS_URL": "redis://127.0.0.1:1/0"})
     assert result.returncode == 2 and "does not answer" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_up_with_embedded_redis_serves_status_and_stops_without_orphans(workdir, tmp_path):
+    import signal
+    import time
+
+    env = {**os.environ, **workdir, "HOME": str(tmp_path)}  # up.json goes under this HOME
+    env.pop("REDIS_URL")  # no Redis given: `up` starts the bundled one
+    proc = subprocess.Popen(WAVESHIELD + ["up"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            cwd=Path(__file__).resolve().parents[2])
+    lines = []
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            lines.append(line)
+            if "Ctrl-C stops everything" in line or not line:
+                break
+        assert any("Redis: redis://127.0.0.1:" in l for l in lines), "".join(lines)
+        status = subprocess.run(WAVESHIELD + ["status"], env=env, capture_output=True, text=True, timeout=60,
+                                cwd=Path(__file__).resolve().parents[2])
+        assert status.returncode == 0, status.stderr
+        for queue in ("attack", "dwt", "classify", "collect"):
+            assert f"{queue} <- {queue}@" in status.stdout
+        children = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()
+        assert len(children) >= 5  # redis-server + four workers
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(60)
+    time.sleep(1)
+    alive = [pid for pid in children if Path(f"/proc/{pid}").exists()]
+    assert not alive, f"orphans left: {alive}"
+    assert not (tmp_path / ".cache" / "waveshield" / "up.json").exists()

@@ -34,4 +34,7 @@ app.conf.update(
     # Events feed Flower and `waveshield status`.
     worker_send_task_events=True, task_send_sent_event=True,
     broker_connection_retry_on_startup=True,
+    # On shutdown, a running task gets this long to finish before it is handed back to the queue
+    # (docker-compose's stop_grace_period is longer).
+    worker_soft_shutdown_timeout=60.0,
 )

@@ -1,0 +1,60 @@
+"""docker-compose.yml agrees with the Celery app: one worker service per queue, secrets from the environment."""
+
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from workers.app import QUEUES, app
+
+COMPOSE = Path(__file__).resolve().parents[2] / "docker-compose.yml"
+
+
+@pytest.fixture(scope="module")
+def services():
+    return yaml.safe_load(COMPOSE.read_text())["services"]
+
+
+def _queue_of(service):
+    command = service.get("command", [])
+    return command[command.index("-Q") + 1] if "-Q" in command else None
+
+
+def test_every_queue_has_exactly_one_worker_service_and_nothing_else(services):
+    served = [_queue_of(s) for s in services.values() if _queue_of(s)]
+    assert sorted(served) == sorted(QUEUES)
+    assert set(app.conf.task_routes[f"waveshield.{q}"]["queue"] for q in QUEUES) == set(QUEUES)
+
+
+def test_workers_share_one_image_and_differ_only_in_command(services):
+    workers = [s for s in services.values() if _queue_of(s)]
+    strip = [{k: v for k, v in s.items() if k not in ("command", "deploy")} for s in workers]
+    assert all(s == strip[0] for s in strip)
+    assert {s["image"] for s in workers} == {"waveshield:latest"}
+
+
+def test_gpu_for_compute_queues_only(services):
+    for service in services.values():
+        gpu = "deploy" in service
+        assert gpu == (_queue_of(service) in ("attack", "dwt", "classify"))
+
+
+def test_redis_is_durable_and_never_evicts(services):
+    command = " ".join(services["redis"]["command"])
+    assert "--maxmemory-policy noeviction" in command and "--appendonly yes" in command
+    assert "healthcheck" in services["redis"] and "${REDIS_PASSWORD:?" in command
+
+
+def test_flower_requires_auth_from_environment_and_binds_loopback(services):
+    flower = services["flower"]
+    assert any(re.search(r"--basic-auth=\$\{FLOWER_BASIC_AUTH:\?", part) for part in flower["command"])
+    assert all(p.startswith("127.0.0.1:") for p in flower["ports"])
+
+
+def test_grace_period_outlasts_the_soft_shutdown(services):
+    seconds = {"s": 1, "m": 60}
+    for service in services.values():
+        if _queue_of(service):
+            value = service["stop_grace_period"]
+            assert int(value[:-1]) * seconds[value[-1]] > app.conf.worker_soft_shutdown_timeout

@@ -261,6 +261,98 @@ def tune(data, n, min_psnr, wavelets, objective, out):
     click.echo(f"table: {out / 'tune.md'}; settings: {cfg.weights_dir / 'defences.json'}")
 
 
+@main.command()
+@click.argument("paths", nargs=-1, required=True)
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Where records.jsonl, records.csv and summary.json go [default: $WAVESHIELD_OUTPUT_DIR/screen].")
+@click.option("--wait/--no-wait", default=True, show_default=True, help="--no-wait: return at once; fetch with `results`.")
+@click.option("--local", is_flag=True, help="Screen in this process, without a broker.")
+@click.option("--batch-size", default=256, show_default=True)
+def screen(paths, out, wait, local, batch_size):
+    """Screen images (folders, zips, npz files, image files, globs) for adversarial manipulation.
+
+    Each item gets a label and confidence (DWT reconstruction + the defended model), the
+    standard model's raw label, a suspicion score and a flag; an unreadable item gets its reason.
+    """
+    from producers import screen as screen_mod
+    from producers.stack import resolve_redis_url
+    from shared.data import load_many
+
+    cfg = settings_mod.load()
+    out = out or cfg.output_dir / "screen"
+    image_set = load_many(paths)
+    if local:
+        summary = screen_mod.write_outputs(screen_mod.screen_local(image_set, cfg, batch_size), out)
+        click.echo(f"{json.dumps(summary)}\nrecords: {out / 'records.jsonl'}")
+        return
+    import redis
+
+    from producers.submit import wait as wait_job
+    from shared.pipeline import Pipeline
+    from workers.app import app
+
+    url = resolve_redis_url(cfg.redis_url)
+    if url is None:
+        raise ValueError("no Redis: start `waveshield up` (or set REDIS_URL), or pass --local")
+    app.conf.broker_url = url
+    client = redis.Redis.from_url(url)
+    job = screen_mod.submit_screen(client, app, image_set, cfg, batch_size)
+    if not wait:
+        click.echo(f"job {job} submitted ({len(image_set)} images, {len(image_set.errors)} unreadable); "
+                   f"fetch it with: waveshield results {job} --out DIR")
+        return
+    with click.progressbar(length=1000, label=f"job {job}", file=sys.stderr) as bar:
+        wait_job(client, job, lambda st: bar.update(int(1000 * st["done"] / max(st["expected"], 1)) - bar.pos))
+    summary = screen_mod.write_outputs(Pipeline(client).screen_records(job), out)
+    click.echo(f"{json.dumps(summary)}\nrecords: {out / 'records.jsonl'}")
+
+
+@main.command()
+@click.argument("job")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Output directory [default: $WAVESHIELD_OUTPUT_DIR/JOB].")
+def results(job, out):
+    """Fetch a screening job's records (as far as it has got) into JSONL, CSV and a summary."""
+    import redis
+
+    from producers import screen as screen_mod
+    from producers.stack import resolve_redis_url
+    from shared.pipeline import Pipeline
+
+    cfg = settings_mod.load()
+    url = resolve_redis_url(cfg.redis_url)
+    if url is None:
+        raise ValueError("no Redis: set REDIS_URL or start `waveshield up`")
+    pipe = Pipeline(redis.Redis.from_url(url))
+    try:
+        state = pipe.progress(job)
+    except KeyError:
+        raise ValueError(f"no job {job!r} in Redis") from None
+    out = out or cfg.output_dir / job
+    summary = screen_mod.write_outputs(pipe.screen_records(job), out)
+    note = "" if state["status"] == "complete" else f" (partial: {state['done']}/{state['expected']} batches done)"
+    click.echo(f"{json.dumps(summary)}{note}\nrecords: {out / 'records.jsonl'}")
+
+
+@main.command()
+@click.option("--data", default="sample", show_default=True, help="Labelled clean images.")
+@click.option("--n", "n", default=1000, show_default=True, help="Number of images.")
+@click.option("--fpr", default=0.05, show_default=True, help="False-positive rate allowed on clean images.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Where calibration.md goes [default: $WAVESHIELD_OUTPUT_DIR/calibrate].")
+def calibrate(data, n, fpr, out):
+    """Set the screening flag's threshold at a false-positive rate; report detection per attack."""
+    from producers.calibrate import run_calibration
+
+    cfg = settings_mod.load()
+    out = out or cfg.output_dir / "calibrate"
+    result = run_calibration(data=data, n=n, fpr=fpr, settings=cfg, out=out)
+    click.echo(f"threshold {result['threshold']:.4f} (false positives on clean: {100 * result['measured_fpr']:.1f} %)")
+    for attack, rate in result["detection"].items():
+        click.echo(f"  {attack}: {100 * rate:.1f} % detected")
+    click.echo(f"settings: {cfg.weights_dir / 'screening.json'}; table: {out / 'calibration.md'}")
+
+
 class _EpochProgress:
     """Training progress: a live bar on a terminal, and one line per finished epoch."""
 

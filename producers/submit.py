@@ -9,7 +9,7 @@ import numpy as np
 import redis
 
 from shared.data import ImageSet
-from shared.pipeline import Pipeline
+from shared.pipeline import TASK_QUEUES, Pipeline
 from shared.settings import Settings
 
 QUEUES = ("attack", "dwt", "classify", "collect")
@@ -21,8 +21,8 @@ def queue_lengths(client: redis.Redis) -> dict[str, int]:
 
 
 def send(app, messages) -> None:
-    for queue, kwargs in messages:
-        app.send_task(f"waveshield.{queue}", kwargs=kwargs, queue=queue)
+    for name, kwargs in messages:
+        app.send_task(f"waveshield.{name}", kwargs=kwargs, queue=TASK_QUEUES[name])
 
 
 def submit(client: redis.Redis, app, plan: dict, image_set: ImageSet, settings: Settings,

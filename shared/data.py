@@ -279,3 +279,34 @@ def iter_batches(n: int, batch_size: int):
         yield slice(start, min(start + batch_size, n))
 
 
+
+
+def load_many(sources, *, size: int = 32) -> ImageSet:
+    """Read several sources (folders, zips, npz files, image files or glob patterns) as one unlabelled set.
+
+    Ids are prefixed with their source so they stay unique; a pattern that
+    matches nothing, or a path that does not exist, becomes an error record.
+    """
+    import glob
+
+    parts, errors = [], []
+    for source in sources:
+        text = str(source)
+        if text == "sample":
+            text = str(SAMPLE_ZIP)
+        matches = sorted(glob.glob(text, recursive=True)) if glob.has_magic(text) else [text]
+        if not matches:
+            errors.append(ItemError(text, "no file matches this pattern"))
+        for match in matches:
+            path = Path(match)
+            if not path.exists():
+                errors.append(ItemError(match, "no such file or directory"))
+                continue
+            part = load_images(path, size=size)
+            prefix = match.rstrip("/") + "/" if path.is_dir() or zipfile.is_zipfile(path) else ""
+            part.ids = [prefix + i if prefix else i if path.suffix == ".npz" else match for i in part.ids]
+            errors += [ItemError(prefix + e.id if prefix else match, e.reason) for e in part.errors]
+            parts.append(part)
+    images = [p.images for p in parts if len(p)]
+    return ImageSet(np.concatenate(images) if images else np.zeros((0, size, size, 3), np.uint8), None,
+                    [i for p in parts for i in p.ids], errors)

@@ -26,9 +26,13 @@ import numpy as np
 import torch
 
 from .blobstore import BlobMissing, BlobStore
+from . import screening
 from .evaluation import CLEAN, Cell, attack_id, classify, configuration_id, craft, defend, validate_plan
 
 RAW = "raw"  # the "defence" of configurations that classify unreconstructed input
+#: Every task the stages send, and the queue it runs on.
+TASK_QUEUES = {"attack": "attack", "dwt": "dwt", "classify": "classify", "collect": "collect",
+               "screen_dwt": "dwt", "screen_classify": "classify", "screen_collect": "collect"}
 KEEP_JOB_S = 7 * 86400  # how long a finished job's counts stay in Redis
 
 # Record one cell once; count it in the aggregate and the job's progress.
@@ -44,6 +48,10 @@ return redis.call('HINCRBY', KEYS[3], 'done', 1)
 
 def _k(job: str, *parts) -> str:
     return ":".join(["ws", "job", job, *map(str, parts)])
+
+
+def _to_float(images_u8: np.ndarray, device) -> torch.Tensor:
+    return torch.from_numpy(images_u8).to(device).permute(0, 3, 1, 2).float().div(255).contiguous()
 
 
 def clean_key(job, batch):
@@ -135,8 +143,7 @@ class Pipeline:
             messages.append(("classify", {"job": job, "batch": batch, "attack": attack, "defence": RAW}))
         marker = _k(job, "done", "attack", batch, attack)
         if not self._done(marker):
-            clean = self.blobs.get(clean_key(job, batch))
-            x = torch.from_numpy(clean).to(self.device).permute(0, 3, 1, 2).float().div(255)
+            x = _to_float(self.blobs.get(clean_key(job, batch)), self.device)
             spec = plan["attacks"][attack]
             model = None if spec["name"] == CLEAN else self.get_model(plan["source_model"])
             adversarial = craft(model, x, self.labels(job, batch), spec)
@@ -193,6 +200,75 @@ class Pipeline:
     def record_error(self, job: str, where: str, reason: str) -> None:
         """Note a stage that gave up (bad input, too many redeliveries)."""
         self.redis.rpush(_k(job, "errors"), json.dumps({"where": where, "reason": reason, "at": time.time()}))
+
+    # ------------------------------------------------------------ screening
+    def create_screen_job(self, settings: dict, batch_ids: list[list[str]], errors: list[dict], classes: list[str],
+                          *, job: str | None = None) -> str:
+        """Store a screening job: its settings, the item ids per batch, and the records of unreadable items."""
+        job = job or uuid.uuid4().hex[:12]
+        plan = {"kind": "screen", **settings, "classes": list(classes)}
+        pipe = self.redis.pipeline()
+        pipe.set(_k(job, "plan"), json.dumps(plan))
+        pipe.hset(_k(job, "meta"), mapping={
+            "expected": len(batch_ids), "done": 0, "images": sum(map(len, batch_ids)) + len(errors),
+            "batches": len(batch_ids), "started": time.time(), "status": "running" if batch_ids else "complete"})
+        pipe.zadd("ws:jobs", {job: time.time()})
+        for b, ids in enumerate(batch_ids):
+            pipe.hset(_k(job, "ids"), b, json.dumps(ids))
+        pipe.hset(_k(job, "records"), "errors", json.dumps(errors))
+        pipe.execute()
+        return job
+
+    def add_screen_batch(self, job: str, batch: int, images: np.ndarray) -> list:
+        """Store one batch of uint8 NHWC images to screen; return its first message."""
+        self.blobs.put(clean_key(job, batch), images, ["screen_dwt", "screen_classify"])
+        return [("screen_dwt", {"job": job, "batch": batch})]
+
+    def screen_dwt(self, job: str, batch: int) -> list:
+        """Reconstruct a screening batch with the job's defence."""
+        messages = [("screen_classify", {"job": job, "batch": batch})]
+        marker = _k(job, "done", "screen_dwt", batch)
+        if not self._done(marker):
+            plan = self.plan(job)
+            x = _to_float(self.blobs.get(clean_key(job, batch)), self.device)
+            rec = defend(x, self.defence_options(plan["defence"]))
+            self.blobs.put(reconstructed_key(job, batch, 0, plan["defence"]), rec.cpu().numpy(), ["screen_classify"])
+        return self._finish(marker, clean_key(job, batch), "screen_dwt", messages)
+
+    def screen_classify(self, job: str, batch: int) -> list:
+        """Both paths (raw standard, reconstructed defended) and the records of one batch."""
+        plan = self.plan(job)
+        rec_key = reconstructed_key(job, batch, 0, plan["defence"])
+        marker = _k(job, "done", "screen_classify", batch)
+        if not self._done(marker):
+            x = _to_float(self.blobs.get(clean_key(job, batch)), self.device)
+            rec = torch.from_numpy(self.blobs.get(rec_key)).to(self.device)
+            p_raw, p_def, suspicion = screening.score(self.get_model(plan["raw_model"]),
+                                                      self.get_model(plan["defended_model"]), x, rec)
+            ids = json.loads(self.redis.hget(_k(job, "ids"), batch))
+            found = screening.records(ids, p_raw, p_def, suspicion, plan["threshold"], plan["classes"])
+            self.redis.set(marker + ":records", json.dumps(found), ex=KEEP_JOB_S)
+        messages = [("screen_collect", {"job": job, "batch": batch})]
+        self.blobs.release(rec_key, "screen_classify")
+        return self._finish(marker, clean_key(job, batch), "screen_classify", messages)
+
+    def screen_collect(self, job: str, batch: int) -> bool:
+        """Move a batch's records into the job exactly once; complete the job with its last batch."""
+        found = self.redis.get(_k(job, "done", "screen_classify", batch) + ":records")
+        if found is None:
+            raise BlobMissing(f"records of batch {batch} of job {job}")
+        if not self.redis.hsetnx(_k(job, "records"), batch, found):
+            return False
+        done = self.redis.hincrby(_k(job, "meta"), "done", 1)
+        if done == int(self.redis.hget(_k(job, "meta"), "expected")):
+            self.redis.hset(_k(job, "meta"), mapping={"status": "complete", "finished": time.time()})
+        return True
+
+    def screen_records(self, job: str) -> list[dict]:
+        """Every record of a screening job so far: batches in order, then unreadable items."""
+        stored = {k.decode(): json.loads(v) for k, v in self.redis.hgetall(_k(job, "records")).items()}
+        batches = sorted(int(k) for k in stored if k != "errors")
+        return [r for b in batches for r in stored[str(b)]] + stored.get("errors", [])
 
     # ------------------------------------------------------------ read side
     def progress(self, job: str) -> dict:

@@ -3,6 +3,7 @@
 from celery import Celery
 
 from shared import settings
+from shared.pipeline import TASK_QUEUES
 
 QUEUES = ("attack", "dwt", "classify", "collect")
 _cfg = settings.load()
@@ -30,7 +31,7 @@ app.conf.update(
     # Loading models happens lazily inside the task, not at process start, so the start check never times out.
     worker_proc_alive_timeout=60,
     task_default_queue="collect", task_create_missing_queues=True,
-    task_routes={f"waveshield.{q}": {"queue": q} for q in QUEUES},
+    task_routes={f"waveshield.{name}": {"queue": queue} for name, queue in TASK_QUEUES.items()},
     # Events feed Flower and `waveshield status`.
     worker_send_task_events=True, task_send_sent_event=True,
     broker_connection_retry_on_startup=True,

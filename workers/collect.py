@@ -8,3 +8,8 @@ from .runtime import run_stage
 def collect(self, job: str, batch: int, attack: int, configuration: str, correct: int, total: int) -> None:
     run_stage(self, "collect", job=job, batch=batch, attack=attack, configuration=configuration, correct=correct,
               total=total)
+
+
+@app.task(name="waveshield.screen_collect", bind=True)
+def screen_collect(self, job: str, batch: int) -> None:
+    run_stage(self, "screen_collect", job=job, batch=batch)

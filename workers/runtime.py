@@ -7,7 +7,7 @@ import functools
 import redis
 
 from shared import defences, models, settings
-from shared.pipeline import Pipeline
+from shared.pipeline import TASK_QUEUES, Pipeline
 
 
 @functools.lru_cache(maxsize=1)
@@ -32,5 +32,5 @@ def run_stage(task, stage: str, **kwargs) -> None:
         pipe.record_error(kwargs["job"], f"{stage} {kwargs}", "dropped after too many redeliveries")
         return
     messages = getattr(pipe, stage)(**kwargs)
-    for queue, message in messages if isinstance(messages, list) else []:
-        task.app.send_task(f"waveshield.{queue}", kwargs=message, queue=queue)
+    for name, message in messages if isinstance(messages, list) else []:
+        task.app.send_task(f"waveshield.{name}", kwargs=message, queue=TASK_QUEUES[name])

@@ -143,3 +143,34 @@ def test_up_with_embedded_redis_serves_status_and_stops_without_orphans(workdir,
     alive = [pid for pid in children if Path(f"/proc/{pid}").exists()]
     assert not alive, f"orphans left: {alive}"
     assert not (tmp_path / ".cache" / "waveshield" / "up.json").exists()
+
+
+def test_calibrate_then_screen_local_and_no_wait_results(workdir, tmp_path):
+    weights = Path(workdir["WAVESHIELD_WEIGHTS_DIR"])
+    for name, flag in (("standard", "none"), ("haar", "haar")):
+        if not (weights / f"{name}.safetensors").is_file():
+            trained = run(["train", "--defence", flag, "--data", "sample", "--test-data", "sample", "--limit", "64",
+                           "--epochs", "1", "--width", "4"], workdir)
+            assert trained.returncode == 0, trained.stderr
+    calibrated = run(["calibrate", "--n", "60", "--fpr", "0.1"], workdir)
+    assert calibrated.returncode == 0, calibrated.stderr
+    settings = json.loads((weights / "screening.json").read_text())
+    assert settings["measured_fpr"] <= 0.1 and set(settings["detection"]) >= {"fgsm eps=0.004", "deepfool"}
+
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "broken.jpg").write_bytes(b"\xff\xd8\xff garbage")
+    out = tmp_path / "out"
+    local = run(["screen", str(tmp_path / "in"), "sample", "--local", "--out", str(out)], workdir)
+    assert local.returncode == 0, local.stderr
+    lines = (out / "records.jsonl").read_text().splitlines()
+    assert len(lines) == 1001 and sum(1 for l in lines if json.loads(l)["error"]) == 1
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["images"] == 1001 and summary["errors"] == 1 and sum(summary["labels"].values()) == 1000
+    assert (out / "records.csv").read_text().count("\n") == 1002
+
+    submitted = run(["screen", str(tmp_path / "in"), "--no-wait"], workdir)  # no worker runs: the job waits
+    assert submitted.returncode == 0, submitted.stderr
+    job = submitted.stdout.split()[1]
+    fetched = run(["results", job, "--out", str(tmp_path / "fetched")], workdir)
+    assert fetched.returncode == 0 and "partial" not in fetched.stdout  # only an unreadable item: nothing to wait for
+    assert json.loads((tmp_path / "fetched" / "summary.json").read_text())["errors"] == 1

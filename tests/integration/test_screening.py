@@ -1,0 +1,71 @@
+"""Bulk screening through the dwt, classify and collect workers: one record per item, as in one process."""
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from producers import screen as screen_mod
+from producers import submit as producer
+from shared.data import load_many
+from shared.pipeline import Pipeline
+from shared.settings import load as load_settings
+
+
+def _save(img, fmt, **kw):
+    buf = io.BytesIO()
+    img.save(buf, fmt, **kw)
+    return buf.getvalue()
+
+
+@pytest.fixture()
+def incoming(tmp_path, sample):
+    """Real CIFAR images in every awkward form, plus broken files, in nested folders and a zip."""
+    rng = np.random.default_rng(0)
+    folder = tmp_path / "incoming"
+    (folder / "nested").mkdir(parents=True)
+    for i in range(40):
+        Image.fromarray(sample.images[i]).resize((96, 64)).save(folder / f"photo{i}.png")
+    rgb = Image.fromarray(sample.images[50])
+    files = {
+        "nested/cmyk.jpg": _save(rgb.convert("CMYK"), "JPEG"),
+        "nested/palette.gif": _save(rgb.convert("P"), "GIF"),
+        "nested/rgba.png": _save(rgb.convert("RGBA"), "PNG"),
+        "nested/sixteen.png": _save(Image.fromarray(rng.integers(0, 65535, (32, 32)).astype(np.uint16)), "PNG"),
+        "nested/animated.gif": _save(rgb.convert("P"), "GIF", save_all=True, append_images=[rgb.convert("P")]),
+        "empty.jpg": b"",
+        "readme.txt": b"not an image",
+        "truncated.png": _save(rgb, "PNG")[:60],
+    }
+    for name, data in files.items():
+        (folder / name).write_bytes(data)
+    np.savez(tmp_path / "extra.npz", x=sample.images[100:130])
+    return [str(folder), str(tmp_path / "extra.npz"), str(tmp_path / "*.nomatch")]
+
+
+def test_screen_on_workers_gives_one_record_per_item_equal_to_local(redis_client, redis_url, workers, incoming,
+                                                                      tiny_weights, monkeypatch):
+    monkeypatch.setenv("REDIS_URL", redis_url)
+    monkeypatch.setenv("WAVESHIELD_WEIGHTS_DIR", str(tiny_weights))
+    monkeypatch.setenv("WAVESHIELD_DEVICE", "cpu")
+    from workers.app import app
+
+    app.conf.broker_url = redis_url
+    settings = load_settings()
+    image_set = load_many(incoming)
+    job = screen_mod.submit_screen(redis_client, app, image_set, settings, batch_size=16)
+    state = producer.wait(redis_client, job, timeout_s=300)
+    assert state["status"] == "complete" and not state["errors"]
+    records = Pipeline(redis_client).screen_records(job)
+    assert len(records) == 40 + 5 + 3 + 30 + 1  # images, odd modes, broken files, npz rows, the empty pattern
+    assert len({r["id"] for r in records}) == len(records)
+    errors = {r["id"].rsplit("/", 1)[-1]: r["error"] for r in records if r["error"]}
+    assert set(errors) == {"empty.jpg", "readme.txt", "truncated.png", "*.nomatch"}
+    local = {r["id"]: r for r in screen_mod.screen_local(image_set, settings, batch_size=16)}
+    for r in records:
+        assert r["label"] == local[r["id"]]["label"] and r["raw_label"] == local[r["id"]]["raw_label"]
+        if r["error"] is None:
+            assert abs(r["suspicion"] - local[r["id"]]["suspicion"]) < 1e-4
+            assert 0 <= r["suspicion"] <= 1 and 0 < r["confidence"] <= 1
+    assert not list(redis_client.scan_iter(match="ws:blob:*"))

@@ -262,13 +262,16 @@ def tune(data, n, min_psnr, wavelets, objective, out):
 
 
 @main.command()
-@click.argument("paths", nargs=-1, required=True)
+@click.argument("paths", nargs=-1)
+@click.option("--watch", "watch_dir", type=click.Path(file_okay=False, exists=True, path_type=Path), default=None,
+              help="Keep running: screen files as they land in this folder (Ctrl-C stops).")
+@click.option("--max-wait", default=2.0, show_default=True, help="With --watch: seconds before a partial batch is closed.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Where records.jsonl, records.csv and summary.json go [default: $WAVESHIELD_OUTPUT_DIR/screen].")
 @click.option("--wait/--no-wait", default=True, show_default=True, help="--no-wait: return at once; fetch with `results`.")
 @click.option("--local", is_flag=True, help="Screen in this process, without a broker.")
 @click.option("--batch-size", default=256, show_default=True)
-def screen(paths, out, wait, local, batch_size):
+def screen(paths, watch_dir, max_wait, out, wait, local, batch_size):
     """Screen images (folders, zips, npz files, image files, globs) for adversarial manipulation.
 
     Each item gets a label and confidence (DWT reconstruction + the defended model), the
@@ -280,6 +283,10 @@ def screen(paths, out, wait, local, batch_size):
 
     cfg = settings_mod.load()
     out = out or cfg.output_dir / "screen"
+    if watch_dir is not None:
+        return _watch(watch_dir, out, cfg, local, batch_size, max_wait)
+    if not paths:
+        raise ValueError("give PATH... to screen, or --watch DIR")
     image_set = load_many(paths)
     if local:
         summary = screen_mod.write_outputs(screen_mod.screen_local(image_set, cfg, batch_size), out)
@@ -351,6 +358,45 @@ def calibrate(data, n, fpr, out):
     for attack, rate in result["detection"].items():
         click.echo(f"  {attack}: {100 * rate:.1f} % detected")
     click.echo(f"settings: {cfg.weights_dir / 'screening.json'}; table: {out / 'calibration.md'}")
+
+
+def _watch(directory, out, cfg, local, batch_size, max_wait):
+    """Screen files landing in ``directory`` until Ctrl-C or SIGTERM."""
+    import signal as signal_mod
+
+    from producers import screen as screen_mod
+    from producers.watch import watch
+
+    if local:
+        def screen_batch(image_set):
+            return screen_mod.screen_local(image_set, cfg, batch_size)
+    else:
+        import redis
+
+        from producers.stack import resolve_redis_url
+        from producers.submit import wait as wait_job
+        from shared.pipeline import Pipeline
+        from workers.app import app
+
+        url = resolve_redis_url(cfg.redis_url)
+        if url is None:
+            raise ValueError("no Redis: start `waveshield up` (or set REDIS_URL), or pass --local")
+        app.conf.broker_url = url
+        client = redis.Redis.from_url(url)
+
+        def screen_batch(image_set):
+            job = screen_mod.submit_screen(client, app, image_set, cfg, batch_size)
+            wait_job(client, job, poll_s=0.1)
+            return Pipeline(client).screen_records(job)
+
+    stop = {"now": False}
+    signal_mod.signal(signal_mod.SIGTERM, lambda *_: stop.update(now=True))
+    signal_mod.signal(signal_mod.SIGINT, lambda *_: stop.update(now=True))
+    click.echo(f"watching {directory}; records go to {out / 'records.jsonl'} (Ctrl-C stops)")
+    total = watch(directory, out, screen_batch, batch_size=batch_size, max_wait_s=max_wait,
+                  should_stop=lambda: stop["now"],
+                  on_batch=lambda n, t: click.echo(f"screened {n} file(s), {t} this run"))
+    click.echo(f"stopped; {total} file(s) screened this run")
 
 
 class _EpochProgress:

@@ -174,3 +174,64 @@ def test_calibrate_then_screen_local_and_no_wait_results(workdir, tmp_path):
     fetched = run(["results", job, "--out", str(tmp_path / "fetched")], workdir)
     assert fetched.returncode == 0 and "partial" not in fetched.stdout  # only an unreadable item: nothing to wait for
     assert json.loads((tmp_path / "fetched" / "summary.json").read_text())["errors"] == 1
+
+
+def test_watch_screens_files_as_they_land_and_resumes_without_repeats(workdir, tmp_path, sample):
+    import signal
+    import time
+
+    from PIL import Image
+
+    weights = Path(workdir["WAVESHIELD_WEIGHTS_DIR"])
+    for name, flag in (("standard", "none"), ("haar", "haar")):
+        if not (weights / f"{name}.safetensors").is_file():
+            assert run(["train", "--defence", flag, "--data", "sample", "--test-data", "sample", "--limit", "64",
+                        "--epochs", "1", "--width", "4"], workdir).returncode == 0
+    inbox, out = tmp_path / "inbox", tmp_path / "out"
+    inbox.mkdir()
+    env = {**os.environ, **workdir}
+
+    def start():
+        return subprocess.Popen(WAVESHIELD + ["screen", "--watch", str(inbox), "--local", "--out", str(out),
+                                              "--max-wait", "0.5", "--batch-size", "4"],
+                                env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                cwd=Path(__file__).resolve().parents[2])
+
+    def drop(first, count):
+        for i in range(first, first + count):
+            Image.fromarray(sample.images[i]).save(inbox / f"img{i:03d}.png")
+
+    def records():
+        path = out / "records.jsonl"
+        lines = path.read_text().splitlines() if path.exists() else []
+        return [json.loads(l)["id"] for l in lines if l.endswith("}")]  # a torn line is still being repaired
+
+    def wait_count(n, timeout=60):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and len(records()) < n:
+            time.sleep(0.2)
+        return len(records())
+
+    proc = start()
+    try:
+        drop(0, 6)
+        assert wait_count(6) == 6
+        drop(6, 3)
+        (inbox / "notes.txt").write_text("not an image")
+        assert wait_count(10) == 10
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(60)
+    drop(10, 5)  # land while nothing watches
+    with open(out / "records.jsonl", "a") as fh:
+        fh.write('{"id": "torn')  # a crash mid-write
+    proc = start()
+    try:
+        assert wait_count(15) == 15
+        time.sleep(1.5)  # a second look must add nothing
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(60)
+    ids = [json.loads(l)["id"] for l in (out / "records.jsonl").read_text().splitlines()]  # every line whole
+    assert len(ids) == len(set(ids)) == 15
+    assert {Path(i).name for i in ids} == {f"img{i:03d}.png" for i in [*range(9), *range(10, 15)]} | {"notes.txt"}

@@ -360,6 +360,41 @@ def calibrate(data, n, fpr, out):
     click.echo(f"settings: {cfg.weights_dir / 'screening.json'}; table: {out / 'calibration.md'}")
 
 
+@main.command()
+@click.option("--data", required=True, help="Labelled image set to attack.")
+@click.option("--attacks", "attack_list", multiple=True,
+              help="NAME[:key=value,...], repeatable, e.g. --attacks bim:eps=0.007 [default: the paper's seven].")
+@click.option("--out", "name", required=True, help="Corpus folder inside the collector's WAVESHIELD_OUTPUT_DIR.")
+@click.option("--dtype", type=click.Choice(["float16", "float32"]), default="float16", show_default=True)
+@click.option("--shard-size", default=500, show_default=True, help="Images per shard.")
+@click.option("--seed", default=0, show_default=True)
+@click.option("--limit", type=int, default=None, help="Only the first N images.")
+@click.option("--wait/--no-wait", default=False, show_default=True, help="Follow the job until the corpus is written.")
+def corpus(data, attack_list, name, dtype, shard_size, seed, limit, wait):
+    """Generate an adversarial corpus in the background; rerun the same command to finish missing shards."""
+    import redis
+
+    from producers.corpus import PAPER_ATTACKS, submit_corpus
+    from producers.stack import resolve_redis_url
+    from producers.submit import wait as wait_job
+    from workers.app import app
+
+    cfg = settings_mod.load()
+    url = resolve_redis_url(cfg.redis_url)
+    if url is None:
+        raise ValueError("no Redis: start `waveshield up` (or set REDIS_URL)")
+    app.conf.broker_url = url
+    client = redis.Redis.from_url(url)
+    job, queued, done = submit_corpus(client, app, data=data, attacks=list(attack_list) or PAPER_ATTACKS, name=name,
+                                      settings=cfg, dtype=dtype, shard_size=shard_size, seed=seed, limit=limit)
+    click.echo(f"job {job}: {queued} shard(s) queued, {done} already written; output: {name}/ in the collector's "
+               "WAVESHIELD_OUTPUT_DIR")
+    if wait and queued:
+        with click.progressbar(length=queued, label=f"job {job}", file=sys.stderr) as bar:
+            wait_job(client, job, lambda st: bar.update(st["done"] - bar.pos))
+        click.echo("complete: manifest.jsonl and preview.png written")
+
+
 def _watch(directory, out, cfg, local, batch_size, max_wait):
     """Screen files landing in ``directory`` until Ctrl-C or SIGTERM."""
     import signal as signal_mod

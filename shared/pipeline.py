@@ -26,13 +26,15 @@ import numpy as np
 import torch
 
 from .blobstore import BlobMissing, BlobStore
+from . import corpus as corpus_files
 from . import screening
 from .evaluation import CLEAN, Cell, attack_id, classify, configuration_id, craft, defend, validate_plan
 
 RAW = "raw"  # the "defence" of configurations that classify unreconstructed input
 #: Every task the stages send, and the queue it runs on.
 TASK_QUEUES = {"attack": "attack", "dwt": "dwt", "classify": "classify", "collect": "collect",
-               "screen_dwt": "dwt", "screen_classify": "classify", "screen_collect": "collect"}
+               "screen_dwt": "dwt", "screen_classify": "classify", "screen_collect": "collect",
+               "corpus_attack": "attack", "corpus_collect": "collect"}
 KEEP_JOB_S = 7 * 86400  # how long a finished job's counts stay in Redis
 
 # Record one cell once; count it in the aggregate and the job's progress.
@@ -52,6 +54,16 @@ def _k(job: str, *parts) -> str:
 
 def _to_float(images_u8: np.ndarray, device) -> torch.Tensor:
     return torch.from_numpy(images_u8).to(device).permute(0, 3, 1, 2).float().div(255).contiguous()
+
+
+def corpus_output(output_dir, name: str):
+    """The corpus folder ``name`` inside the collector's output directory (no escaping it)."""
+    from pathlib import Path
+
+    relative = Path(name)
+    if relative.is_absolute() or ".." in relative.parts or not relative.parts:
+        raise ValueError(f"corpus name {name!r} must be a relative folder inside the output directory")
+    return Path(output_dir) / relative
 
 
 def clean_key(job, batch):
@@ -269,6 +281,73 @@ class Pipeline:
         stored = {k.decode(): json.loads(v) for k, v in self.redis.hgetall(_k(job, "records")).items()}
         batches = sorted(int(k) for k in stored if k != "errors")
         return [r for b in batches for r in stored[str(b)]] + stored.get("errors", [])
+
+    # --------------------------------------------------------------- corpus
+    def create_corpus_job(self, plan: dict, labels: np.ndarray, shard_ids: list[list[str]], todo: list[tuple[int, int]],
+                          *, job: str | None = None) -> str:
+        """Store a corpus job; ``todo`` lists the (shard, attack) pairs still to compute."""
+        validate_plan({**plan, "configurations": [{"model": plan["source_model"], "defence": None}]})
+        job = job or uuid.uuid4().hex[:12]
+        pipe = self.redis.pipeline()
+        pipe.set(_k(job, "plan"), json.dumps({"kind": "corpus", **plan, "shards": len(shard_ids)}))
+        pipe.hset(_k(job, "meta"), mapping={"expected": len(todo), "done": 0, "images": len(labels),
+                                            "batches": len(shard_ids), "started": time.time(),
+                                            "status": "running" if todo else "complete"})
+        pipe.zadd("ws:jobs", {job: time.time()})
+        size = int(plan["shard_size"])
+        for b, ids in enumerate(shard_ids):
+            pipe.hset(_k(job, "labels"), b, json.dumps(labels[b * size:(b + 1) * size].tolist()))
+            pipe.hset(_k(job, "ids"), b, json.dumps(ids))
+        pipe.execute()
+        return job
+
+    def add_corpus_shard(self, job: str, shard: int, images: np.ndarray, attacks: list[int]) -> list:
+        """Store one shard's clean images for the attacks still to run on it."""
+        self.blobs.put(clean_key(job, shard), images, [f"corpus_attack:{a}" for a in attacks])
+        return [("corpus_attack", {"job": job, "shard": shard, "attack": a}) for a in attacks]
+
+    def corpus_attack(self, job: str, shard: int, attack: int) -> list:
+        """Attack one shard; keep the float result and its manifest lines for the collector."""
+        messages = [("corpus_collect", {"job": job, "shard": shard, "attack": attack})]
+        marker = _k(job, "done", "corpus_attack", shard, attack)
+        if not self._done(marker):
+            plan = self.plan(job)
+            spec = plan["attacks"][attack]
+            model = self.get_model(plan["source_model"])
+            x = _to_float(self.blobs.get(clean_key(job, shard)), self.device)
+            y = self.labels(job, shard)
+            params = dict(spec.get("params", {}))
+            if spec["name"] == "pgd":
+                params.setdefault("seed", plan["seed"] + shard)
+            adversarial = craft(model, x, y, {**spec, "params": params})
+            ids = json.loads(self.redis.hget(_k(job, "ids"), shard))
+            lines = corpus_files.manifest_lines(model, x, adversarial, y, ids, spec, seed=plan["seed"],
+                                                model_sha256=plan["source_model_sha256"])
+            key = f"ws:blob:{job}:{shard}:corpus:{attack}"
+            self.blobs.put(key, adversarial.cpu().numpy().astype(plan["dtype"]), ["corpus_collect"])
+            self.redis.set(marker + ":lines", json.dumps(lines), ex=KEEP_JOB_S)
+        return self._finish(marker, clean_key(job, shard), f"corpus_attack:{attack}", messages)
+
+    def corpus_collect(self, job: str, shard: int, attack: int, output_dir) -> bool:
+        """Write one shard (the collector is the corpus's single writer); finish the corpus with the last."""
+        plan = self.plan(job)
+        out = corpus_output(output_dir, plan["out"])
+        spec = plan["attacks"][attack]
+        key = f"ws:blob:{job}:{shard}:corpus:{attack}"
+        if not corpus_files.shard_done(out, spec, shard):
+            lines = json.loads(self.redis.get(_k(job, "done", "corpus_attack", shard, attack) + ":lines"))
+            corpus_files.write_shard(out, spec, shard, self.blobs.get(key), np.array([l["label"] for l in lines]),
+                                     [l["id"] for l in lines], lines, plan["dtype"])
+        self.blobs.release(key, "corpus_collect")
+        if not self.redis.hsetnx(_k(job, "cells"), f"{shard}|{attack}", 1):
+            return False
+        self.redis.sadd(f"ws:corpus:{plan['corpus_key']}:shards", f"{shard}|{attack}")
+        done = self.redis.hincrby(_k(job, "meta"), "done", 1)
+        if done == int(self.redis.hget(_k(job, "meta"), "expected")):
+            corpus_files.finish(out, plan["attacks"], plan["shards"])
+            corpus_files.preview(out, plan["attacks"])
+            self.redis.hset(_k(job, "meta"), mapping={"status": "complete", "finished": time.time()})
+        return True
 
     # ------------------------------------------------------------ read side
     def progress(self, job: str) -> dict:

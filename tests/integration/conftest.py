@@ -74,8 +74,9 @@ class Workers:
 
 
 @pytest.fixture()
-def worker_env(redis_url, tiny_weights):
+def worker_env(redis_url, tiny_weights, tmp_path):
     return {**os.environ, "REDIS_URL": redis_url, "WAVESHIELD_WEIGHTS_DIR": str(tiny_weights),
+            "WAVESHIELD_OUTPUT_DIR": str(tmp_path / "collector-output"),
             "WAVESHIELD_DEVICE": "cpu", "WAVESHIELD_VISIBILITY_TIMEOUT": "6", "OMP_NUM_THREADS": "1"}
 
 

@@ -17,22 +17,25 @@ from _common import CIFAR_TEST, machine
 from producers.local import run_evaluation
 from producers.stack import Stack, resolve_redis_url
 from shared import settings
+from shared.evaluation import paper_plan
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=500)
+    parser.add_argument("--batch-size", type=int, default=250)
     args = parser.parse_args()
     cfg = settings.load()
     data = str(CIFAR_TEST) if CIFAR_TEST.is_file() else "sample"
     out = Path(tempfile.mkdtemp(prefix="bench-pipeline-"))
-    print(f"# pipeline efficiency, {args.n} images from {data}\n# {machine()}")
+    print(f"# pipeline efficiency, {args.n} images from {data}, batches of {args.batch_size}\n# {machine()}")
     start = time.perf_counter()
-    run_evaluation(data=data, limit=args.n, out=out / "local", settings=cfg)
+    plan = paper_plan(batch_size=args.batch_size)
+    run_evaluation(data=data, limit=args.n, out=out / "local", settings=cfg, plan=plan)
     local = args.n / (time.perf_counter() - start)
     with Stack(resolve_redis_url(cfg.redis_url)) as stack:
         start = time.perf_counter()
-        run_evaluation(data=data, limit=args.n, out=out / "pipeline", settings=cfg, redis_url=stack.redis_url)
+        run_evaluation(data=data, limit=args.n, out=out / "pipeline", settings=cfg, redis_url=stack.redis_url, plan=plan)
         pipeline = args.n / (time.perf_counter() - start)
     same = (out / "local" / "report.json").read_text().split('"cells"')[1].split('"average_drop"')[0] == \
         (out / "pipeline" / "report.json").read_text().split('"cells"')[1].split('"average_drop"')[0]

@@ -30,6 +30,7 @@ class Settings:
     task_time_limit_s: int  # WAVESHIELD_TASK_TIME_LIMIT: hard limit of one task (soft = 90 %)
     max_deliveries: int  # WAVESHIELD_MAX_DELIVERIES: a task redelivered more often is dropped as an error
     high_water: int  # WAVESHIELD_HIGH_WATER: producers wait while more batches than this are queued
+    torch_threads: int | None  # WAVESHIELD_TORCH_THREADS: CPU threads of one worker process; None = torch's default
 
     def as_text(self) -> str:
         """Render the settings as ``name = value`` lines, passwords masked."""
@@ -88,6 +89,7 @@ def load(environ: dict | None = None) -> Settings:
         task_time_limit_s=number("WAVESHIELD_TASK_TIME_LIMIT", 1800),
         max_deliveries=number("WAVESHIELD_MAX_DELIVERIES", 5),
         high_water=number("WAVESHIELD_HIGH_WATER", 64),
+        torch_threads=number("WAVESHIELD_TORCH_THREADS", 1) if env.get("WAVESHIELD_TORCH_THREADS") else None,
     )
 
 

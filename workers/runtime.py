@@ -14,6 +14,10 @@ from shared.pipeline import TASK_QUEUES, Pipeline
 def pipeline() -> Pipeline:
     """This process's Pipeline (created in the pool child, where CUDA may be used)."""
     cfg = settings.load()
+    if cfg.torch_threads:
+        import torch
+
+        torch.set_num_threads(cfg.torch_threads)
     device = settings.resolve_device(cfg.device)
     client = redis.Redis.from_url(cfg.redis_url or "redis://127.0.0.1:6379/0")
 

@@ -7,7 +7,8 @@ Distance: L2 (no eps budget). Each step linearises the classifier around the
 current image, moves to the closest wrong class's boundary, overshoots by
 ``overshoot`` and clips to [0, 1]; an image stops as soon as it is
 misclassified, or after ``steps``. Defaults: overshoot 0.02, 50 steps (those
-of torchattacks.DeepFool, whose step rule this follows).
+of torchattacks.DeepFool, whose step rule this follows), and the 4 most
+likely classes as candidates (``candidates=None``: all, as torchattacks).
 
 Batched: every still-correct image of the batch advances together; the
 Jacobian of all logits is taken with one backward pass per class over the
@@ -18,6 +19,8 @@ Shapes: images (N, C, H, W) float in [0, 1]; labels (N,) int; output like images
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 
 from ._base import check_inputs, eval_mode
@@ -26,7 +29,21 @@ from ._base import check_inputs, eval_mode
 _TINY = 1e-12
 
 
-def deepfool(model, images: torch.Tensor, labels: torch.Tensor, *, steps: int = 50, overshoot: float = 0.02) -> torch.Tensor:
+@contextlib.contextmanager
+def _frozen(model):
+    """No weight gradients while attacking: a fifth less backward work, and the model's .grad stays untouched."""
+    flags = [(p, p.requires_grad) for p in model.parameters()]
+    for p, _ in flags:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p, flag in flags:
+            p.requires_grad_(flag)
+
+
+def deepfool(model, images: torch.Tensor, labels: torch.Tensor, *, steps: int = 50, overshoot: float = 0.02,
+             candidates: int | None = 4) -> torch.Tensor:
     """Untargeted L2 DeepFool.
 
     Parameters
@@ -39,6 +56,13 @@ def deepfool(model, images: torch.Tensor, labels: torch.Tensor, *, steps: int = 
         Maximum number of linearisation steps per image (default 50).
     overshoot : float
         Each step is scaled by 1 + overshoot (default 0.02).
+    candidates : int or None
+        Consider only the true class and the ``candidates - 1`` other classes
+        with the highest clean logits (the original paper's ``num_classes``).
+        Default 4: the nearest boundary is almost always among them, and each
+        step needs 4 backward passes instead of 10 (2x the throughput on
+        CIFAR-10 with the same success rate and median L2; see
+        benchmarks/RESULTS.md). None: every class, exactly torchattacks' rule.
 
     Returns
     -------
@@ -47,11 +71,17 @@ def deepfool(model, images: torch.Tensor, labels: torch.Tensor, *, steps: int = 
         come back unchanged.
     """
     images, labels = check_inputs(images, labels)
-    if steps < 1 or overshoot < 0:
-        raise ValueError(f"DeepFool needs steps >= 1 and overshoot >= 0, got steps={steps}, overshoot={overshoot}")
+    if steps < 1 or overshoot < 0 or (candidates is not None and candidates < 2):
+        raise ValueError(f"DeepFool needs steps >= 1, overshoot >= 0 and candidates >= 2, got {steps}, {overshoot}, {candidates}")
     adversarial = images.clone()
     active = torch.arange(len(images), device=images.device)
-    with eval_mode(model):
+    with eval_mode(model), _frozen(model):
+        classes = None
+        if candidates is not None:
+            with torch.no_grad():
+                logits = model(images)
+            logits[torch.arange(len(labels)), labels] = float("inf")  # the true class always comes first
+            classes = logits.topk(min(candidates, logits.shape[1]), dim=1).indices
         for _ in range(steps):
             if active.numel() == 0:
                 break
@@ -59,11 +89,12 @@ def deepfool(model, images: torch.Tensor, labels: torch.Tensor, *, steps: int = 
             logits = model(x)
             y = labels[active]
             still_correct = logits.argmax(1) == y
+            if classes is not None:  # keep the candidate columns; the true class is column 0
+                logits, y = logits.gather(1, classes[active]), torch.zeros_like(y)
             active = active[still_correct]
             if active.numel() == 0:
                 break
-            step = _boundary_step(logits, x, y, still_correct, overshoot)
-            adversarial[active] = step
+            adversarial[active] = _boundary_step(logits, x, y, still_correct, overshoot)
     return adversarial.detach()
 
 

@@ -59,9 +59,10 @@ def _l2(adv, x):
     return (adv - x).flatten(1).norm(dim=1)
 
 
-def test_deepfool_matches_or_beats_torchattacks(trained_model, correctly_classified):
+@pytest.mark.parametrize("candidates", [4, None])
+def test_deepfool_matches_or_beats_torchattacks(trained_model, correctly_classified, candidates):
     x, y = correctly_classified
-    ours = attacks.deepfool(trained_model, x, y)
+    ours = attacks.deepfool(trained_model, x, y, candidates=candidates)
     theirs = torchattacks.DeepFool(trained_model, steps=50, overshoot=0.02)(x, y)
     with torch.no_grad():
         ours_fooled = trained_model(ours).argmax(1) != y
@@ -146,3 +147,10 @@ def test_bpda_attack_beats_defence_better_than_transfer(trained_model, correctly
         acc_transfer = (trained_model(defence(transfer)).argmax(1) == y).float().mean()
         acc_adaptive = (trained_model(defence(adaptive)).argmax(1) == y).float().mean()
     assert acc_adaptive <= acc_transfer
+
+
+def test_deepfool_over_all_classes_equals_torchattacks(trained_model, correctly_classified):
+    x, y = correctly_classified
+    ours = attacks.deepfool(trained_model, x[:16], y[:16], candidates=None)
+    theirs = torchattacks.DeepFool(trained_model, steps=50, overshoot=0.02)(x[:16], y[:16])
+    assert (ours - theirs).abs().max() < 1e-4

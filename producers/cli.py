@@ -182,18 +182,12 @@ def up(flower):
 @click.argument("job", required=False)
 def status(job):
     """Queue lengths, workers, and job progress, read from Redis."""
-    import redis
-
-    from producers.stack import resolve_redis_url
+    from producers.stack import connect
     from producers.submit import queue_lengths
     from shared.pipeline import Pipeline
     from workers.app import app
 
-    url = resolve_redis_url(settings_mod.load().redis_url)
-    if url is None:
-        raise ValueError("no Redis: set REDIS_URL or start `waveshield up`")
-    client = redis.Redis.from_url(url)
-    app.conf.broker_url = url
+    _, client = connect(settings_mod.load().redis_url)
     click.echo("queues: " + ", ".join(f"{q} {n}" for q, n in queue_lengths(client).items()))
     replies = app.control.inspect(timeout=1.0).active_queues() or {}
     consumers = {q["name"]: w for w, qs in replies.items() for q in qs}
@@ -215,17 +209,12 @@ def status(job):
               help="Report directory [default: $WAVESHIELD_OUTPUT_DIR/JOB].")
 def report(job, out):
     """Render a job's report again from the counts in Redis."""
-    import redis
-
-    from producers.stack import resolve_redis_url
+    from producers.stack import connect
     from shared import report as report_mod
     from shared.pipeline import Pipeline
 
     cfg = settings_mod.load()
-    url = resolve_redis_url(cfg.redis_url)
-    if url is None:
-        raise ValueError("no Redis: set REDIS_URL or start `waveshield up`")
-    pipe = Pipeline(redis.Redis.from_url(url))
+    pipe = Pipeline(connect(cfg.redis_url)[1])
     try:
         cells, plan, state = pipe.cells(job), pipe.plan(job), pipe.progress(job)
     except KeyError:
@@ -278,7 +267,6 @@ def screen(paths, watch_dir, max_wait, out, wait, local, batch_size):
     standard model's raw label, a suspicion score and a flag; an unreadable item gets its reason.
     """
     from producers import screen as screen_mod
-    from producers.stack import resolve_redis_url
     from shared.data import load_many
 
     cfg = settings_mod.load()
@@ -292,17 +280,12 @@ def screen(paths, watch_dir, max_wait, out, wait, local, batch_size):
         summary = screen_mod.write_outputs(screen_mod.screen_local(image_set, cfg, batch_size), out)
         click.echo(f"{json.dumps(summary)}\nrecords: {out / 'records.jsonl'}")
         return
-    import redis
-
+    from producers.stack import connect
     from producers.submit import wait as wait_job
     from shared.pipeline import Pipeline
     from workers.app import app
 
-    url = resolve_redis_url(cfg.redis_url)
-    if url is None:
-        raise ValueError("no Redis: start `waveshield up` (or set REDIS_URL), or pass --local")
-    app.conf.broker_url = url
-    client = redis.Redis.from_url(url)
+    _, client = connect(cfg.redis_url, or_local=True)
     job = screen_mod.submit_screen(client, app, image_set, cfg, batch_size)
     if not wait:
         click.echo(f"job {job} submitted ({len(image_set)} images, {len(image_set.errors)} unreadable); "
@@ -320,17 +303,12 @@ def screen(paths, watch_dir, max_wait, out, wait, local, batch_size):
               help="Output directory [default: $WAVESHIELD_OUTPUT_DIR/JOB].")
 def results(job, out):
     """Fetch a screening job's records (as far as it has got) into JSONL, CSV and a summary."""
-    import redis
-
     from producers import screen as screen_mod
-    from producers.stack import resolve_redis_url
+    from producers.stack import connect
     from shared.pipeline import Pipeline
 
     cfg = settings_mod.load()
-    url = resolve_redis_url(cfg.redis_url)
-    if url is None:
-        raise ValueError("no Redis: set REDIS_URL or start `waveshield up`")
-    pipe = Pipeline(redis.Redis.from_url(url))
+    pipe = Pipeline(connect(cfg.redis_url)[1])
     try:
         state = pipe.progress(job)
     except KeyError:
@@ -372,19 +350,13 @@ def calibrate(data, n, fpr, out):
 @click.option("--wait/--no-wait", default=False, show_default=True, help="Follow the job until the corpus is written.")
 def corpus(data, attack_list, name, dtype, shard_size, seed, limit, wait):
     """Generate an adversarial corpus in the background; rerun the same command to finish missing shards."""
-    import redis
-
     from producers.corpus import PAPER_ATTACKS, submit_corpus
-    from producers.stack import resolve_redis_url
+    from producers.stack import connect
     from producers.submit import wait as wait_job
     from workers.app import app
 
     cfg = settings_mod.load()
-    url = resolve_redis_url(cfg.redis_url)
-    if url is None:
-        raise ValueError("no Redis: start `waveshield up` (or set REDIS_URL)")
-    app.conf.broker_url = url
-    client = redis.Redis.from_url(url)
+    _, client = connect(cfg.redis_url)
     job, queued, done = submit_corpus(client, app, data=data, attacks=list(attack_list) or PAPER_ATTACKS, name=name,
                                       settings=cfg, dtype=dtype, shard_size=shard_size, seed=seed, limit=limit)
     click.echo(f"job {job}: {queued} shard(s) queued, {done} already written; output: {name}/ in the collector's "
@@ -406,18 +378,12 @@ def _watch(directory, out, cfg, local, batch_size, max_wait):
         def screen_batch(image_set):
             return screen_mod.screen_local(image_set, cfg, batch_size)
     else:
-        import redis
-
-        from producers.stack import resolve_redis_url
+        from producers.stack import connect
         from producers.submit import wait as wait_job
         from shared.pipeline import Pipeline
         from workers.app import app
 
-        url = resolve_redis_url(cfg.redis_url)
-        if url is None:
-            raise ValueError("no Redis: start `waveshield up` (or set REDIS_URL), or pass --local")
-        app.conf.broker_url = url
-        client = redis.Redis.from_url(url)
+        _, client = connect(cfg.redis_url, or_local=True)
 
         def screen_batch(image_set):
             job = screen_mod.submit_screen(client, app, image_set, cfg, batch_size)

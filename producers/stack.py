@@ -112,3 +112,19 @@ class Stack:
         self.procs.clear()
         if self.server:
             self.server.stop()
+
+
+def connect(redis_url: str | None, *, or_local: bool = False):
+    """The Redis to talk to, as ``(url, client)``, with the Celery app pointed at it.
+
+    Raises ValueError (one line for the user) when there is none.
+    """
+    import redis
+
+    from workers.app import app
+
+    url = resolve_redis_url(redis_url)
+    if url is None:
+        raise ValueError("no Redis: start `waveshield up` (or set REDIS_URL)" + (", or pass --local" if or_local else ""))
+    app.conf.broker_url = url
+    return url, redis.Redis.from_url(url)

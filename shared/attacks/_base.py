@@ -56,3 +56,18 @@ def project_linf(adversarial: torch.Tensor, original: torch.Tensor, eps: float) 
     lower = torch.clamp(original - eps, min=0)
     upper = torch.clamp(original + eps, max=1)
     return torch.minimum(torch.maximum(adversarial, lower), upper).detach()
+
+
+def signed_gradient_steps(model, start: torch.Tensor, images: torch.Tensor, labels: torch.Tensor, *, eps: float,
+                          alpha: float, steps: int) -> torch.Tensor:
+    """``steps`` steps of ``alpha * sign(grad)`` from ``start``, each projected into the eps ball of ``images``.
+
+    FGSM is one step of size eps from the images, BIM several smaller ones, PGD
+    the same from a random start.
+    """
+    adversarial = start
+    with eval_mode(model):
+        for _ in range(steps):
+            grad = loss_gradient(model, adversarial, labels)
+            adversarial = project_linf(adversarial + alpha * grad.sign(), images, eps)
+    return adversarial

@@ -15,7 +15,7 @@ import math
 
 import torch
 
-from ._base import check_inputs, eval_mode, loss_gradient, project_linf
+from ._base import check_inputs, signed_gradient_steps
 
 
 def kurakin_steps(eps: float) -> int:
@@ -56,9 +56,4 @@ def bim(
     steps = kurakin_steps(eps) if steps is None else int(steps)
     if steps < 1 or alpha <= 0:
         raise ValueError(f"BIM needs steps >= 1 and alpha > 0, got steps={steps}, alpha={alpha}")
-    adversarial = images
-    with eval_mode(model):
-        for _ in range(steps):
-            grad = loss_gradient(model, adversarial, labels)
-            adversarial = project_linf(adversarial + alpha * grad.sign(), images, eps)
-    return adversarial
+    return signed_gradient_steps(model, images, images, labels, eps=eps, alpha=alpha, steps=steps)

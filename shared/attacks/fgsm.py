@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from ._base import check_inputs, eval_mode, loss_gradient, project_linf
+from ._base import check_inputs, signed_gradient_steps
 
 
 def fgsm(model, images: torch.Tensor, labels: torch.Tensor, *, eps: float = 8 / 255) -> torch.Tensor:
@@ -32,6 +32,4 @@ def fgsm(model, images: torch.Tensor, labels: torch.Tensor, *, eps: float = 8 / 
         Detached adversarial images within ``eps`` of ``images``, in [0, 1].
     """
     images, labels = check_inputs(images, labels, eps)
-    with eval_mode(model):
-        grad = loss_gradient(model, images, labels)
-    return project_linf(images + eps * grad.sign(), images, eps)
+    return signed_gradient_steps(model, images, images, labels, eps=eps, alpha=eps, steps=1)

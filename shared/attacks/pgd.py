@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import torch
 
-from ._base import check_inputs, eval_mode, loss_gradient, project_linf
+from ._base import check_inputs, project_linf, signed_gradient_steps
 
 
 def pgd(
@@ -55,9 +55,5 @@ def pgd(
         raise ValueError(f"PGD needs steps >= 1 and alpha > 0, got steps={steps}, alpha={alpha}")
     generator = torch.Generator(device=images.device).manual_seed(int(seed))
     noise = torch.rand(images.shape, generator=generator, device=images.device, dtype=images.dtype)
-    adversarial = project_linf(images + (2 * noise - 1) * eps, images, eps)
-    with eval_mode(model):
-        for _ in range(steps):
-            grad = loss_gradient(model, adversarial, labels)
-            adversarial = project_linf(adversarial + alpha * grad.sign(), images, eps)
-    return adversarial
+    start = project_linf(images + (2 * noise - 1) * eps, images, eps)
+    return signed_gradient_steps(model, start, images, labels, eps=eps, alpha=alpha, steps=steps)

@@ -11,7 +11,7 @@ from shared import defences, models
 from shared.evaluation import evaluate_local, paper_plan
 from shared.settings import load as load_settings
 
-from .conftest import QUEUES, wait_for
+from .conftest import wait_for
 
 
 def _plan(batch_size=25):

@@ -16,8 +16,16 @@ from shared.settings import Settings, resolve_device
 
 
 def available_plan(plan: dict, weights_dir: Path) -> tuple[dict, list[str]]:
-    """Drop configurations whose model has no weights; return the plan and notes saying so."""
+    """Drop configurations and adaptive attacks whose model has no weights; return the plan and notes saying so."""
     notes, kept = [], []
+    attacks = []
+    for attack in plan["attacks"]:
+        through = attack.get("through")
+        if through and not (weights_dir / f"{through['model']}.safetensors").is_file():
+            notes.append(f"skipped adaptive {attack['name']} through {through['model']}: no weights")
+        else:
+            attacks.append(attack)
+    plan = {**plan, "attacks": attacks}
     for config in plan["configurations"]:
         if (weights_dir / f"{config['model']}.safetensors").is_file():
             kept.append(config)
@@ -71,7 +79,8 @@ def _example_sheet(plan, image_set, settings, path, count: int = 6) -> None:
     defended = next((c for c in plan["configurations"] if c.get("defence")), None)
     x = image_set.to_tensor()[:count].to(device)
     y = torch.from_numpy(image_set.labels[:count]).to(device)
-    attack = next((a for a in reversed(plan["attacks"]) if a.get("params", {}).get("eps")), plan["attacks"][-1])
+    attack = next((a for a in reversed(plan["attacks"]) if a.get("params", {}).get("eps") and not a.get("through")),
+                  plan["attacks"][-1])
     adversarial = craft(source, x, y, attack)
     classes = image_set.classes
     rows = []

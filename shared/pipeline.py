@@ -28,7 +28,8 @@ import torch
 from .blobstore import BlobMissing, BlobStore
 from . import corpus as corpus_files
 from . import screening
-from .evaluation import CLEAN, Cell, attack_id, classify, configuration_id, craft, defend, validate_plan
+from .evaluation import (CLEAN, Cell, attack_id, attack_model, classify, configuration_id, craft, defend,
+                         validate_plan)
 
 RAW = "raw"  # the "defence" of configurations that classify unreconstructed input
 #: Every task the stages send, and the queue it runs on.
@@ -157,7 +158,7 @@ class Pipeline:
         if not self._done(marker):
             x = _to_float(self.blobs.get(clean_key(job, batch)), self.device)
             spec = plan["attacks"][attack]
-            model = None if spec["name"] == CLEAN else self.get_model(plan["source_model"])
+            model = None if spec["name"] == CLEAN else attack_model(plan, spec, self.get_model, self.defence_options)
             adversarial = craft(model, x, self.labels(job, batch), spec)
             self.blobs.put(adversarial_key(job, batch, attack), adversarial.cpu().numpy(), [f"defence:{d}" for d in defences])
         return self._finish(marker, clean_key(job, batch), f"attack:{attack}", messages)

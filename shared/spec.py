@@ -12,6 +12,11 @@
     [[attacks]]
     name = "deepfool"
 
+    [[attacks]]                  # adaptive: crafted through a defended model with BPDA
+    name = "pgd"
+    eps = 0.031373
+    through = {model = "haar", defence = "haar"}
+
     [[configurations]]
     model = "haar"
     defence = "haar"             # "none" or absent: raw input
@@ -73,10 +78,13 @@ def spec_to_plan(raw: dict, *, name: str = "spec") -> tuple[dict, dict]:
         raise ValueError(f"{name}: unknown key(s) {', '.join(sorted(unknown))}; valid: {', '.join(sorted(TOP_KEYS))}")
     attacks = [{"name": CLEAN, "params": {}}]
     for entry in raw.get("attacks", []):
-        params = {k: v for k, v in entry.items() if k != "name"}
+        params = {k: v for k, v in entry.items() if k not in ("name", "through")}
         lists = {k: v for k, v in params.items() if isinstance(v, list)}
         for values in itertools.product(*lists.values()) if lists else [()]:
-            attacks.append({"name": str(entry["name"]).lower(), "params": {**params, **dict(zip(lists, values))}})
+            attack = {"name": str(entry["name"]).lower(), "params": {**params, **dict(zip(lists, values))}}
+            if entry.get("through"):
+                attack["through"] = entry["through"]
+            attacks.append(attack)
     configurations = []
     for entry in raw.get("configurations", []):
         if set(entry) - {"model", "defence"} or "model" not in entry:

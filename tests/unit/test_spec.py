@@ -63,3 +63,16 @@ def test_unknown_format_and_missing_file(tmp_path):
         load_spec(tmp_path / "s.ini")
     with pytest.raises(ValueError, match="cannot read"):
         load_spec(tmp_path / "none.toml")
+
+
+def test_adaptive_attack_through_a_defended_configuration(tmp_path):
+    (tmp_path / "a.toml").write_text('[[attacks]]\nname = "pgd"\neps = 0.03\nthrough = {model = "haar", defence = "haar"}\n'
+                                     '[[configurations]]\nmodel = "haar"\ndefence = "haar"\n')
+    plan, _ = load_spec(tmp_path / "a.toml")
+    from shared.evaluation import attack_id
+
+    assert plan["attacks"][1]["through"] == {"model": "haar", "defence": "haar"}
+    assert attack_id(plan["attacks"][1]) == "pgd eps=0.03 via haar+haar"
+    (tmp_path / "b.toml").write_text('[[attacks]]\nname = "pgd"\nthrough = {net = "x"}\n[[configurations]]\nmodel = "a"\n')
+    with pytest.raises(ValueError, match="through"):
+        load_spec(tmp_path / "b.toml")

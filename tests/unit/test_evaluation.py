@@ -1,0 +1,24 @@
+"""The in-process runner: counts, adaptive (BPDA) attacks, and the paper plan."""
+
+import torch
+
+from shared.attacks import BPDA
+from shared.evaluation import attack_model, evaluate_local, paper_plan
+from shared.wavelets import reconstruct
+
+
+def test_adaptive_attacks_are_crafted_through_the_defence(trained_model, correctly_classified):
+    x, y = correctly_classified
+    plan = paper_plan(batch_size=32, adaptive=True)
+    plan["configurations"] = [{"model": "haar", "defence": "haar"}]
+    plan["attacks"] = [plan["attacks"][0], plan["attacks"][4], plan["attacks"][-1]]  # clean, bim 0.004, pgd 8/255 via
+    models = {"standard": trained_model, "haar": trained_model}
+    options = {"haar": {"wavelet": "haar"}}
+    assert isinstance(attack_model(plan, plan["attacks"][-1], models.get, options.get), BPDA)
+    cells = {c.attack: c for c in evaluate_local(plan, x, y, models.get, options.get)}
+    assert cells["clean"].total == len(x) == cells["pgd eps=0.031373 via haar+haar"].total
+    # An adaptive 8/255 attack through the defence beats a 1/255 transfer attack.
+    assert cells["pgd eps=0.031373 via haar+haar"].correct < cells["bim eps=0.004"].correct
+    with torch.no_grad():
+        expected = int((trained_model(reconstruct(x, wavelet="haar")).argmax(1) == y).sum())
+    assert cells["clean"].correct == expected

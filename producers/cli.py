@@ -110,7 +110,9 @@ def train(defence, width, epochs, batch_size, seed, data, test_data, name, preci
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Report directory [default: $WAVESHIELD_OUTPUT_DIR/evaluate].")
 @click.option("--local", is_flag=True, help="Run the same plan in this process, without a broker.")
-def evaluate(spec, data, limit, out, local):
+@click.option("--adaptive", is_flag=True, help="Add BIM and PGD crafted through the full Haar defence with BPDA "
+              "(at the paper's eps and 8/255) to the paper's plan.")
+def evaluate(spec, data, limit, out, local, adaptive):
     """Reproduce the experiment's accuracy grid: attacks x DWT defences x models.
 
     Runs on the workers behind REDIS_URL (or a running `waveshield up`); --local runs in this process.
@@ -122,6 +124,12 @@ def evaluate(spec, data, limit, out, local):
 
     cfg = settings_mod.load()
     plan, run = load_spec(spec) if spec else (None, {})
+    if adaptive:
+        if spec:
+            raise ValueError("--adaptive extends the built-in plan; in a spec, give attacks a 'through' instead")
+        from shared.evaluation import paper_plan
+
+        plan = paper_plan(adaptive=True)
     redis_url = None if local else resolve_redis_url(cfg.redis_url)
     if not local and redis_url is None:
         raise ValueError("no Redis: start `waveshield up` (or set REDIS_URL to one with workers), or pass --local")

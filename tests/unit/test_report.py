@@ -1,0 +1,55 @@
+"""Reports: tables per defence family, averages over the transfer attacks only, JSON of every cell."""
+
+import json
+import math
+
+from shared import report
+from shared.evaluation import CLEAN, Cell
+
+CONFIGS = [("standard+raw", "standard", None), ("standard+haar", "standard", "haar"), ("haar+haar", "haar", "haar"),
+           ("standard+daubechies", "standard", "daubechies"), ("daubechies+daubechies", "daubechies", "daubechies")]
+
+
+def _cells(accuracy: dict[str, list[int]]) -> list[Cell]:
+    """Cells of 100 images each; ``accuracy`` maps an attack id to the correct count per configuration."""
+    return [Cell(attack, config, model, defence, correct=correct, total=100)
+            for attack, row in accuracy.items() for (config, model, defence), correct in zip(CONFIGS, row)]
+
+
+CELLS = _cells({
+    CLEAN: [90, 85, 88, 84, 87],
+    "fgsm eps=0.004": [40, 70, 80, 69, 79],
+    "deepfool": [10, 60, 84, 61, 83],
+    "pgd eps=0.031373 via haar+haar": [0, 5, 2, 30, 40],
+})
+
+
+def test_average_drop_leaves_adaptive_attacks_out():
+    drops = report.average_drops(CELLS)
+    assert math.isclose(drops["standard+raw"], 90 - (40 + 10) / 2)
+    assert math.isclose(drops["haar+haar"], 88 - (80 + 84) / 2)
+
+
+def test_tables_split_by_defence_family_with_the_undefended_column_in_each():
+    groups = report.configuration_groups(CELLS)
+    assert groups == [("haar", ["standard+raw", "standard+haar", "haar+haar"]),
+                      ("daubechies", ["standard+raw", "standard+daubechies", "daubechies+daubechies"])]
+    text = report.to_markdown(CELLS)
+    table_21 = text.split("## Table 2.1")[1].split("## Table 2.2")[0]
+    assert "haar defence" in table_21 and "daubechies+daubechies" not in table_21
+    assert "| deepfool | 10.00 | 60.00 | 84.00 |" in table_21
+    assert "| **average drop vs clean (points)** | 65.0 | 20.0 | 6.0 |" in table_21
+    adaptive = text.split("## Table 3")[1]
+    assert "pgd eps=0.031373 (8/255) via haar+haar | 0.00 | 5.00 | 2.00 | 30.00 | 40.00 |" in adaptive
+    assert "pgd" not in text.split("## Table 3")[0]
+
+
+def test_single_table_without_defences_and_json_holds_every_cell(tmp_path):
+    raw_only = [c for c in CELLS if c.defence is None]
+    text = report.to_markdown(raw_only)
+    assert "## Table 2: accuracy under attack" in text and "Table 2.1" not in text
+    report.write(CELLS, tmp_path, plan={"attacks": []})
+    payload = json.loads((tmp_path / "report.json").read_text())
+    assert len(payload["cells"]) == len(CELLS)
+    assert {c["configuration"] for c in payload["cells"]} == {c[0] for c in CONFIGS}
+    assert (tmp_path / "accuracy.png").stat().st_size > 0

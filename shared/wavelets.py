@@ -335,44 +335,6 @@ def _finest_diagonal_like_pywt(x, wavelet):
     return _dwt_detail_like_pywt(_dwt_detail_like_pywt(x, wavelet, -2), wavelet, -1)
 
 
-def _finest_diagonal_exact_where_small(x, dd, wavelet):
-    """``dd`` (the fast transform's level-1 diagonal band of ``x``) with its near-zero
-    coefficients recomputed in PyWavelets' summation order.
-
-    Only whether a coefficient is exactly zero needs PyWavelets' rounding: a
-    coefficient the fast transform puts clearly away from zero is non-zero in
-    any order, and its value is exact to float precision. The near-zero ones,
-    usually a small fraction, are recomputed one by one (``f * f`` taps each),
-    which costs far less than the whole band in PyWavelets' order.
-    """
-    taps = np.asarray(pywt.Wavelet(wavelet).dec_hi)
-    f = len(taps)
-    # Bound on the fast transform's rounding error, with a margin of 2: each of its two
-    # passes sums f products of taps and values in [0, 1] (error <= f eps sum|taps| each).
-    tol = 4 * f * float(np.abs(taps).sum()) ** 2 * torch.finfo(x.dtype).eps
-    small = dd.abs() <= tol
-    if not bool(small.any()):
-        return dd
-    n, c, i, j = small.nonzero(as_tuple=True)
-    filt_r, src_r = (torch.as_tensor(a, device=x.device) for a in _pywt_schedule(x.shape[-2], f))
-    filt_c, src_c = (torch.as_tensor(a, device=x.device) for a in _pywt_schedule(x.shape[-1], f))
-    taps_t = torch.as_tensor(taps, dtype=x.dtype, device=x.device)
-    h, w = x.shape[-2:]
-    plane = ((n * x.shape[1] + c) * h)[:, None, None]
-    # (K, f rows, f cols) inputs of each coefficient, in summation order, read by flat index
-    pixels = x.reshape(-1).take((plane + src_r[i][:, :, None]) * w + src_c[j][:, None, :])
-    coef_r, coef_c = taps_t[filt_r[i]], taps_t[filt_c[j]]
-    along_rows = coef_r[:, 0, None] * pixels[:, 0]  # the row pass, for each of the f columns needed
-    for t in range(1, f):
-        along_rows = along_rows + coef_r[:, t, None] * pixels[:, t]
-    exact = coef_c[:, 0] * along_rows[:, 0]
-    for t in range(1, f):
-        exact = exact + coef_c[:, t] * along_rows[:, t]
-    dd = dd.clone()
-    dd[n, c, i, j] = exact
-    return dd
-
-
 def _sort_rows(values):
     # numpy's sort is vectorised (AVX-512 where present) and about 15x faster
     # than torch's on the CPU; on a GPU torch's own sort is the fast one.
@@ -417,11 +379,7 @@ def _denoise(x, sigma, wavelet, levels, mode, method, sigma_scale=1.0):
         blocks.append(block)
         approx = block[..., : block.shape[-2] // 2, : block.shape[-1] // 2]
     if sigma is None:
-        if pywt.Wavelet(wavelet).dec_len > 2:  # recompute only the near-zero coefficients
-            dd = _finest_diagonal_exact_where_small(x, _quadrants(blocks[0])[2], wavelet)
-        else:  # Haar: the whole band in PyWavelets' order is cheaper than picking coefficients out
-            dd = _finest_diagonal_like_pywt(x, wavelet)
-        sigma = _estimate_sigma(dd)
+        sigma = _estimate_sigma(_finest_diagonal_like_pywt(x, wavelet))
     sigma = sigma.expand(x.shape[:2]) * sigma_scale
     var = sigma * sigma
     universal = sigma * math.sqrt(2 * math.log(x.shape[-2] * x.shape[-1]))

@@ -214,11 +214,17 @@ def status(job):
 @main.command()
 @click.argument("job")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Report directory [default: $WAVESHIELD_OUTPUT_DIR/JOB].")
+              help="Report directory [default: $WAVESHIELD_OUTPUT_DIR/JOB, or the report.json's own folder].")
 def report(job, out):
-    """Render a job's report again from the counts in Redis."""
-    from producers.stack import connect
+    """Render a report again: JOB from the counts in Redis, or a report.json file."""
     from shared import report as report_mod
+
+    if job.endswith(".json"):
+        cells, plan, meta = report_mod.read(job)
+        path = report_mod.write(cells, out or Path(job).parent, plan=plan, meta=meta, notes=meta.get("notes", []))
+        click.echo(f"report: {path}")
+        return
+    from producers.stack import connect
     from shared.pipeline import Pipeline
 
     cfg = settings_mod.load()

@@ -136,17 +136,51 @@ def to_markdown(cells: list[Cell], *, title: str = "waveshield evaluation", note
     return "\n".join(lines).rstrip("\n") + "\n"
 
 
+def _figure(table: dict[str, dict[str, Cell]], attacks: list[str], configs: list[str], path: Path, title: str) -> None:
+    # Short bar labels: "bim 0.007"; the adaptive figure names its configuration in the title instead.
+    labels = [a.replace("eps=", "").split(" via ")[0] for a in attacks]
+    figures.grouped_bars(labels, {c: [100 * table[a][c].accuracy if c in table[a] else math.nan for a in attacks]
+                                  for c in configs}, path, ylabel="accuracy (%)", title=title)
+
+
 def write(cells: list[Cell], out_dir: str | Path, *, plan: dict, meta: dict | None = None, notes: list[str] = ()) -> Path:
-    """Write ``report.md`` and ``report.json`` into ``out_dir``; return the Markdown path."""
+    """Write ``report.md``, ``report.json`` and the figures into ``out_dir``; return the Markdown path.
+
+    ``accuracy.png`` shows the transfer attacks, ``adaptive.png`` (when the
+    plan has any) the adaptive ones.
+    """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     table = accuracy_table(cells)
     configs = list(dict.fromkeys(c.configuration for c in cells))
-    figures.grouped_bars([a.replace("eps=", "") for a in table],
-                         {c: [100 * table[a][c].accuracy if c in table[a] else math.nan for a in table] for c in configs},
-                         out / "accuracy.png", ylabel="accuracy (%)", title="Accuracy per attack and configuration")
-    notes = [*notes, "Figures: accuracy.png (this table), examples.png (clean / adversarial / reconstructed)."]
+    transfer = [a for a in table if not is_adaptive(a)]
+    adaptive = [a for a in table if is_adaptive(a)]
+    _figure(table, transfer, configs, out / "accuracy.png", "Accuracy per attack and configuration")
+    figure_notes = "accuracy.png (Tables 1-2)"
+    if adaptive:
+        throughs = sorted({a.split(" via ")[1] for a in adaptive})
+        _figure(table, adaptive, configs, out / "adaptive.png",
+                f"Adaptive attacks, crafted through {', '.join(throughs)} with BPDA")
+        figure_notes += ", adaptive.png (Table 3)"
+    notes = [*notes, f"Figures: {figure_notes}, examples.png (clean / adversarial / reconstructed)."]
     (out / "report.md").write_text(to_markdown(cells, notes=notes))
-    payload = {"plan": plan, "meta": meta or {}, "cells": [c.as_dict() for c in cells], "average_drop": average_drops(cells)}
+    payload = {"plan": plan, "meta": {**(meta or {}), "notes": list(notes[:-1])}, "cells": [c.as_dict() for c in cells],
+               "average_drop": average_drops(cells)}
     (out / "report.json").write_text(json.dumps(payload, indent=2, allow_nan=True) + "\n")
     return out / "report.md"
+
+
+def read(path: str | Path) -> tuple[list[Cell], dict, dict]:
+    """The cells, plan and meta of a ``report.json`` written by :func:`write`.
+
+    Raises
+    ------
+    ValueError
+        If the file is not such a report.
+    """
+    try:
+        payload = json.loads(Path(path).read_text())
+        cells = [Cell(**{k: v for k, v in c.items() if k != "accuracy"}) for c in payload["cells"]]
+        return cells, payload["plan"], payload.get("meta", {})
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ValueError(f"{path}: not a waveshield report.json ({exc})") from None

@@ -3,6 +3,8 @@
 import json
 import math
 
+import pytest
+
 from shared import report
 from shared.evaluation import CLEAN, Cell
 
@@ -52,4 +54,8 @@ def test_single_table_without_defences_and_json_holds_every_cell(tmp_path):
     payload = json.loads((tmp_path / "report.json").read_text())
     assert len(payload["cells"]) == len(CELLS)
     assert {c["configuration"] for c in payload["cells"]} == {c[0] for c in CONFIGS}
-    assert (tmp_path / "accuracy.png").stat().st_size > 0
+    assert (tmp_path / "accuracy.png").stat().st_size > 0 and (tmp_path / "adaptive.png").stat().st_size > 0
+    cells, plan, meta = report.read(tmp_path / "report.json")
+    assert cells == CELLS and plan == {"attacks": []}
+    with pytest.raises(ValueError, match="not a waveshield report"):
+        report.read(tmp_path / "accuracy.png")

@@ -348,7 +348,8 @@ def calibrate(data, n, fpr, out):
     result = run_calibration(data=data, n=n, fpr=fpr, settings=cfg, out=out)
     click.echo(f"threshold {result['threshold']:.4f} (false positives on clean: {100 * result['measured_fpr']:.1f} %)")
     for attack, rate in result["detection"].items():
-        click.echo(f"  {attack}: {100 * rate:.1f} % detected")
+        click.echo(f"  {attack}: {100 * rate:.1f} % flagged ({100 * result['detection_of_fooling'][attack]:.1f} % "
+                   "of those that fool the standard model)")
     click.echo(f"settings: {cfg.weights_dir / 'screening.json'}; table: {out / 'calibration.md'}")
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 
 import torch
@@ -144,6 +145,11 @@ def save(model: ResNet18, path: str | Path, card: dict, *, dtype: torch.dtype = 
         for k, v in model.state_dict().items()
     }
     save_file(state, str(path), metadata={"architecture": ARCHITECTURE})
+    # safetensors creates the file owner-only (0600); a worker running as another
+    # user (the compose image's) must be able to read shipped weights.
+    umask = os.umask(0)
+    os.umask(umask)
+    path.chmod(0o666 & ~umask)
     card = {
         "classes": list(CIFAR10_CLASSES) if model.num_classes == 10 else [str(i) for i in range(model.num_classes)],
         **card,

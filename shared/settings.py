@@ -63,7 +63,8 @@ def load(environ: dict | None = None) -> Settings:
     Raises
     ------
     ValueError
-        If a numeric variable does not parse.
+        If a numeric variable does not parse, or the visibility timeout does
+        not exceed the task time limit.
     """
     env = os.environ if environ is None else environ
 
@@ -77,6 +78,14 @@ def load(environ: dict | None = None) -> Settings:
             raise ValueError(f"{name} must be at least 1, got {value}")
         return value
 
+    visibility_timeout_s = number("WAVESHIELD_VISIBILITY_TIMEOUT", 3600)
+    task_time_limit_s = number("WAVESHIELD_TASK_TIME_LIMIT", 1800)
+    if visibility_timeout_s <= task_time_limit_s:
+        # Redis hands an unacknowledged message out again after the visibility timeout:
+        # a task still running then runs twice, and the first acknowledgement removes
+        # the second delivery's record, so a worker killed during it loses the message.
+        raise ValueError(f"WAVESHIELD_VISIBILITY_TIMEOUT ({visibility_timeout_s} s) must exceed "
+                         f"WAVESHIELD_TASK_TIME_LIMIT ({task_time_limit_s} s)")
     return Settings(
         redis_url=env.get("REDIS_URL") or None,
         weights_dir=Path(env.get("WAVESHIELD_WEIGHTS_DIR", _REPO_WEIGHTS)),
@@ -85,8 +94,8 @@ def load(environ: dict | None = None) -> Settings:
         device=env.get("WAVESHIELD_DEVICE", "auto"),
         blob_ttl_s=number("WAVESHIELD_BLOB_TTL", 86400),
         checkpoint_dir=Path(env.get("WAVESHIELD_CHECKPOINT_DIR", Path.home() / ".cache" / "waveshield" / "checkpoints")),
-        visibility_timeout_s=number("WAVESHIELD_VISIBILITY_TIMEOUT", 3600),
-        task_time_limit_s=number("WAVESHIELD_TASK_TIME_LIMIT", 1800),
+        visibility_timeout_s=visibility_timeout_s,
+        task_time_limit_s=task_time_limit_s,
         max_deliveries=number("WAVESHIELD_MAX_DELIVERIES", 5),
         high_water=number("WAVESHIELD_HIGH_WATER", 64),
         torch_threads=number("WAVESHIELD_TORCH_THREADS", 1) if env.get("WAVESHIELD_TORCH_THREADS") else None,

@@ -1,0 +1,28 @@
+"""Settings: read from the environment in one place, with one clear error per bad value."""
+
+import pytest
+
+from shared import settings
+
+
+def test_defaults_and_overrides():
+    default = settings.load({})
+    assert default.redis_url is None and default.visibility_timeout_s == 3600 and default.task_time_limit_s == 1800
+    custom = settings.load({"REDIS_URL": "redis://h:1/2", "WAVESHIELD_HIGH_WATER": "8", "WAVESHIELD_TORCH_THREADS": "2"})
+    assert (custom.redis_url, custom.high_water, custom.torch_threads) == ("redis://h:1/2", 8, 2)
+
+
+@pytest.mark.parametrize("name, value, message", [
+    ("WAVESHIELD_BLOB_TTL", "soon", "whole number"),
+    ("WAVESHIELD_MAX_DELIVERIES", "0", "at least 1"),
+])
+def test_bad_numbers_are_refused(name, value, message):
+    with pytest.raises(ValueError, match=f"{name}.*{message}"):
+        settings.load({name: value})
+
+
+def test_visibility_timeout_must_exceed_the_task_time_limit():
+    # A task still running at the visibility timeout would be delivered twice.
+    with pytest.raises(ValueError, match="VISIBILITY_TIMEOUT .600 s. must exceed .*TASK_TIME_LIMIT .1800 s."):
+        settings.load({"WAVESHIELD_VISIBILITY_TIMEOUT": "600"})
+    assert settings.load({"WAVESHIELD_VISIBILITY_TIMEOUT": "20", "WAVESHIELD_TASK_TIME_LIMIT": "15"}).task_time_limit_s == 15

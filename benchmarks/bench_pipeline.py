@@ -33,7 +33,7 @@ def main() -> None:
     plan = paper_plan(batch_size=args.batch_size)
     run_evaluation(data=data, limit=args.n, out=out / "local", settings=cfg, plan=plan)
     local = args.n / (time.perf_counter() - start)
-    with Stack(resolve_redis_url(cfg.redis_url)) as stack:
+    with Stack(resolve_redis_url(cfg.redis_url), log_dir=out / "logs") as stack:
         start = time.perf_counter()
         run_evaluation(data=data, limit=args.n, out=out / "pipeline", settings=cfg, redis_url=stack.redis_url, plan=plan)
         pipeline = args.n / (time.perf_counter() - start)

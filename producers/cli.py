@@ -148,8 +148,9 @@ def demo(limit):
 
     cfg = settings_mod.load()
     available_plan(paper_plan(), cfg.weights_dir)  # fail fast, with the train command, when weights are missing
-    click.echo("starting Redis and one worker per queue (attack, dwt, classify, collect)...")
-    with Stack(resolve_redis_url(cfg.redis_url)) as stack:
+    logs = cfg.output_dir / "demo" / "logs"
+    click.echo(f"starting Redis and one worker per queue (attack, dwt, classify, collect); their logs: {logs}")
+    with Stack(resolve_redis_url(cfg.redis_url), log_dir=logs) as stack:
         report = run_evaluation(data="sample", limit=limit, out=cfg.output_dir / "demo", settings=cfg,
                                 redis_url=stack.redis_url)
     click.echo(report.read_text())

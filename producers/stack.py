@@ -41,11 +41,15 @@ class Stack:
         Use this Redis; None starts the bundled one.
     flower_auth : str, optional
         ``user:password``: also run Flower on 127.0.0.1:5555 with basic auth.
+    log_dir : str or Path, optional
+        Write each process's output to ``NAME.log`` there instead of the console.
     """
 
-    def __init__(self, redis_url: str | None = None, *, flower_auth: str | None = None, env: dict | None = None):
+    def __init__(self, redis_url: str | None = None, *, flower_auth: str | None = None, env: dict | None = None,
+                 log_dir: str | Path | None = None):
         self.redis_url = redis_url
         self.flower_auth = flower_auth
+        self.log_dir = Path(log_dir) if log_dir is not None else None
         self.env = dict(os.environ if env is None else env)
         self.server: EmbeddedRedis | None = None
         self.procs: dict[str, subprocess.Popen] = {}
@@ -58,10 +62,10 @@ class Stack:
         try:
             for queue in QUEUES:
                 self.procs[queue] = self._spawn(["worker", "-Q", queue, "-n", f"{queue}@%h", "--concurrency", "1",
-                                                 "--loglevel", "WARNING"], self._threads(queue))
+                                                 "--loglevel", "WARNING"], self._threads(queue), queue)
             if self.flower_auth:
                 self.procs["flower"] = self._spawn(["flower", "--address=127.0.0.1", "--port=5555",
-                                                    f"--basic-auth={self.flower_auth}"])
+                                                    f"--basic-auth={self.flower_auth}"], name="flower")
             self.wait_ready()
         except BaseException:
             self.__exit__(None, None, None)
@@ -79,9 +83,18 @@ class Stack:
             extra["WAVESHIELD_TORCH_THREADS"] = str(os.cpu_count() or 1) if queue == "attack" else "1"
         return extra
 
-    def _spawn(self, args, extra_env: dict | None = None):
-        return subprocess.Popen([sys.executable, "-m", "celery", "-A", "workers", *args],
-                                env={**self.env, **(extra_env or {})}, start_new_session=True)
+    def _spawn(self, args, extra_env: dict | None = None, name: str = "celery"):
+        output = None
+        if self.log_dir is not None:
+            self.log_dir.mkdir(parents=True, exist_ok=True)
+            output = open(self.log_dir / f"{name}.log", "ab")  # the child keeps its own descriptor
+        try:
+            return subprocess.Popen([sys.executable, "-m", "celery", "-A", "workers", *args],
+                                    env={**self.env, **(extra_env or {})}, start_new_session=True,
+                                    stdout=output, stderr=subprocess.STDOUT if output else None)
+        finally:
+            if output is not None:
+                output.close()
 
     def wait_ready(self, timeout: float = 60.0) -> None:
         """Return when every queue's worker answers a ping."""
@@ -92,7 +105,8 @@ class Stack:
         while time.monotonic() < deadline:
             for name, proc in self.procs.items():
                 if proc.poll() is not None:
-                    raise RuntimeError(f"the {name} worker exited with status {proc.returncode}")
+                    where = f"; see {self.log_dir / (name + '.log')}" if self.log_dir else ""
+                    raise RuntimeError(f"the {name} worker exited with status {proc.returncode}{where}")
             replies = app.control.ping(timeout=1.0) or []
             names = {next(iter(r)).split("@")[0] for r in replies}
             if set(QUEUES) <= names:

@@ -62,7 +62,7 @@ class Stack:
         try:
             for queue in QUEUES:
                 self.procs[queue] = self._spawn(["worker", "-Q", queue, "-n", f"{queue}@%h", "--concurrency", "1",
-                                                 "--loglevel", "WARNING"], self._threads(queue), queue)
+                                                 "--loglevel", "WARNING"], self._threads(queue), name=queue)
             if self.flower_auth:
                 self.procs["flower"] = self._spawn(["flower", "--address=127.0.0.1", "--port=5555",
                                                     f"--basic-auth={self.flower_auth}"], name="flower")
@@ -83,7 +83,7 @@ class Stack:
             extra["WAVESHIELD_TORCH_THREADS"] = str(os.cpu_count() or 1) if queue == "attack" else "1"
         return extra
 
-    def _spawn(self, args, extra_env: dict | None = None, name: str = "celery"):
+    def _spawn(self, args, extra_env: dict | None = None, *, name: str):
         output = None
         if self.log_dir is not None:
             self.log_dir.mkdir(parents=True, exist_ok=True)

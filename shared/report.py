@@ -93,6 +93,13 @@ def paper_comparison(cells: list[Cell]) -> list[str]:
     return lines
 
 
+def _layout(cells: list[Cell]):
+    """The accuracy table, the configurations in plan order, and the transfer and adaptive attack ids."""
+    table = accuracy_table(cells)
+    configs = list(dict.fromkeys(c.configuration for c in cells))
+    return table, configs, [a for a in table if not is_adaptive(a)], [a for a in table if is_adaptive(a)]
+
+
 def _rows(table: dict[str, dict[str, Cell]], attacks: list[str], configs: list[str]) -> list[str]:
     lines = ["| attack | " + " | ".join(configs) + " |", "| --- |" + " --- |" * len(configs)]
     for attack in attacks:
@@ -105,8 +112,7 @@ def _rows(table: dict[str, dict[str, Cell]], attacks: list[str], configs: list[s
 def to_markdown(cells: list[Cell], *, title: str = "waveshield evaluation", notes: list[str] = ()) -> str:
     """Table 1 (clean accuracy), Tables 2.x (transfer attacks per defence family, with the
     average drop against clean) and Table 3 (adaptive attacks, when the plan has any)."""
-    table = accuracy_table(cells)
-    configs = list(dict.fromkeys(c.configuration for c in cells))
+    table, configs, transfer, adaptive = _layout(cells)
     images = max((c.total for c in cells), default=0)
     lines = [f"# {title}", "", f"{images} images per cell. Accuracy in %; eps in [0, 1] pixel units (and /255).", ""]
     lines += [f"- {n}" for n in notes] + ([""] if notes else [])
@@ -114,8 +120,6 @@ def to_markdown(cells: list[Cell], *, title: str = "waveshield evaluation", note
         lines += ["## Table 1: clean accuracy", "", "| configuration | accuracy |", "| --- | --- |"]
         lines += [f"| {c} | {100 * table[CLEAN][c].accuracy:.2f} |" for c in configs if c in table[CLEAN]]
         lines.append("")
-    transfer = [a for a in table if not is_adaptive(a)]
-    adaptive = [a for a in table if is_adaptive(a)]
     drops = average_drops(cells)
     groups = configuration_groups(cells)
     for number, (family, group) in enumerate(groups, start=1):
@@ -151,10 +155,7 @@ def write(cells: list[Cell], out_dir: str | Path, *, plan: dict, meta: dict | No
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    table = accuracy_table(cells)
-    configs = list(dict.fromkeys(c.configuration for c in cells))
-    transfer = [a for a in table if not is_adaptive(a)]
-    adaptive = [a for a in table if is_adaptive(a)]
+    table, configs, transfer, adaptive = _layout(cells)
     _figure(table, transfer, configs, out / "accuracy.png", "Accuracy per attack and configuration")
     figure_notes = "accuracy.png (Tables 1-2)"
     if adaptive:
@@ -162,9 +163,10 @@ def write(cells: list[Cell], out_dir: str | Path, *, plan: dict, meta: dict | No
         _figure(table, adaptive, configs, out / "adaptive.png",
                 f"Adaptive attacks, crafted through {', '.join(throughs)} with BPDA")
         figure_notes += ", adaptive.png (Table 3)"
-    notes = [*notes, f"Figures: {figure_notes}, examples.png (clean / adversarial / reconstructed)."]
-    (out / "report.md").write_text(to_markdown(cells, notes=notes))
-    payload = {"plan": plan, "meta": {**(meta or {}), "notes": list(notes[:-1])}, "cells": [c.as_dict() for c in cells],
+    figures_note = f"Figures: {figure_notes}, examples.png (clean / adversarial / reconstructed)."
+    (out / "report.md").write_text(to_markdown(cells, notes=[*notes, figures_note]))
+    # The caller's notes go into the JSON, so that `read` + `write` renders the same report again.
+    payload = {"plan": plan, "meta": {**(meta or {}), "notes": list(notes)}, "cells": [c.as_dict() for c in cells],
                "average_drop": average_drops(cells)}
     (out / "report.json").write_text(json.dumps(payload, indent=2, allow_nan=True) + "\n")
     return out / "report.md"

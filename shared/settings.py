@@ -82,8 +82,8 @@ def load(environ: dict | None = None) -> Settings:
     task_time_limit_s = number("WAVESHIELD_TASK_TIME_LIMIT", 1800)
     if visibility_timeout_s <= task_time_limit_s:
         # Redis hands an unacknowledged message out again after the visibility timeout:
-        # a task still running then runs twice, and the first acknowledgement removes
-        # the second delivery's record, so a worker killed during it loses the message.
+        # a task still running then runs twice, and the two deliveries share one
+        # acknowledgement record, so the first ack can leave the second unprotected.
         raise ValueError(f"WAVESHIELD_VISIBILITY_TIMEOUT ({visibility_timeout_s} s) must exceed "
                          f"WAVESHIELD_TASK_TIME_LIMIT ({task_time_limit_s} s)")
     return Settings(

@@ -157,6 +157,10 @@ def demo(limit):
     click.echo(f"report: {report}")
 
 
+def _interrupt(*_):
+    raise KeyboardInterrupt
+
+
 @main.command()
 @click.option("--flower", is_flag=True, help="Also run Flower on 127.0.0.1:5555 (needs FLOWER_BASIC_AUTH=user:password).")
 def up(flower):
@@ -171,12 +175,15 @@ def up(flower):
     auth = os.environ.get("FLOWER_BASIC_AUTH")
     if flower and (not auth or ":" not in auth):
         raise ValueError("Flower never runs without authentication: set FLOWER_BASIC_AUTH=user:password")
+    # Installed explicitly: a shell that starts `up` in the background hands it SIGINT
+    # ignored, and Python then installs no KeyboardInterrupt handler of its own.
+    for signum in (signal_mod.SIGINT, signal_mod.SIGTERM):
+        signal_mod.signal(signum, _interrupt)
     with Stack(resolve_redis_url(cfg.redis_url), flower_auth=auth if flower else None) as stack:
         STATE.parent.mkdir(parents=True, exist_ok=True)
         STATE.write_text(json.dumps({"redis_url": stack.redis_url, "pid": os.getpid()}))
         click.echo(f"Redis: {stack.redis_url}\nworkers: attack, dwt, classify, collect"
                    + ("\nFlower: http://127.0.0.1:5555" if flower else "") + "\nCtrl-C stops everything.")
-        signal_mod.signal(signal_mod.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
         try:
             while all(p.poll() is None for p in stack.procs.values()):
                 time.sleep(1)

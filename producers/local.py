@@ -11,7 +11,7 @@ import torch
 
 from shared import defences, models, report
 from shared.data import load_images
-from shared.evaluation import evaluate_local, paper_plan
+from shared.evaluation import deterministic_kernels, evaluate_local, paper_plan
 from shared.settings import Settings, resolve_device
 
 
@@ -100,6 +100,9 @@ def _example_sheet(plan, image_set, settings, path, count: int = 6) -> None:
 
 def _in_process(plan, image_set, settings):
     device = resolve_device(settings.device)
+    deterministic_kernels()
+    if settings.torch_threads:  # as a worker with the same setting computes
+        torch.set_num_threads(settings.torch_threads)
     loaded: dict = {}
 
     def get_model(name):

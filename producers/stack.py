@@ -80,7 +80,11 @@ class Stack:
         # cores another worker is computing on (0.63 -> 0.88 of --local's speed here).
         extra = {"OMP_WAIT_POLICY": self.env.get("OMP_WAIT_POLICY", "PASSIVE")}
         if "WAVESHIELD_TORCH_THREADS" not in self.env:
-            extra["WAVESHIELD_TORCH_THREADS"] = str(os.cpu_count() or 1) if queue == "attack" else "1"
+            # The attack worker gets torch's default for this environment (OMP_NUM_THREADS,
+            # else every core), as `evaluate --local` has: both craft on the same threads.
+            omp = self.env.get("OMP_NUM_THREADS", "")
+            everything = omp if omp.isdigit() and int(omp) > 0 else str(os.cpu_count() or 1)
+            extra["WAVESHIELD_TORCH_THREADS"] = everything if queue == "attack" else "1"
         return extra
 
     def _spawn(self, args, extra_env: dict | None = None, *, name: str):

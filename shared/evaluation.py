@@ -9,6 +9,7 @@ craft -> reconstruct -> classify -> count.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 from collections.abc import Callable
@@ -80,6 +81,9 @@ def validate_plan(plan: dict) -> None:
             raise ValueError(f"{attack_id(attack)}: eps is in [0, 1] pixel units; {eps}/255 = {eps / 255:.4f} on that scale")
     if int(plan.get("batch_size", 1)) < 1:
         raise ValueError("batch_size must be >= 1")
+    threads = plan.get("threads")
+    if threads is not None and (not isinstance(threads, int) or isinstance(threads, bool) or threads < 1):
+        raise ValueError(f"threads is the number of CPU threads that craft the attacks (>= 1), got {threads!r}")
 
 
 def attack_model(plan: dict, attack: dict, get_model: Callable, defence_options: Callable):
@@ -94,11 +98,38 @@ def attack_model(plan: dict, attack: dict, get_model: Callable, defence_options:
     return attack_registry.BPDA(model, functools.partial(reconstruct, **defence_options(through["defence"])))
 
 
-def craft(model, images: torch.Tensor, labels: torch.Tensor, attack: dict) -> torch.Tensor:
-    """Stage 1: the adversarial (or clean) images of one attack entry."""
+@contextlib.contextmanager
+def cpu_threads(count: int | None, device: torch.device | str = "cpu"):
+    """Run the block on ``count`` torch CPU threads (None, or a CUDA device: leave them as they are).
+
+    oneDNN's gradient kernels split their sums by thread (seen on AVX2), so an
+    attack crafted on 1 and on 2 threads differs in the last bits, and images on
+    a decision boundary (DeepFool's) change class. A plan that names its threads
+    crafts the same images on every runner.
+    """
+    if count is None or torch.device(device).type != "cpu" or count == torch.get_num_threads():
+        yield
+        return
+    previous = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def deterministic_kernels() -> None:
+    """Pick deterministic kernels where torch offers a choice (cuDNN), so runners agree cell for cell."""
+    torch.backends.cudnn.deterministic = True
+    torch.backends.cudnn.benchmark = False
+
+
+def craft(model, images: torch.Tensor, labels: torch.Tensor, attack: dict, *, threads: int | None = None) -> torch.Tensor:
+    """Stage 1: the adversarial (or clean) images of one attack entry, on ``threads`` CPU threads if given."""
     if attack["name"] == CLEAN:
         return images
-    return attack_registry.get(attack["name"])(model, images, labels, **attack.get("params", {}))
+    with cpu_threads(threads, images.device):
+        return attack_registry.get(attack["name"])(model, images, labels, **attack.get("params", {}))
 
 
 def defend(images: torch.Tensor, defence_options: dict | None) -> torch.Tensor:
@@ -169,7 +200,7 @@ def evaluate_local(
         y = labels[start : start + batch_size].to(device)
         for attack in plan["attacks"]:
             model = None if attack["name"] == CLEAN else attack_model(plan, attack, get_model, options)
-            adversarial = craft(model, x, y, attack)
+            adversarial = craft(model, x, y, attack, threads=plan.get("threads"))
             reconstructed = {}
             for config in plan["configurations"]:
                 name = config.get("defence")

@@ -38,15 +38,51 @@ TASK_QUEUES = {"attack": "attack", "dwt": "dwt", "classify": "classify", "collec
                "corpus_attack": "attack", "corpus_collect": "collect"}
 KEEP_JOB_S = 7 * 86400  # how long a finished job's counts stay in Redis
 
-# Record one cell once; count it in the aggregate and the job's progress.
-_COLLECT = """
-if redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2]) == 0 then
-  return -1
+# Each collector is one script, so that recording a result, counting it and completing
+# the job happen together or not at all: a worker killed at any point leaves either
+# nothing or everything, and its redelivered message, finding the result recorded,
+# still completes a job whose last result it carries.
+#
+# Shared tail: complete the job once every expected result is in (KEYS[1] is the
+# job's meta hash; the other keys get the finished job's lifetime).
+_COMPLETE = """
+local done = tonumber(redis.call('HGET', KEYS[1], 'done') or '-1')
+local expected = tonumber(redis.call('HGET', KEYS[1], 'expected') or '-1')
+if done >= 0 and done >= expected and redis.call('HGET', KEYS[1], 'status') ~= 'complete' then
+  redis.call('HSET', KEYS[1], 'status', 'complete', 'finished', ARGV[1])
+  for i = 1, #KEYS do redis.call('EXPIRE', KEYS[i], ARGV[2]) end
 end
-redis.call('HINCRBY', KEYS[2], ARGV[3] .. '|correct', ARGV[4])
-redis.call('HINCRBY', KEYS[2], ARGV[3] .. '|total', ARGV[5])
-return redis.call('HINCRBY', KEYS[3], 'done', 1)
 """
+# Evaluation: KEYS meta, cells, agg, ...; ARGV finished, keep_s, cell, "correct,total", "attack|configuration",
+# correct, total. Returns 1 when the cell was new.
+_COLLECT = """
+local new = redis.call('HSETNX', KEYS[2], ARGV[3], ARGV[4])
+if new == 1 then
+  redis.call('HINCRBY', KEYS[3], ARGV[5] .. '|correct', ARGV[6])
+  redis.call('HINCRBY', KEYS[3], ARGV[5] .. '|total', ARGV[7])
+  redis.call('HINCRBY', KEYS[1], 'done', 1)
+end
+""" + _COMPLETE + "return new"
+# Screening: KEYS meta, records, ...; ARGV finished, keep_s, batch, records JSON.
+_SCREEN_COLLECT = """
+local new = redis.call('HSETNX', KEYS[2], ARGV[3], ARGV[4])
+if new == 1 then redis.call('HINCRBY', KEYS[1], 'done', 1) end
+""" + _COMPLETE + "return new"
+# Corpus: KEYS meta, cells, corpus shard set; ARGV cell. Completing a corpus writes its
+# manifest first, so the script only says whether that is due: {new, due}.
+_CORPUS_COLLECT = """
+local new = redis.call('HSETNX', KEYS[2], ARGV[1], 1)
+if new == 1 then
+  redis.call('SADD', KEYS[3], ARGV[1])
+  redis.call('HINCRBY', KEYS[1], 'done', 1)
+end
+local done = tonumber(redis.call('HGET', KEYS[1], 'done') or '-1')
+local expected = tonumber(redis.call('HGET', KEYS[1], 'expected') or '-1')
+local due = done >= 0 and done >= expected and redis.call('HGET', KEYS[1], 'status') ~= 'complete'
+return {new, due and 1 or 0}
+"""
+#: The keys of a job that outlive it by KEEP_JOB_S (done-markers carry their own expiry).
+_JOB_KEYS = ("meta", "plan", "cells", "agg", "labels", "ids", "records", "errors")
 
 
 def _k(job: str, *parts) -> str:
@@ -104,6 +140,8 @@ class Pipeline:
         self.defence_options = defence_options
         self.device = device
         self._collect = redis.register_script(_COLLECT)
+        self._screen_collect = redis.register_script(_SCREEN_COLLECT)
+        self._corpus_collect = redis.register_script(_CORPUS_COLLECT)
 
     # ------------------------------------------------------------- producer
     def create_job(self, plan: dict, labels: np.ndarray, *, job: str | None = None) -> str:
@@ -159,7 +197,7 @@ class Pipeline:
             x = _to_float(self.blobs.get(clean_key(job, batch)), self.device)
             spec = plan["attacks"][attack]
             model = None if spec["name"] == CLEAN else attack_model(plan, spec, self.get_model, self.defence_options)
-            adversarial = craft(model, x, self.labels(job, batch), spec)
+            adversarial = craft(model, x, self.labels(job, batch), spec, threads=plan.get("threads"))
             self.blobs.put(adversarial_key(job, batch, attack), adversarial.cpu().numpy(), [f"defence:{d}" for d in defences])
         return self._finish(marker, clean_key(job, batch), f"attack:{attack}", messages)
 
@@ -195,20 +233,13 @@ class Pipeline:
         return self._finish(marker, source, consumer, messages)
 
     def collect(self, job: str, batch: int, attack: int, configuration: str, correct: int, total: int) -> bool:
-        """Record one cell exactly once; mark the job complete with its last cell. True if newly counted."""
+        """Record one cell exactly once; the job completes with its last cell. True if newly counted."""
         plan = self.plan(job)
         aid = attack_id(plan["attacks"][attack])
-        done = self._collect(keys=[_k(job, "cells"), _k(job, "agg"), _k(job, "meta")],
-                             args=[f"{batch}|{attack}|{configuration}", f"{correct},{total}", f"{aid}|{configuration}",
-                                   correct, total])
-        if done < 0:
-            return False
-        if done == int(self.redis.hget(_k(job, "meta"), "expected")):
-            self.redis.hset(_k(job, "meta"), mapping={"status": "complete", "finished": time.time()})
-            self.redis.delete(_k(job, "labels"))
-            for key in self.redis.scan_iter(match=_k(job, "*")):
-                self.redis.expire(key, KEEP_JOB_S)
-        return True
+        keys = [_k(job, "meta"), _k(job, "cells"), _k(job, "agg"), *(_k(job, k) for k in _JOB_KEYS[1:])]
+        new = self._collect(keys=keys, args=[time.time(), KEEP_JOB_S, f"{batch}|{attack}|{configuration}",
+                                             f"{correct},{total}", f"{aid}|{configuration}", correct, total])
+        return bool(new)
 
     def record_error(self, job: str, where: str, reason: str) -> None:
         """Note a stage that gave up (bad input, too many redeliveries)."""
@@ -266,16 +297,12 @@ class Pipeline:
         return self._finish(marker, clean_key(job, batch), "screen_classify", messages)
 
     def screen_collect(self, job: str, batch: int) -> bool:
-        """Move a batch's records into the job exactly once; complete the job with its last batch."""
+        """Move a batch's records into the job exactly once; the job completes with its last batch."""
         found = self.redis.get(_k(job, "done", "screen_classify", batch) + ":records")
         if found is None:
             raise BlobMissing(f"records of batch {batch} of job {job}")
-        if not self.redis.hsetnx(_k(job, "records"), batch, found):
-            return False
-        done = self.redis.hincrby(_k(job, "meta"), "done", 1)
-        if done == int(self.redis.hget(_k(job, "meta"), "expected")):
-            self.redis.hset(_k(job, "meta"), mapping={"status": "complete", "finished": time.time()})
-        return True
+        keys = [_k(job, "meta"), _k(job, "records"), *(_k(job, k) for k in _JOB_KEYS[1:] if k != "records")]
+        return bool(self._screen_collect(keys=keys, args=[time.time(), KEEP_JOB_S, batch, found]))
 
     def screen_records(self, job: str) -> list[dict]:
         """Every record of a screening job so far: batches in order, then unreadable items."""
@@ -320,7 +347,7 @@ class Pipeline:
             params = dict(spec.get("params", {}))
             if spec["name"] == "pgd":
                 params.setdefault("seed", plan["seed"] + shard)
-            adversarial = craft(model, x, y, {**spec, "params": params})
+            adversarial = craft(model, x, y, {**spec, "params": params}, threads=plan.get("threads"))
             ids = json.loads(self.redis.hget(_k(job, "ids"), shard))
             lines = corpus_files.manifest_lines(model, x, adversarial, y, ids, spec, seed=plan["seed"],
                                                 model_sha256=plan["source_model_sha256"])
@@ -340,15 +367,17 @@ class Pipeline:
             corpus_files.write_shard(out, spec, shard, self.blobs.get(key), np.array([l["label"] for l in lines]),
                                      [l["id"] for l in lines], lines, plan["dtype"])
         self.blobs.release(key, "corpus_collect")
-        if not self.redis.hsetnx(_k(job, "cells"), f"{shard}|{attack}", 1):
-            return False
-        self.redis.sadd(f"ws:corpus:{plan['corpus_key']}:shards", f"{shard}|{attack}")
-        done = self.redis.hincrby(_k(job, "meta"), "done", 1)
-        if done == int(self.redis.hget(_k(job, "meta"), "expected")):
+        new, due = self._corpus_collect(keys=[_k(job, "meta"), _k(job, "cells"),
+                                              f"ws:corpus:{plan['corpus_key']}:shards"], args=[f"{shard}|{attack}"])
+        if due:  # the last shard, or a redelivery of it after a crash before the manifest was written
             corpus_files.finish(out, plan["attacks"], plan["shards"])
             corpus_files.preview(out, plan["attacks"])
-            self.redis.hset(_k(job, "meta"), mapping={"status": "complete", "finished": time.time()})
-        return True
+            complete = self.redis.pipeline(transaction=True)  # one step: complete and set to expire
+            complete.hset(_k(job, "meta"), mapping={"status": "complete", "finished": time.time()})
+            for name in _JOB_KEYS:
+                complete.expire(_k(job, name), KEEP_JOB_S)
+            complete.execute()
+        return bool(new)
 
     # ------------------------------------------------------------ read side
     def progress(self, job: str) -> dict:

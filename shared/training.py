@@ -14,10 +14,11 @@ batches an uninterrupted one would have.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -46,6 +47,30 @@ class Recipe:
     seed: int = 0  # seeds initialisation, shuffling and augmentation
     defence: dict | None = field(default=None)  # reconstruct() options for the DWT copies; None = standard model
     precision: str = "auto"  # "auto" (bf16 where supported), "bf16" or "fp32"
+
+
+#: Narrower ResNets train on PyTorch's native CPU convolutions, not oneDNN's: with
+#: torch 2.14, oneDNN's AVX2 weight gradient of the 1x1 shortcut convolution hangs
+#: (and segfaults on one thread) for widths 2-6, while widths 1, 7, 8, 12, 16 and 64
+#: train. The native kernels are slower, which at these widths costs seconds.
+ONEDNN_MIN_WIDTH = 8
+
+
+@contextlib.contextmanager
+def convolution_backend(width: int, device: str) -> Iterator[bool]:
+    """Train-time convolution kernels for a width: yields whether oneDNN stays on.
+
+    Below :data:`ONEDNN_MIN_WIDTH` on the CPU, oneDNN is switched off for the
+    duration (the switch is process-wide; training runs in one thread of control).
+    """
+    if not device.startswith("cpu") or width >= ONEDNN_MIN_WIDTH or not torch.backends.mkldnn.enabled:
+        yield torch.backends.mkldnn.enabled
+        return
+    torch.backends.mkldnn.enabled = False
+    try:
+        yield False
+    finally:
+        torch.backends.mkldnn.enabled = True
 
 
 def learning_rate(step: int, total: int, recipe: Recipe) -> float:
@@ -150,11 +175,21 @@ def train(
         lr=recipe.lr_peak, momentum=recipe.momentum, nesterov=True,
     )
     amp = autocast_dtype(device, recipe.precision)
-    steps_per_epoch = math.ceil(len(x) / recipe.batch_size)
-    total = steps_per_epoch * recipe.epochs
     log = {"recipe": asdict(recipe), "precision": str(amp).removeprefix("torch.") if amp else "fp32", "epochs": []}
     start_epoch = _resume(Path(checkpoint), model, optimizer, recipe, log)
-    for epoch in range(start_epoch, recipe.epochs):
+    with convolution_backend(recipe.width, device) as onednn:
+        log["convolutions"] = "oneDNN" if onednn and device.startswith("cpu") else "native"
+        _run_epochs(model, optimizer, x, y, recipe, log, range(start_epoch, recipe.epochs), device=device, amp=amp,
+                    checkpoint=Path(checkpoint), progress=progress, stop_after_epoch=stop_after_epoch)
+    optimizer.zero_grad(set_to_none=True)  # hand back a model without stale gradients
+    return model.eval().to(memory_format=torch.contiguous_format), log
+
+
+def _run_epochs(model, optimizer, x, y, recipe: Recipe, log: dict, epochs: range, *, device, amp, checkpoint: Path,
+                progress, stop_after_epoch) -> None:
+    steps_per_epoch = math.ceil(len(x) / recipe.batch_size)
+    total = steps_per_epoch * recipe.epochs
+    for epoch in epochs:
         model.train()
         generator = torch.Generator().manual_seed(recipe.seed * 1000 + epoch)
         order = torch.randperm(len(x), generator=generator)
@@ -181,11 +216,9 @@ def train(
                           "loss": loss_sum / seen, "acc": correct / seen, "lr": lr})
         log["epochs"].append({"epoch": epoch + 1, "loss": loss_sum / seen, "train_acc": correct / seen,
                               "seconds": time.perf_counter() - started})
-        _save_checkpoint(Path(checkpoint), model, optimizer, recipe, epoch + 1, log)
+        _save_checkpoint(checkpoint, model, optimizer, recipe, epoch + 1, log)
         if stop_after_epoch is not None and epoch + 1 >= stop_after_epoch and epoch + 1 < recipe.epochs:
             break
-    optimizer.zero_grad(set_to_none=True)  # hand back a model without stale gradients
-    return model.eval().to(memory_format=torch.contiguous_format), log
 
 
 def _parameter_groups(model):

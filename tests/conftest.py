@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import os
+import signal
+import uuid
+from pathlib import Path
 
 import pytest
 import redis
@@ -17,6 +18,46 @@ from shared.training import Recipe, train
 REPO = Path(__file__).resolve().parent.parent
 CIFAR_JPEG = REPO.parent / "shared" / "datasets" / "cifar10-jpeg"
 LOCAL_REDIS = "redis://127.0.0.1:6379/13"  # a database of the tests' own, flushed
+# Every process the suite starts inherits this mark, even one whose parent died.
+SESSION_MARK = "WAVESHIELD_TEST_SESSION"
+os.environ.setdefault(SESSION_MARK, uuid.uuid4().hex)
+
+
+def _marked_processes() -> list[tuple[int, str]]:
+    """Live processes other than this one that carry this session's mark: (pid, command line)."""
+    mark = f"{SESSION_MARK}={os.environ[SESSION_MARK]}".encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            if mark not in (entry / "environ").read_bytes().split(b"\0"):
+                continue
+            if (entry / "stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
+                continue  # a zombie is already dead; its parent reaps it
+            found.append((int(entry.name), (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")))
+        except OSError:
+            continue
+    return found
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_process_left_behind():
+    """After the suite, no process it started is still running (they are killed and reported)."""
+    yield
+    if not Path("/proc").is_dir():
+        return
+    import time
+
+    deadline = time.monotonic() + 10  # give processes that were just told to stop a moment
+    while (left := _marked_processes()) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    for pid, _ in left:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
+    assert not left, "processes left running by the tests (now killed): " + "; ".join(f"{p} {c[:120]}" for p, c in left)
 
 
 @pytest.fixture(scope="session")

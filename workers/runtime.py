@@ -7,6 +7,7 @@ import functools
 import redis
 
 from shared import defences, models, settings
+from shared.evaluation import deterministic_kernels
 from shared.pipeline import TASK_QUEUES, Pipeline
 
 
@@ -19,6 +20,7 @@ def pipeline() -> Pipeline:
 
         torch.set_num_threads(cfg.torch_threads)
     device = settings.resolve_device(cfg.device)
+    deterministic_kernels()
     client = redis.Redis.from_url(cfg.redis_url or "redis://127.0.0.1:6379/0")
 
     @functools.lru_cache(maxsize=None)

@@ -112,15 +112,22 @@ def test_unreachable_redis_is_one_line(workdir):
     assert result.returncode == 2 and "does not answer" in result.stderr and "Traceback" not in result.stderr
 
 
-def test_up_with_embedded_redis_serves_status_and_stops_without_orphans(workdir, tmp_path):
+def _children(pid: int) -> list[str]:
+    return subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()
+
+
+@pytest.mark.parametrize("stop_signal", ["SIGINT", "SIGTERM"])
+def test_up_with_embedded_redis_serves_status_and_stops_without_orphans(workdir, tmp_path, stop_signal):
     import signal
     import time
 
     env = {**os.environ, **workdir, "HOME": str(tmp_path)}  # up.json goes under this HOME
     env.pop("REDIS_URL")  # no Redis given: `up` starts the bundled one
+    # As a non-interactive shell starts a background job: SIGINT ignored from the start.
     proc = subprocess.Popen(WAVESHIELD + ["up"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            cwd=Path(__file__).resolve().parents[2])
-    lines = []
+                            cwd=Path(__file__).resolve().parents[2],
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    lines, children = [], []
     try:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
@@ -129,19 +136,27 @@ def test_up_with_embedded_redis_serves_status_and_stops_without_orphans(workdir,
             if "Ctrl-C stops everything" in line or not line:
                 break
         assert any("Redis: redis://127.0.0.1:" in l for l in lines), "".join(lines)
+        children = _children(proc.pid)
         status = subprocess.run(WAVESHIELD + ["status"], env=env, capture_output=True, text=True, timeout=60,
                                 cwd=Path(__file__).resolve().parents[2])
         assert status.returncode == 0, status.stderr
         for queue in ("attack", "dwt", "classify", "collect"):
             assert f"{queue} <- {queue}@" in status.stdout
-        children = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()
         assert len(children) >= 5  # redis-server + four workers
-    finally:
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(getattr(signal, stop_signal))
         proc.wait(60)
+    finally:
+        if proc.poll() is None:  # it did not stop: take it and what it started down, then fail
+            for pid in [*children, *_children(proc.pid), proc.pid]:
+                try:
+                    os.killpg(int(pid), signal.SIGKILL) if int(pid) != proc.pid else proc.kill()
+                except OSError:
+                    pass
+            proc.wait()
     time.sleep(1)
     alive = [pid for pid in children if Path(f"/proc/{pid}").exists()]
     assert not alive, f"orphans left: {alive}"
+    assert "stopping..." in proc.stdout.read()
     assert not (tmp_path / ".cache" / "waveshield" / "up.json").exists()
 
 

@@ -22,3 +22,28 @@ def test_adaptive_attacks_are_crafted_through_the_defence(trained_model, correct
     with torch.no_grad():
         expected = int((trained_model(reconstruct(x, wavelet="haar")).argmax(1) == y).sum())
     assert cells["clean"].correct == expected
+
+
+def test_a_plan_that_names_threads_crafts_on_that_many(trained_model, correctly_classified):
+    import pytest
+
+    from shared.evaluation import craft, validate_plan
+
+    x, y = correctly_classified
+    seen = []
+
+    class Recording(torch.nn.Module):
+        def forward(self, images):
+            seen.append(torch.get_num_threads())
+            return trained_model(images)
+
+    before = torch.get_num_threads()
+    wanted = 1 if before > 1 else 2
+    craft(Recording(), x[:4], y[:4], {"name": "fgsm", "params": {"eps": 0.01}}, threads=wanted)
+    assert seen and set(seen) == {wanted} and torch.get_num_threads() == before
+    seen.clear()
+    craft(Recording(), x[:4], y[:4], {"name": "fgsm", "params": {"eps": 0.01}})
+    assert set(seen) == {before}
+    for bad in (0, "2", 1.5, True):
+        with pytest.raises(ValueError, match="threads"):
+            validate_plan({**paper_plan(), "threads": bad})

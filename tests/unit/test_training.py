@@ -53,3 +53,28 @@ def test_dwt_recipe_doubles_the_training_set(sample):
     x, y = training_tensors(subset, Recipe(defence={"wavelet": "haar"}))
     assert x.shape[0] == 128 and torch.equal(y[:64], y[64:])
     assert not torch.equal(x[:64], x[64:]) and (x[:64] - x[64:]).abs().mean() < 0.05
+
+
+@pytest.mark.parametrize("width, onednn", [(4, False), (8, True)])
+def test_narrow_widths_train_on_native_convolutions(sample, tmp_path, width, onednn):
+    subset = type(sample)(sample.images[:128], sample.labels[:128], sample.ids[:128])
+    during = []
+    _, log = train(subset, Recipe(width=width, epochs=1, batch_size=64, precision="fp32"),
+                   checkpoint=tmp_path / "n.safetensors", progress=lambda p: during.append(torch.backends.mkldnn.enabled))
+    assert during and set(during) == {onednn}
+    assert log["convolutions"] == ("oneDNN" if onednn else "native")
+    assert torch.backends.mkldnn.enabled  # switched back on for everything after training
+
+
+def test_narrow_width_trains_on_the_avx2_kernels(tmp_path):
+    # oneDNN's AVX2 kernels hung at width 4; capping an AVX-512 CPU at AVX2 checks that path anywhere.
+    import subprocess
+    import sys
+
+    script = ("from shared.data import load_images\nfrom shared.training import Recipe, train\n"
+              "s = load_images('sample')\ns = type(s)(s.images[::2], s.labels[::2], s.ids[::2])\n"
+              f"train(s, Recipe(width=4, epochs=2, batch_size=128, precision='fp32'), checkpoint={str(tmp_path / 'a.safetensors')!r})\n"
+              "print('trained')")
+    env = {**__import__("os").environ, "ONEDNN_MAX_CPU_ISA": "AVX2"}
+    result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and "trained" in result.stdout, result.stderr[-2000:]

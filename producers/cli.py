@@ -19,11 +19,22 @@ _USER_ERRORS = (ValueError, FileNotFoundError, ConnectionError)
 
 class _Group(click.Group):
     def invoke(self, ctx):
+        from redis.exceptions import ConnectionError as RedisConnectionError, TimeoutError as RedisTimeoutError
+
+        from producers.submit import JobFailed
+
         try:
             return super().invoke(ctx)
         except _USER_ERRORS as exc:
             click.echo(f"error: {exc}", err=True)
             sys.exit(2)
+        except (RedisConnectionError, RedisTimeoutError) as exc:  # past the retry window
+            window = settings_mod.load().redis_retry_s
+            click.echo(f"error: lost Redis for more than {window} s (WAVESHIELD_REDIS_RETRY): {exc}", err=True)
+            sys.exit(1)
+        except JobFailed as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(1)
 
 
 @click.group(cls=_Group)
@@ -314,7 +325,8 @@ def screen(paths, watch_dir, max_wait, out, wait, local, batch_size):
                    f"fetch it with: waveshield results {job} --out DIR")
         return
     with click.progressbar(length=1000, label=f"job {job}", file=sys.stderr) as bar:
-        wait_job(client, job, lambda st: bar.update(int(1000 * st["done"] / max(st["expected"], 1)) - bar.pos))
+        wait_job(client, job, lambda st: bar.update(int(1000 * st["done"] / max(st["expected"], 1)) - bar.pos),
+                 stall_timeout_s=cfg.stall_timeout_s)
     summary = screen_mod.write_outputs(Pipeline(client).screen_records(job), out)
     click.echo(f"{json.dumps(summary)}\nrecords: {out / 'records.jsonl'}")
 
@@ -386,7 +398,7 @@ def corpus(data, attack_list, name, dtype, shard_size, seed, limit, wait):
                "WAVESHIELD_OUTPUT_DIR")
     if wait and queued:
         with click.progressbar(length=queued, label=f"job {job}", file=sys.stderr) as bar:
-            wait_job(client, job, lambda st: bar.update(st["done"] - bar.pos))
+            wait_job(client, job, lambda st: bar.update(st["done"] - bar.pos), stall_timeout_s=cfg.stall_timeout_s)
         click.echo("complete: manifest.jsonl and preview.png written")
 
 
@@ -410,7 +422,7 @@ def _watch(directory, out, cfg, local, batch_size, max_wait):
 
         def screen_batch(image_set):
             job = screen_mod.submit_screen(client, app, image_set, cfg, batch_size)
-            wait_job(client, job, poll_s=0.1)
+            wait_job(client, job, poll_s=0.1, stall_timeout_s=cfg.stall_timeout_s)
             return Pipeline(client).screen_records(job)
 
     stop = {"now": False}

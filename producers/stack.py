@@ -102,9 +102,9 @@ class Stack:
 
     def wait_ready(self, timeout: float = 60.0) -> None:
         """Return when every queue's worker answers a ping."""
-        from workers.app import app
+        from workers.app import app, use_broker
 
-        app.conf.broker_url = self.redis_url
+        use_broker(self.redis_url)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             for name, proc in self.procs.items():
@@ -137,12 +137,12 @@ def connect(redis_url: str | None, *, or_local: bool = False):
 
     Raises ValueError (one line for the user) when there is none.
     """
-    import redis
-
-    from workers.app import app
+    from shared import settings
+    from shared.redis_client import connect as client_for
+    from workers.app import use_broker
 
     url = resolve_redis_url(redis_url)
     if url is None:
         raise ValueError("no Redis: start `waveshield up` (or set REDIS_URL)" + (", or pass --local" if or_local else ""))
-    app.conf.broker_url = url
-    return url, redis.Redis.from_url(url)
+    use_broker(url)
+    return url, client_for(url, settings.load().redis_retry_s)

@@ -15,6 +15,15 @@ from shared.settings import Settings
 QUEUES = ("attack", "dwt", "classify", "collect")
 
 
+class JobFailed(RuntimeError):
+    """A followed job cannot finish; the message says why and what to do (one line)."""
+
+
+def vanished(job: str) -> JobFailed:
+    return JobFailed(f"job {job} is gone from Redis (restarted without persistence, or flushed) and will never "
+                     "finish; run the same command again to resubmit it")
+
+
 def queue_lengths(client: redis.Redis) -> dict[str, int]:
     """Messages waiting in each queue (Celery's Redis transport keeps a list per queue)."""
     return {q: int(client.llen(q)) for q in QUEUES}
@@ -39,21 +48,43 @@ def submit(client: redis.Redis, app, plan: dict, image_set: ImageSet, settings: 
             if on_wait:
                 on_wait()
             time.sleep(0.2)
-        send(app, pipe.add_batch(job, b, image_set.images[start:start + size]))
+        try:
+            messages = pipe.add_batch(job, b, image_set.images[start:start + size])
+        except KeyError:  # the plan went with a Redis that lost its data
+            raise vanished(job) from None
+        send(app, messages)
     return job
 
 
 def wait(client: redis.Redis, job: str, progress: Callable[[dict], None] | None = None, poll_s: float = 0.5,
-         timeout_s: float | None = None) -> dict:
-    """Block until the job is complete; return its final progress."""
+         timeout_s: float | None = None, stall_timeout_s: float = 600) -> dict:
+    """Block until the job is complete; return its final progress.
+
+    Raises
+    ------
+    JobFailed
+        If the job disappears from Redis, or makes no progress for ``stall_timeout_s``.
+    TimeoutError
+        If ``timeout_s`` is given and the job is not complete by then.
+    """
     pipe = Pipeline(client)
     deadline = None if timeout_s is None else time.monotonic() + timeout_s
+    last_done, last_change = -1, time.monotonic()
     while True:
-        state = pipe.progress(job)
+        try:
+            state = pipe.progress(job)
+        except KeyError:
+            raise vanished(job) from None
         if progress:
             progress(state)
         if state["status"] == "complete":
             return state
-        if deadline is not None and time.monotonic() > deadline:
+        now = time.monotonic()
+        if state["done"] != last_done:
+            last_done, last_change = state["done"], now
+        elif now - last_change > stall_timeout_s:
+            raise JobFailed(f"job {job} made no progress for {stall_timeout_s:.0f} s ({state['done']}/{state['expected']}"
+                            " done); are workers running for every queue? (waveshield status)")
+        if deadline is not None and now > deadline:
             raise TimeoutError(f"job {job} not complete after {timeout_s} s ({state['done']}/{state['expected']} cells)")
         time.sleep(poll_s)

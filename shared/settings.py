@@ -31,6 +31,8 @@ class Settings:
     max_deliveries: int  # WAVESHIELD_MAX_DELIVERIES: a task redelivered more often is dropped as an error
     high_water: int  # WAVESHIELD_HIGH_WATER: producers wait while more batches than this are queued
     torch_threads: int | None  # WAVESHIELD_TORCH_THREADS: CPU threads of one worker process; None = torch's default
+    redis_retry_s: int  # WAVESHIELD_REDIS_RETRY: seconds a lost Redis connection is retried before giving up
+    stall_timeout_s: int  # WAVESHIELD_STALL_TIMEOUT: a followed job that makes no progress this long is given up on
 
     def as_text(self) -> str:
         """Render the settings as ``name = value`` lines, passwords masked."""
@@ -99,6 +101,8 @@ def load(environ: dict | None = None) -> Settings:
         max_deliveries=number("WAVESHIELD_MAX_DELIVERIES", 5),
         high_water=number("WAVESHIELD_HIGH_WATER", 64),
         torch_threads=number("WAVESHIELD_TORCH_THREADS", 1) if env.get("WAVESHIELD_TORCH_THREADS") else None,
+        redis_retry_s=number("WAVESHIELD_REDIS_RETRY", 60),
+        stall_timeout_s=number("WAVESHIELD_STALL_TIMEOUT", 600),
     )
 
 

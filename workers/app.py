@@ -35,7 +35,25 @@ app.conf.update(
     # Events feed Flower and `waveshield status`.
     worker_send_task_events=True, task_send_sent_event=True,
     broker_connection_retry_on_startup=True,
+    # A message sent while Redis is away is retried across the same window as every other
+    # Redis command (backoff 0, 0.5, 1, 1.5, then 2 s a try).
+    task_publish_retry=True,
+    task_publish_retry_policy={"max_retries": _cfg.redis_retry_s // 2 + 3, "interval_start": 0,
+                               "interval_step": 0.5, "interval_max": 2},
     # On shutdown, a running task gets this long to finish before it is handed back to the queue
     # (docker-compose's stop_grace_period is longer).
     worker_soft_shutdown_timeout=60.0,
 )
+
+
+def use_broker(url: str) -> None:
+    """Point this process's app at the Redis at ``url``, forgetting connections to an earlier one.
+
+    Celery caches its connection and producer pools on first use; a process
+    (a test session, say) that moves to another Redis must drop them.
+    """
+    if app.conf.broker_url == url:
+        return
+    app.conf.broker_url = url
+    app._pool = None
+    app.amqp._producer_pool = None

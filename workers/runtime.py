@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import functools
 
-import redis
+from celery.exceptions import Reject
 
 from shared import defences, models, settings
 from shared.evaluation import deterministic_kernels
 from shared.pipeline import TASK_QUEUES, Pipeline
+from shared.redis_client import CONNECTION_ERRORS, connect
 
 
 @functools.lru_cache(maxsize=1)
@@ -21,7 +22,7 @@ def pipeline() -> Pipeline:
         torch.set_num_threads(cfg.torch_threads)
     device = settings.resolve_device(cfg.device)
     deterministic_kernels()
-    client = redis.Redis.from_url(cfg.redis_url or "redis://127.0.0.1:6379/0")
+    client = connect(cfg.redis_url or "redis://127.0.0.1:6379/0", cfg.redis_retry_s)
 
     @functools.lru_cache(maxsize=None)
     def get_model(name):
@@ -34,9 +35,12 @@ def pipeline() -> Pipeline:
 def run_stage(task, stage: str, **kwargs) -> None:
     """Run one stage for a task, send the messages it returns; give up after too many deliveries."""
     pipe = pipeline()
-    if pipe.deliveries(task.request.id) > settings.load().max_deliveries:
-        pipe.record_error(kwargs["job"], f"{stage} {kwargs}", "dropped after too many redeliveries")
-        return
-    messages = getattr(pipe, stage)(**kwargs)
+    try:
+        if pipe.deliveries(task.request.id) > settings.load().max_deliveries:
+            pipe.record_error(kwargs["job"], f"{stage} {kwargs}", "dropped after too many redeliveries")
+            return
+        messages = getattr(pipe, stage)(**kwargs)
+    except CONNECTION_ERRORS as exc:  # Redis gone for longer than the retry window: hand the task back
+        raise Reject(f"Redis unreachable: {exc}", requeue=True) from exc
     for name, message in messages if isinstance(messages, list) else []:
         task.app.send_task(f"waveshield.{name}", kwargs=message, queue=TASK_QUEUES[name])

@@ -95,10 +95,10 @@ def test_tune_writes_table_and_settings_that_train_reads(workdir):
 def test_status_shows_a_backlog_no_worker_consumes(workdir, redis_url):
     import redis
 
-    from workers.app import app
+    from workers.app import app, use_broker
 
     redis.Redis.from_url(redis_url).delete("dwt")
-    app.conf.broker_url = redis_url
+    use_broker(redis_url)
     for _ in range(3):
         app.send_task("waveshield.dwt", kwargs={"job": "none", "batch": 0, "attack": 0, "defence": "haar"}, queue="dwt")
     result = run(["status"], workdir)

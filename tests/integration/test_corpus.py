@@ -16,9 +16,9 @@ def test_corpus_shards_manifest_preview_and_resume(redis_client, redis_url, work
                                                    monkeypatch, tmp_path):
     for key in ("REDIS_URL", "WAVESHIELD_WEIGHTS_DIR", "WAVESHIELD_OUTPUT_DIR"):
         monkeypatch.setenv(key, worker_env[key])
-    from workers.app import app
+    from workers.app import app, use_broker
 
-    app.conf.broker_url = redis_url
+    use_broker(redis_url)
     settings = load_settings()
     out = settings.output_dir / "corp"
     spec = dict(data="sample", attacks=["fgsm:eps=0.004", "bim:eps=0.01"], name="corp", settings=settings,

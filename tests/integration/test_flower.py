@@ -63,9 +63,9 @@ def test_flower_requires_auth_and_shows_workers_and_finished_tasks(flower, redis
     wait_for(all_queues_seen, 60, 1.0, "every queue's worker in Flower")
 
     monkeypatch.setenv("REDIS_URL", redis_url)
-    from workers.app import app
+    from workers.app import app, use_broker
 
-    app.conf.broker_url = redis_url
+    use_broker(redis_url)
     small = type(sample)(sample.images[:20], sample.labels[:20], sample.ids[:20])
     plan = paper_plan(batch_size=10)
     plan["attacks"] = plan["attacks"][:2]  # clean and FGSM: enough tasks to count

@@ -35,9 +35,9 @@ def _pipeline_counts(client, job):
 
 def _app(redis_url, monkeypatch):
     monkeypatch.setenv("REDIS_URL", redis_url)
-    from workers.app import app
+    from workers.app import app, use_broker
 
-    app.conf.broker_url = redis_url
+    use_broker(redis_url)
     return app
 
 
@@ -64,19 +64,20 @@ def _redelivered(client):
     return [k for k in client.scan_iter(match="ws:deliveries:*") if int(client.get(k)) > 1]
 
 
-def test_kill_9_of_attack_and_classify_workers_loses_and_duplicates_nothing(redis_client, redis_url, workers,
+def test_kill_9_of_attack_classify_and_collect_workers_loses_and_duplicates_nothing(redis_client, redis_url, workers,
                                                                              image_set, tiny_weights, monkeypatch):
     app = _app(redis_url, monkeypatch)
     plan = _plan()
     job = producer.submit(redis_client, app, plan, image_set, load_settings())
-    for queue in ("classify", "attack"):  # classify first: with attack dead, classify would run dry
+    # Downstream first: with attack dead, the later stages would run dry.
+    for queue in ("collect", "classify", "attack"):
         # Kill while the worker holds a task it has not acknowledged.
         wait_for(lambda: any(queue.encode() in v for v in redis_client.hvals("unacked")), 120, 0.05,
                  f"an unacked {queue} task")
         workers.kill(queue)
     progress_at_kill = int(redis_client.hget(f"ws:job:{job}:meta", "done"))
-    workers.start("attack")
-    workers.start("classify")
+    for queue in ("attack", "classify", "collect"):
+        workers.start(queue)
     state = producer.wait(redis_client, job, timeout_s=240)  # a lost task shows as a timeout here
     assert progress_at_kill < state["expected"]  # the kills happened mid-job
     assert state["done"] == state["expected"] and not state["errors"]

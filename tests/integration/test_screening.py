@@ -49,9 +49,9 @@ def test_screen_on_workers_gives_one_record_per_item_equal_to_local(redis_client
     monkeypatch.setenv("REDIS_URL", redis_url)
     monkeypatch.setenv("WAVESHIELD_WEIGHTS_DIR", str(tiny_weights))
     monkeypatch.setenv("WAVESHIELD_DEVICE", "cpu")
-    from workers.app import app
+    from workers.app import app, use_broker
 
-    app.conf.broker_url = redis_url
+    use_broker(redis_url)
     settings = load_settings()
     image_set = load_many(incoming)
     job = screen_mod.submit_screen(redis_client, app, image_set, settings, batch_size=16)

@@ -72,7 +72,7 @@ def test_kill_9_of_attack_classify_and_collect_workers_loses_and_duplicates_noth
     # Downstream first: with attack dead, the later stages would run dry.
     for queue in ("collect", "classify", "attack"):
         # Kill while the worker holds a task it has not acknowledged.
-        wait_for(lambda: any(queue.encode() in v for v in redis_client.hvals("unacked")), 120, 0.05,
+        wait_for(lambda: any(queue.encode() in v for v in redis_client.hvals("unacked")), 120, 0.005,
                  f"an unacked {queue} task")
         workers.kill(queue)
     progress_at_kill = int(redis_client.hget(f"ws:job:{job}:meta", "done"))

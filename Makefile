@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test bench clean
+.PHONY: install demo test bench gpu-check clean
 
 install: $(STAMP)
 
@@ -25,6 +25,9 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench_dwt.py && $(PY) benchmarks/bench_deepfool.py
+
+gpu-check: $(STAMP)
+	bash benchmarks/gpu_check.sh
 
 clean:
 	rm -rf $(VENV) waveshield-out .pytest_cache

@@ -100,6 +100,7 @@ def train(defence, width, epochs, batch_size, seed, data, test_data, name, preci
                      + ("; originals plus their DWT reconstructions" if options else ""),
         "defence": options,
         "epochs": epochs, "seed": seed, "recipe": log["recipe"], "precision": log["precision"], "device": device,
+        "convolutions": log["convolutions"],
         "train_seconds": round(time.perf_counter() - started, 1), "epoch_log": log["epochs"],
         "test_data": {"source": str(test_data), "images": len(test_set)},
         "test_accuracy": accuracy(model, x_test, y_test, device=device),

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -81,6 +82,18 @@ def learning_rate(step: int, total: int, recipe: Recipe) -> float:
     return recipe.lr_peak * max(total - step, 0) / max(total - top, 1)
 
 
+def cpu_bf16_supported() -> bool:
+    """Whether oneDNN has bf16 kernels here: the CPU has them and ONEDNN_MAX_CPU_ISA does not cap them off.
+
+    ``ONEDNN_MAX_CPU_ISA=AVX2`` makes an AVX-512 machine run the kernels of an AVX2-only CPU,
+    which has no bf16; torch's own check reads the CPU, not the cap.
+    """
+    if not (torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()):
+        return False
+    cap = os.environ.get("ONEDNN_MAX_CPU_ISA", "").upper()
+    return cap in ("", "ALL", "DEFAULT") or any(isa in cap for isa in ("BF16", "FP16", "AMX", "AVX10"))
+
+
 def autocast_dtype(device: str, precision: str) -> torch.dtype | None:
     """The autocast dtype for a device, or None for plain fp32."""
     if precision not in ("auto", "bf16", "fp32"):
@@ -89,7 +102,7 @@ def autocast_dtype(device: str, precision: str) -> torch.dtype | None:
         return None
     if device.startswith("cuda"):
         return torch.bfloat16
-    supported = torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    supported = cpu_bf16_supported()
     if precision == "bf16" and not supported:
         raise ValueError("this CPU has no bf16 support; use --precision fp32")
     return torch.bfloat16 if supported else None

@@ -18,9 +18,10 @@ from shared.training import Recipe, train
 REPO = Path(__file__).resolve().parent.parent
 CIFAR_JPEG = REPO.parent / "shared" / "datasets" / "cifar10-jpeg"
 LOCAL_REDIS = "redis://127.0.0.1:6379/13"  # a database of the tests' own, flushed
-# Every process the suite starts inherits this mark, even one whose parent died.
+# Every process the suite starts inherits this mark, even one whose parent died. A new
+# one per session: a suite started by a test tracks (and may kill) only its own processes.
 SESSION_MARK = "WAVESHIELD_TEST_SESSION"
-os.environ.setdefault(SESSION_MARK, uuid.uuid4().hex)
+os.environ[SESSION_MARK] = uuid.uuid4().hex
 
 
 def _marked_processes() -> list[tuple[int, str]]:

@@ -54,6 +54,7 @@ def test_train_interrupt_resume_then_demo_writes_report(workdir):
     assert "epoch 2/2" in second.stdout and "epoch 1/2" not in second.stdout  # resumed, not restarted
     card = json.loads((Path(workdir["WAVESHIELD_WEIGHTS_DIR"]) / "standard.json").read_text())
     assert card["epochs"] == 2 and card["width"] == 4 and 0 <= card["test_accuracy"] <= 1
+    assert card["convolutions"] == "native"  # width 4: not on oneDNN, which hangs there on AVX2
 
     demo = run(["demo", "--limit", "20"], workdir)
     assert demo.returncode == 0, demo.stderr

@@ -10,11 +10,16 @@ def test_defaults_and_overrides():
     assert default.redis_url is None and default.visibility_timeout_s == 3600 and default.task_time_limit_s == 1800
     custom = settings.load({"REDIS_URL": "redis://h:1/2", "WAVESHIELD_HIGH_WATER": "8", "WAVESHIELD_TORCH_THREADS": "2"})
     assert (custom.redis_url, custom.high_water, custom.torch_threads) == ("redis://h:1/2", 8, 2)
+    assert (default.redis_retry_s, default.stall_timeout_s) == (60, 600)
+    patient = settings.load({"WAVESHIELD_REDIS_RETRY": "5", "WAVESHIELD_STALL_TIMEOUT": "30"})
+    assert (patient.redis_retry_s, patient.stall_timeout_s) == (5, 30)
 
 
 @pytest.mark.parametrize("name, value, message", [
     ("WAVESHIELD_BLOB_TTL", "soon", "whole number"),
     ("WAVESHIELD_MAX_DELIVERIES", "0", "at least 1"),
+    ("WAVESHIELD_REDIS_RETRY", "1m", "whole number"),
+    ("WAVESHIELD_STALL_TIMEOUT", "0", "at least 1"),
 ])
 def test_bad_numbers_are_refused(name, value, message):
     with pytest.raises(ValueError, match=f"{name}.*{message}"):

@@ -78,3 +78,17 @@ def test_narrow_width_trains_on_the_avx2_kernels(tmp_path):
     env = {**__import__("os").environ, "ONEDNN_MAX_CPU_ISA": "AVX2"}
     result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0 and "trained" in result.stdout, result.stderr[-2000:]
+
+
+def test_bf16_follows_the_onednn_isa_cap(monkeypatch):
+    from shared.training import autocast_dtype, cpu_bf16_supported
+
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    native = cpu_bf16_supported()
+    assert autocast_dtype("cpu", "auto") == (torch.bfloat16 if native else None)
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")  # as on an AVX2-only CPU: no bf16 kernels
+    assert not cpu_bf16_supported() and autocast_dtype("cpu", "auto") is None
+    with pytest.raises(ValueError, match="no bf16"):
+        autocast_dtype("cpu", "bf16")
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX512_CORE_BF16")
+    assert cpu_bf16_supported() == native

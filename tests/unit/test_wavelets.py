@@ -137,6 +137,7 @@ def test_psnr_and_mse_match_scikit_image(real_images):
     assert np.isinf(psnr(a, a)).all()
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_cuda_tensor_stays_on_gpu_and_matches_cpu(real_images):
     x = torch.from_numpy(real_images)

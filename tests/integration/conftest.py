@@ -100,3 +100,25 @@ def wait_for(predicate, timeout: float, interval: float = 0.2, what: str = "cond
             return value
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def local_counts(plan: dict, image_set, weights: Path) -> dict:
+    """The plan's counts per (attack, configuration), computed in this process: the reference."""
+    import functools
+
+    import torch
+
+    from shared import defences, models
+    from shared.evaluation import evaluate_local
+
+    get_model = functools.lru_cache(maxsize=None)(lambda name: models.load(weights / f"{name}.safetensors")[0])
+    cells = evaluate_local(plan, image_set.to_tensor(), torch.from_numpy(image_set.labels), get_model,
+                           lambda name: defences.get(name, weights))
+    return {(c.attack, c.configuration): (c.correct, c.total) for c in cells}
+
+
+def pipeline_counts(client, job: str) -> dict:
+    """A job's counts per (attack, configuration), as the collector recorded them in Redis."""
+    from shared.pipeline import Pipeline
+
+    return {(c.attack, c.configuration): (c.correct, c.total) for c in Pipeline(client).cells(job)}

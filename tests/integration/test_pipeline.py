@@ -1,36 +1,19 @@
 """Evaluate jobs through real Celery workers on a real Redis."""
 
-import functools
-
 import numpy as np
 import pytest
-import torch
 
 from producers import submit as producer
-from shared import defences, models
-from shared.evaluation import evaluate_local, paper_plan
+from shared.evaluation import paper_plan
 from shared.settings import load as load_settings
 
-from .conftest import wait_for
+from .conftest import local_counts, pipeline_counts, wait_for
 
 
 def _plan(batch_size=25):
     # Crafting on 2 threads in the workers (started with 1) and in this process alike:
     # DeepFool's images sit on the boundary, and a different thread count moves them.
     return {**paper_plan(batch_size=batch_size), "threads": 2}
-
-
-def _local_counts(plan, image_set, weights):
-    get_model = functools.lru_cache(maxsize=None)(lambda name: models.load(weights / f"{name}.safetensors")[0])
-    cells = evaluate_local(plan, image_set.to_tensor(), torch.from_numpy(image_set.labels), get_model,
-                           lambda name: defences.get(name, weights))
-    return {(c.attack, c.configuration): (c.correct, c.total) for c in cells}
-
-
-def _pipeline_counts(client, job):
-    from shared.pipeline import Pipeline
-
-    return {(c.attack, c.configuration): (c.correct, c.total) for c in Pipeline(client).cells(job)}
 
 
 def _app(redis_url, monkeypatch):
@@ -54,7 +37,7 @@ def test_pipeline_counts_equal_local_and_blobs_are_cleaned(redis_client, redis_u
     job = producer.submit(redis_client, app, plan, image_set, load_settings())
     state = producer.wait(redis_client, job, timeout_s=600)
     assert state["done"] == state["expected"] == 8 * 8 * 5 and not state["errors"]
-    assert _pipeline_counts(redis_client, job) == _local_counts(plan, image_set, tiny_weights)
+    assert pipeline_counts(redis_client, job) == local_counts(plan, image_set, tiny_weights)
     assert not list(redis_client.scan_iter(match="ws:blob:*"))  # every blob released by its last consumer
     assert all(v == 0 for v in producer.queue_lengths(redis_client).values())
     assert redis_client.info("memory")["used_memory"] - memory_before < 2_000_000
@@ -81,7 +64,7 @@ def test_kill_9_of_attack_classify_and_collect_workers_loses_and_duplicates_noth
     state = producer.wait(redis_client, job, timeout_s=240)  # a lost task shows as a timeout here
     assert progress_at_kill < state["expected"]  # the kills happened mid-job
     assert state["done"] == state["expected"] and not state["errors"]
-    assert _pipeline_counts(redis_client, job) == _local_counts(plan, image_set, tiny_weights)
+    assert pipeline_counts(redis_client, job) == local_counts(plan, image_set, tiny_weights)
     assert _redelivered(redis_client), "no task was redelivered: the kill hit no task in flight"
     assert not list(redis_client.scan_iter(match="ws:blob:*"))
 

@@ -4,7 +4,6 @@ Each test runs its own Redis server (the bundled one) so that it can crash,
 restart and pause it, with one worker process per queue pointed at it.
 """
 
-import functools
 import os
 import signal
 import subprocess
@@ -16,13 +15,12 @@ import torch
 
 from producers import submit as producer
 from producers.redis_server import EmbeddedRedis
-from shared import defences, models
-from shared.evaluation import evaluate_local, paper_plan
+from shared.evaluation import paper_plan
 from shared.pipeline import Pipeline
 from shared.redis_client import connect
 from shared.settings import load as load_settings
 
-from .conftest import QUEUES, REPO, Workers, wait_for
+from .conftest import QUEUES, REPO, Workers, local_counts, pipeline_counts, wait_for
 
 IMAGES = 50
 
@@ -87,17 +85,6 @@ def _submit(redis_url, plan, image_set, monkeypatch):
     return client, producer.submit(client, app, plan, image_set, load_settings())
 
 
-def _counts(client, job):
-    return {(c.attack, c.configuration): (c.correct, c.total) for c in Pipeline(client).cells(job)}
-
-
-def _local_counts(plan, image_set, weights):
-    get_model = functools.lru_cache(maxsize=None)(lambda name: models.load(weights / f"{name}.safetensors")[0])
-    cells = evaluate_local(plan, image_set.to_tensor(), torch.from_numpy(image_set.labels), get_model,
-                           lambda name: defences.get(name, weights))
-    return {(c.attack, c.configuration): (c.correct, c.total) for c in cells}
-
-
 def _mid_job(client, job):
     wait_for(lambda: 0 < int(client.hget(f"ws:job:{job}:meta", "done") or 0), 120, 0.05, "the first counted cell")
     return int(client.hget(f"ws:job:{job}:meta", "done"))
@@ -113,7 +100,7 @@ def test_redis_crash_and_restart_with_aof_mid_job_completes_with_the_same_counts
     aof_redis.start()
     state = producer.wait(client, job, timeout_s=240)  # the producer's client rode out the outage
     assert done_at_crash < state["expected"] == state["done"] and not state["errors"]
-    assert _counts(client, job) == _local_counts(plan, image_set, tiny_weights)
+    assert pipeline_counts(client, job) == local_counts(plan, image_set, tiny_weights)
 
 
 def test_redis_paused_for_10_s_mid_job_completes_with_the_same_counts(
@@ -128,7 +115,7 @@ def test_redis_paused_for_10_s_mid_job_completes_with_the_same_counts(
         os.kill(aof_redis.process.pid, signal.SIGCONT)
     state = producer.wait(client, job, timeout_s=240)
     assert done_at_pause < state["expected"] == state["done"] and not state["errors"]
-    assert _counts(client, job) == _local_counts(plan, image_set, tiny_weights)
+    assert pipeline_counts(client, job) == local_counts(plan, image_set, tiny_weights)
 
 
 def _evaluate_cli(redis_url, worker_env, tmp_path, **env):

@@ -7,9 +7,10 @@ from pathlib import Path
 
 import torch
 
-from shared import attacks, defences, models, screening
+from shared import attacks, defences, screening
 from shared.data import load_images
 from shared.evaluation import PAPER_EPS, defend
+from shared.model_store import ModelStore
 from shared.settings import Settings, resolve_device
 
 
@@ -17,13 +18,10 @@ def run_calibration(*, data: str, n: int, fpr: float, settings: Settings, out: P
     """Score clean and attacked images, set the threshold, write screening.json and calibration.md."""
     chosen = {**screening.load_settings(settings.weights_dir)}
     device = resolve_device(settings.device)
-    load = {}
+    store = ModelStore(settings.weights_dir, device)
     for name in (chosen["raw_model"], chosen["defended_model"]):
-        path = settings.weights_dir / f"{name}.safetensors"
-        if not path.is_file():
-            raise ValueError(f"calibration needs {path}; train it first with waveshield train")
-        load[name] = models.load(path, device=device)[0]
-    raw, defended = load[chosen["raw_model"]], load[chosen["defended_model"]]
+        store.require(name, "calibration")
+    raw, defended = store.get(chosen["raw_model"]), store.get(chosen["defended_model"])
     options = defences.get(chosen["defence"], settings.weights_dir)
     image_set = load_images(data, limit=n)
     if image_set.labels is None:

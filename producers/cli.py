@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import json
 import sys
 import time
@@ -70,11 +69,9 @@ def train(defence, width, epochs, batch_size, seed, data, test_data, name, preci
     Resumable: rerun the same command after an interruption and it continues
     from the last finished epoch.
     """
-    import torch
-
     from shared import defences, models
     from shared.data import load_images
-    from shared.training import Recipe, accuracy
+    from shared.training import Recipe, model_card
     from shared.training import train as run_training
 
     cfg = settings_mod.load()
@@ -93,22 +90,8 @@ def train(defence, width, epochs, batch_size, seed, data, test_data, name, preci
     if stop_after is not None and stop_after < epochs:
         click.echo(f"stopped after epoch {stop_after}; rerun the same command to resume from {checkpoint}")
         return
-    x_test, y_test = test_set.to_tensor(), torch.from_numpy(test_set.labels)
-    card = {
-        "training_data": {"source": str(data), "images": len(train_set), "dwt_copies": options is not None},
-        "transform": "random crop (4 px reflection padding) + horizontal flip"
-                     + ("; originals plus their DWT reconstructions" if options else ""),
-        "defence": options,
-        "epochs": epochs, "seed": seed, "recipe": log["recipe"], "precision": log["precision"], "device": device,
-        "convolutions": log["convolutions"],
-        "train_seconds": round(time.perf_counter() - started, 1), "epoch_log": log["epochs"],
-        "test_data": {"source": str(test_data), "images": len(test_set)},
-        "test_accuracy": accuracy(model, x_test, y_test, device=device),
-    }
-    if options:
-        from shared.wavelets import reconstruct
-        card["test_accuracy_dwt_input"] = accuracy(model, x_test, y_test, device=device,
-                                                   defence=functools.partial(reconstruct, **options))
+    card = model_card(model, log, recipe, train_source=str(data), train_images=len(train_set), test_set=test_set,
+                      test_source=str(test_data), device=device, seconds=time.perf_counter() - started)
     out = cfg.weights_dir / f"{name}.safetensors"
     models.save(model, out, card)
     click.echo(f"wrote {out} (test accuracy {card['test_accuracy']:.4f})")
@@ -124,7 +107,10 @@ def train(defence, width, epochs, batch_size, seed, data, test_data, name, preci
 @click.option("--local", is_flag=True, help="Run the same plan in this process, without a broker.")
 @click.option("--adaptive", is_flag=True, help="Add BIM and PGD crafted through the full Haar defence with BPDA "
               "(at the paper's eps and 8/255) to the paper's plan.")
-def evaluate(spec, data, limit, out, local, adaptive):
+@click.option("--mode", type=click.Choice(["staged", "fused"]), default=None,
+              help="On the workers: each stage on its own queue (staged, the default), or a batch's stages in one "
+                   "task on the fused queue, only counts through Redis (fused).")
+def evaluate(spec, data, limit, out, local, adaptive, mode):
     """Reproduce the experiment's accuracy grid: attacks x DWT defences x models.
 
     Runs on the workers behind REDIS_URL (or a running `waveshield up`); --local runs in this process.
@@ -142,6 +128,10 @@ def evaluate(spec, data, limit, out, local, adaptive):
         from shared.evaluation import paper_plan
 
         plan = paper_plan(adaptive=True)
+    if mode:
+        from shared.evaluation import paper_plan
+
+        plan = {**(plan or paper_plan()), "mode": mode}
     redis_url = None if local else resolve_redis_url(cfg.redis_url)
     if not local and redis_url is None:
         raise ValueError("no Redis: start `waveshield up` (or set REDIS_URL to one with workers), or pass --local")
@@ -153,15 +143,16 @@ def evaluate(spec, data, limit, out, local, adaptive):
 @main.command()
 @click.option("--limit", type=int, default=200, show_default=True, help="Images of the embedded sample to use.")
 def demo(limit):
-    """Start Redis and the four workers, evaluate the shipped models on the embedded sample, stop."""
+    """Start Redis and one worker per queue, evaluate the shipped models on the embedded sample, stop."""
     from producers.local import available_plan, run_evaluation
     from producers.stack import Stack, resolve_redis_url
     from shared.evaluation import paper_plan
+    from shared.pipeline import QUEUES
 
     cfg = settings_mod.load()
     available_plan(paper_plan(), cfg.weights_dir)  # fail fast, with the train command, when weights are missing
     logs = cfg.output_dir / "demo" / "logs"
-    click.echo(f"starting Redis and one worker per queue (attack, dwt, classify, collect); their logs: {logs}")
+    click.echo(f"starting Redis and one worker per queue ({', '.join(QUEUES)}); their logs: {logs}")
     with Stack(resolve_redis_url(cfg.redis_url), log_dir=logs) as stack:
         report = run_evaluation(data="sample", limit=limit, out=cfg.output_dir / "demo", settings=cfg,
                                 redis_url=stack.redis_url)
@@ -169,41 +160,18 @@ def demo(limit):
     click.echo(f"report: {report}")
 
 
-def _interrupt(*_):
-    raise KeyboardInterrupt
-
-
 @main.command()
 @click.option("--flower", is_flag=True, help="Also run Flower on 127.0.0.1:5555 (needs FLOWER_BASIC_AUTH=user:password).")
 def up(flower):
     """Run Redis (REDIS_URL, or the bundled server) and one worker per queue until Ctrl-C."""
-    import json
     import os
-    import signal as signal_mod
 
-    from producers.stack import STATE, Stack, resolve_redis_url
+    from producers.stack import serve
 
-    cfg = settings_mod.load()
     auth = os.environ.get("FLOWER_BASIC_AUTH")
     if flower and (not auth or ":" not in auth):
         raise ValueError("Flower never runs without authentication: set FLOWER_BASIC_AUTH=user:password")
-    # Installed explicitly: a shell that starts `up` in the background hands it SIGINT
-    # ignored, and Python then installs no KeyboardInterrupt handler of its own.
-    for signum in (signal_mod.SIGINT, signal_mod.SIGTERM):
-        signal_mod.signal(signum, _interrupt)
-    with Stack(resolve_redis_url(cfg.redis_url), flower_auth=auth if flower else None) as stack:
-        STATE.parent.mkdir(parents=True, exist_ok=True)
-        STATE.write_text(json.dumps({"redis_url": stack.redis_url, "pid": os.getpid()}))
-        click.echo(f"Redis: {stack.redis_url}\nworkers: attack, dwt, classify, collect"
-                   + ("\nFlower: http://127.0.0.1:5555" if flower else "") + "\nCtrl-C stops everything.")
-        try:
-            while all(p.poll() is None for p in stack.procs.values()):
-                time.sleep(1)
-            click.echo("a worker exited; stopping", err=True)
-        except KeyboardInterrupt:
-            click.echo("stopping...")
-        finally:
-            STATE.unlink(missing_ok=True)
+    serve(settings_mod.load().redis_url, flower_auth=auth if flower else None, say=click.echo)
 
 
 @main.command()
@@ -294,7 +262,10 @@ def tune(data, n, min_psnr, wavelets, objective, out):
 @click.option("--wait/--no-wait", default=True, show_default=True, help="--no-wait: return at once; fetch with `results`.")
 @click.option("--local", is_flag=True, help="Screen in this process, without a broker.")
 @click.option("--batch-size", default=256, show_default=True)
-def screen(paths, watch_dir, max_wait, out, wait, local, batch_size):
+@click.option("--mode", type=click.Choice(["staged", "fused"]), default="staged", show_default=True,
+              help="On the workers: each stage on its own queue, or a batch's stages in one "
+                   "task on the fused queue, only records through Redis (fused).")
+def screen(paths, watch_dir, max_wait, out, wait, local, batch_size, mode):
     """Screen images (folders, zips, npz files, image files, globs) for adversarial manipulation.
 
     Each item gets a label and confidence (DWT reconstruction + the defended model), the
@@ -306,7 +277,7 @@ def screen(paths, watch_dir, max_wait, out, wait, local, batch_size):
     cfg = settings_mod.load()
     out = out or cfg.output_dir / "screen"
     if watch_dir is not None:
-        return _watch(watch_dir, out, cfg, local, batch_size, max_wait)
+        return _watch(watch_dir, out, cfg, local, batch_size, max_wait, mode)
     if not paths:
         raise ValueError("give PATH... to screen, or --watch DIR")
     image_set = load_many(paths)
@@ -320,7 +291,7 @@ def screen(paths, watch_dir, max_wait, out, wait, local, batch_size):
     from workers.app import app
 
     _, client = connect(cfg.redis_url, or_local=True)
-    job = screen_mod.submit_screen(client, app, image_set, cfg, batch_size)
+    job = screen_mod.submit_screen(client, app, image_set, cfg, batch_size, mode=mode)
     if not wait:
         click.echo(f"job {job} submitted ({len(image_set)} images, {len(image_set.errors)} unreadable); "
                    f"fetch it with: waveshield results {job} --out DIR")
@@ -403,7 +374,7 @@ def corpus(data, attack_list, name, dtype, shard_size, seed, limit, wait):
         click.echo("complete: manifest.jsonl and preview.png written")
 
 
-def _watch(directory, out, cfg, local, batch_size, max_wait):
+def _watch(directory, out, cfg, local, batch_size, max_wait, mode="staged"):
     """Screen files landing in ``directory`` until Ctrl-C or SIGTERM."""
     import signal as signal_mod
 
@@ -422,7 +393,7 @@ def _watch(directory, out, cfg, local, batch_size, max_wait):
         _, client = connect(cfg.redis_url, or_local=True)
 
         def screen_batch(image_set):
-            job = screen_mod.submit_screen(client, app, image_set, cfg, batch_size)
+            job = screen_mod.submit_screen(client, app, image_set, cfg, batch_size, mode=mode)
             wait_job(client, job, poll_s=0.1, stall_timeout_s=cfg.stall_timeout_s)
             return Pipeline(client).screen_records(job)
 

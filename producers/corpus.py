@@ -7,10 +7,10 @@ import json
 
 import numpy as np
 
-from shared import models
 from shared.data import load_images
 from shared.evaluation import PAPER_EPS
 from shared.pipeline import Pipeline
+from shared.model_store import ModelStore
 from shared.settings import Settings
 
 PAPER_ATTACKS = [f"{a}:eps={e}" for a in ("fgsm", "bim") for e in PAPER_EPS] + ["deepfool"]
@@ -42,10 +42,7 @@ def submit_corpus(client, app, *, data: str, attacks: list[str], name: str, sett
     if dtype not in DTYPES:
         raise ValueError(f"--dtype must be one of {', '.join(DTYPES)}")
     corpus_output(settings.output_dir, name)  # refuses a name that leaves the output directory
-    weights = settings.weights_dir / f"{source_model}.safetensors"
-    if not weights.is_file():
-        raise ValueError(f"the corpus is crafted on {weights}, which is missing; train it with waveshield train")
-    card = json.loads(models.card_path(weights).read_text())
+    card = ModelStore(settings.weights_dir).card(source_model)
     image_set = load_images(data, limit=limit)
     if image_set.labels is None or not len(image_set):
         raise ValueError(f"{data}: a corpus needs labelled images")

@@ -9,33 +9,34 @@ from pathlib import Path
 import click
 import torch
 
-from shared import defences, models, report
+from shared import defences, report
 from shared.data import load_images
 from shared.evaluation import deterministic_kernels, evaluate_local, paper_plan
+from shared.model_store import MissingWeights, ModelStore, train_command
 from shared.settings import Settings, resolve_device
 
 
 def available_plan(plan: dict, weights_dir: Path) -> tuple[dict, list[str]]:
     """Drop configurations and adaptive attacks whose model has no weights; return the plan and notes saying so."""
+    store = ModelStore(weights_dir)
     notes, kept = [], []
     attacks = []
     for attack in plan["attacks"]:
         through = attack.get("through")
-        if through and not (weights_dir / f"{through['model']}.safetensors").is_file():
+        if through and not store.has(through["model"]):
             notes.append(f"skipped adaptive {attack['name']} through {through['model']}: no weights")
         else:
             attacks.append(attack)
     plan = {**plan, "attacks": attacks}
     for config in plan["configurations"]:
-        if (weights_dir / f"{config['model']}.safetensors").is_file():
+        if store.has(config["model"]):
             kept.append(config)
         else:
-            flag = "none" if config["model"] == "standard" else config["model"]
             notes.append(f"skipped {config['model']}+{config.get('defence') or 'raw'}: no weights "
-                         f"{config['model']}.safetensors (train them: waveshield train --defence {flag})")
-    if not (weights_dir / f"{plan['source_model']}.safetensors").is_file() or not kept:
-        raise ValueError(f"no weights for the source model {plan['source_model']!r} in {weights_dir}; "
-                         "train them with: waveshield train --defence none --data PATH")
+                         f"{config['model']}.safetensors (train them: {train_command(config['model'])})")
+    store.require(plan["source_model"], "the source model")
+    if not kept:
+        raise MissingWeights(f"no configuration of the plan has its weights in {weights_dir}")
     return {**plan, "configurations": kept}, notes
 
 
@@ -75,7 +76,8 @@ def _example_sheet(plan, image_set, settings, path, count: int = 6) -> None:
     from shared.figures import image_sheet
 
     device = resolve_device(settings.device)
-    source = models.load(settings.weights_dir / f"{plan['source_model']}.safetensors", device=device)[0]
+    store = ModelStore(settings.weights_dir, device)
+    source = store.get(plan["source_model"])
     defended = next((c for c in plan["configurations"] if c.get("defence")), None)
     x = image_set.to_tensor()[:count].to(device)
     y = torch.from_numpy(image_set.labels[:count]).to(device)
@@ -92,7 +94,7 @@ def _example_sheet(plan, image_set, settings, path, count: int = 6) -> None:
         rows.append(captioned(x, source, "clean"))
         rows.append(captioned(adversarial, source, attack["name"]))
         if defended:
-            model = models.load(settings.weights_dir / f"{defended['model']}.safetensors", device=device)[0]
+            model = store.get(defended["model"])
             rec = defend(adversarial, defences.get(defended["defence"], settings.weights_dir))
             rows.append(captioned(rec, model, f"{defended['model']}+{defended['defence']}"))
     image_sheet(rows, path)
@@ -103,16 +105,9 @@ def _in_process(plan, image_set, settings):
     deterministic_kernels()
     if settings.torch_threads:  # as a worker with the same setting computes
         torch.set_num_threads(settings.torch_threads)
-    loaded: dict = {}
-
-    def get_model(name):
-        if name not in loaded:
-            loaded[name] = models.load(settings.weights_dir / f"{name}.safetensors", device=device)[0]
-        return loaded[name]
-
     x, y = image_set.to_tensor(), torch.from_numpy(image_set.labels)
     with click.progressbar(length=len(x), label="evaluating", file=sys.stderr) as bar:
-        return evaluate_local(plan, x, y, get_model, lambda name: defences.get(name, settings.weights_dir),
+        return evaluate_local(plan, x, y, ModelStore(settings.weights_dir, device).get, lambda name: defences.get(name, settings.weights_dir),
                               device=device, progress=bar.update)
 
 

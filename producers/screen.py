@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import functools
 import json
 import sys
 from pathlib import Path
@@ -12,10 +11,11 @@ import click
 import numpy as np
 import torch
 
-from shared import defences, models, screening
+from shared import defences, screening
 from shared.data import ImageSet
-from shared.evaluation import defend
+from shared.evaluation import MODES, defend
 from shared.models import CIFAR10_CLASSES
+from shared.model_store import ModelStore
 from shared.settings import Settings, resolve_device
 
 FIELDS = ["id", "label", "confidence", "raw_label", "suspicion", "flagged", "error"]
@@ -24,11 +24,9 @@ FIELDS = ["id", "label", "confidence", "raw_label", "suspicion", "flagged", "err
 def screening_settings(settings: Settings) -> dict:
     """Threshold, defence and models to screen with; checks the weights exist."""
     chosen = screening.load_settings(settings.weights_dir)
+    store = ModelStore(settings.weights_dir)
     for name in (chosen["raw_model"], chosen["defended_model"]):
-        if not (settings.weights_dir / f"{name}.safetensors").is_file():
-            flag = "none" if name == "standard" else name
-            raise ValueError(f"screening needs weights {name}.safetensors in {settings.weights_dir}; "
-                             f"train them: waveshield train --defence {flag} --data PATH")
+        store.require(name, "screening")
     defences.get(chosen["defence"], settings.weights_dir)
     return {k: chosen[k] for k in ("threshold", "defence", "raw_model", "defended_model")}
 
@@ -37,8 +35,7 @@ def screen_local(image_set: ImageSet, settings: Settings, batch_size: int = 256)
     """Screen in this process; one record per item, readable or not."""
     chosen = screening_settings(settings)
     device = resolve_device(settings.device)
-    load = functools.lru_cache(maxsize=None)(
-        lambda name: models.load(settings.weights_dir / f"{name}.safetensors", device=device)[0])
+    load = ModelStore(settings.weights_dir, device).get
     options = defences.get(chosen["defence"], settings.weights_dir)
     out = []
     with click.progressbar(length=len(image_set), label="screening", file=sys.stderr) as bar:
@@ -52,7 +49,8 @@ def screen_local(image_set: ImageSet, settings: Settings, batch_size: int = 256)
     return out + [screening.error_record(e.id, e.reason) for e in image_set.errors]
 
 
-def submit_screen(client, app, image_set: ImageSet, settings: Settings, batch_size: int = 256) -> str:
+def submit_screen(client, app, image_set: ImageSet, settings: Settings, batch_size: int = 256, *,
+                  mode: str = "staged") -> str:
     """Put a screening job on the queues; return its id."""
     from producers.submit import send
     from shared.pipeline import Pipeline
@@ -60,7 +58,9 @@ def submit_screen(client, app, image_set: ImageSet, settings: Settings, batch_si
     chosen = screening_settings(settings)
     pipe = Pipeline(client, blob_ttl_s=settings.blob_ttl_s)
     starts = range(0, len(image_set), batch_size)
-    job = pipe.create_screen_job(chosen, [image_set.ids[s:s + batch_size] for s in starts],
+    if mode not in MODES:
+        raise ValueError(f"unknown mode {mode!r}; valid: {', '.join(MODES)}")
+    job = pipe.create_screen_job({**chosen, "mode": mode}, [image_set.ids[s:s + batch_size] for s in starts],
                                  [screening.error_record(e.id, e.reason) for e in image_set.errors], CIFAR10_CLASSES)
     for b, s in enumerate(starts):
         send(app, pipe.add_screen_batch(job, b, np.ascontiguousarray(image_set.images[s:s + batch_size])))

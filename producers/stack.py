@@ -10,9 +10,9 @@ import sys
 import time
 from pathlib import Path
 
-from .redis_server import EmbeddedRedis, reachable
+from shared.pipeline import QUEUES
 
-QUEUES = ("attack", "dwt", "classify", "collect")
+from .redis_server import EmbeddedRedis, reachable
 STATE = Path.home() / ".cache" / "waveshield" / "up.json"  # where `up` tells other commands its Redis
 
 
@@ -84,7 +84,7 @@ class Stack:
             # else every core), as `evaluate --local` has: both craft on the same threads.
             omp = self.env.get("OMP_NUM_THREADS", "")
             everything = omp if omp.isdigit() and int(omp) > 0 else str(os.cpu_count() or 1)
-            extra["WAVESHIELD_TORCH_THREADS"] = everything if queue == "attack" else "1"
+            extra["WAVESHIELD_TORCH_THREADS"] = everything if queue in ("attack", "fused") else "1"
         return extra
 
     def _spawn(self, args, extra_env: dict | None = None, *, name: str):
@@ -130,6 +130,31 @@ class Stack:
         self.procs.clear()
         if self.server:
             self.server.stop()
+
+
+def serve(redis_url: str | None, *, flower_auth: str | None = None, say=print) -> None:
+    """``waveshield up``: run the stack until SIGINT or SIGTERM, or until a worker exits; stop all of it."""
+    # Installed explicitly: a shell that starts `up` in the background hands it SIGINT
+    # ignored, and Python then installs no KeyboardInterrupt handler of its own.
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, _interrupt)
+    with Stack(resolve_redis_url(redis_url), flower_auth=flower_auth) as stack:
+        STATE.parent.mkdir(parents=True, exist_ok=True)
+        STATE.write_text(json.dumps({"redis_url": stack.redis_url, "pid": os.getpid()}))
+        say(f"Redis: {stack.redis_url}\nworkers: {', '.join(QUEUES)}"
+            + ("\nFlower: http://127.0.0.1:5555" if flower_auth else "") + "\nCtrl-C stops everything.")
+        try:
+            while all(p.poll() is None for p in stack.procs.values()):
+                time.sleep(1)
+            say("a worker exited; stopping")
+        except KeyboardInterrupt:
+            say("stopping...")
+        finally:
+            STATE.unlink(missing_ok=True)
+
+
+def _interrupt(*_):
+    raise KeyboardInterrupt
 
 
 def connect(redis_url: str | None, *, or_local: bool = False):

@@ -9,10 +9,8 @@ import numpy as np
 import redis
 
 from shared.data import ImageSet
-from shared.pipeline import TASK_QUEUES, Pipeline
+from shared.pipeline import QUEUES, TASK_QUEUES, Pipeline
 from shared.settings import Settings
-
-QUEUES = ("attack", "dwt", "classify", "collect")
 
 
 class JobFailed(RuntimeError):

@@ -13,6 +13,7 @@ import torch
 from shared import attacks, defences, figures, models, tuning
 from shared.data import load_images
 from shared.evaluation import PAPER_EPS
+from shared.model_store import ModelStore
 from shared.settings import Settings, resolve_device
 
 
@@ -20,10 +21,7 @@ def run_tune(*, data: str, n: int, out: Path, settings: Settings, min_psnr: floa
              objective: str = "attenuation", model_name: str = "standard") -> dict:
     """Sweep, choose, write ``tune.md``, ``tune.csv``, ``tune.png`` and ``defences.json``; return the choice."""
     device = resolve_device(settings.device)
-    weights = settings.weights_dir / f"{model_name}.safetensors"
-    if not weights.is_file():
-        raise ValueError(f"tune crafts its adversarial images on {weights}, which is missing; "
-                         "train it first: waveshield train --defence none --data PATH")
+    weights = ModelStore(settings.weights_dir).require(model_name, "tune (it crafts its adversarial images there)")
     model, card = models.load(weights, device=device)
     image_set = load_images(data, limit=n)
     if image_set.labels is None or not len(image_set):

@@ -21,6 +21,9 @@ from . import attacks as attack_registry
 from .wavelets import reconstruct
 
 CLEAN = "clean"
+#: How a job runs on the workers: each stage on its own queue, or all of a batch's stages in one task.
+STAGED, FUSED = "staged", "fused"
+MODES = (STAGED, FUSED)
 #: The published experiment: FGSM and BIM at three budgets, and DeepFool.
 PAPER_EPS = (0.004, 0.007, 0.01)
 
@@ -81,6 +84,8 @@ def validate_plan(plan: dict) -> None:
             raise ValueError(f"{attack_id(attack)}: eps is in [0, 1] pixel units; {eps}/255 = {eps / 255:.4f} on that scale")
     if int(plan.get("batch_size", 1)) < 1:
         raise ValueError("batch_size must be >= 1")
+    if plan.get("mode", STAGED) not in MODES:
+        raise ValueError(f"unknown mode {plan['mode']!r}; valid: {', '.join(MODES)}")
     threads = plan.get("threads")
     if threads is not None and (not isinstance(threads, int) or isinstance(threads, bool) or threads < 1):
         raise ValueError(f"threads is the number of CPU threads that craft the attacks (>= 1), got {threads!r}")
@@ -198,18 +203,30 @@ def evaluate_local(
     for start in range(0, len(images), batch_size):
         x = images[start : start + batch_size].to(device)
         y = labels[start : start + batch_size].to(device)
-        for attack in plan["attacks"]:
-            model = None if attack["name"] == CLEAN else attack_model(plan, attack, get_model, options)
-            adversarial = craft(model, x, y, attack, threads=plan.get("threads"))
-            reconstructed = {}
-            for config in plan["configurations"]:
-                name = config.get("defence")
-                if name not in reconstructed:
-                    reconstructed[name] = defend(adversarial, None if name is None else options(name))
-                predictions = classify(get_model(config["model"]), reconstructed[name])
-                cell = cells[(attack_id(attack), configuration_id(config))]
-                cell.correct += int((predictions == y).sum())
-                cell.total += len(y)
+        for attack, configuration, correct, total in evaluate_batch(plan, x, y, get_model, options):
+            cell = cells[(attack_id(plan["attacks"][attack]), configuration)]
+            cell.correct += correct
+            cell.total += total
         if progress:
             progress(len(x))
     return list(cells.values())
+
+
+def evaluate_batch(plan: dict, x: torch.Tensor, y: torch.Tensor, get_model: Callable, defence_options: Callable
+                   ) -> list[tuple[int, str, int, int]]:
+    """One batch through every stage, in this process: ``(attack index, configuration id, correct, total)`` per cell.
+
+    What ``--local`` runs batch by batch, and what a fused task runs for its batch.
+    """
+    out = []
+    for index, attack in enumerate(plan["attacks"]):
+        model = None if attack["name"] == CLEAN else attack_model(plan, attack, get_model, defence_options)
+        adversarial = craft(model, x, y, attack, threads=plan.get("threads"))
+        reconstructed = {}
+        for config in plan["configurations"]:
+            name = config.get("defence")
+            if name not in reconstructed:
+                reconstructed[name] = defend(adversarial, None if name is None else defence_options(name))
+            predictions = classify(get_model(config["model"]), reconstructed[name])
+            out.append((index, configuration_id(config), int((predictions == y).sum()), len(y)))
+    return out

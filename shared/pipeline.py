@@ -17,6 +17,7 @@ twice. Blobs are released by their consumers (see :mod:`shared.blobstore`).
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 import uuid
@@ -28,14 +29,18 @@ import torch
 from .blobstore import BlobMissing, BlobStore
 from . import corpus as corpus_files
 from . import screening
-from .evaluation import (CLEAN, Cell, attack_id, attack_model, classify, configuration_id, craft, defend,
-                         validate_plan)
+from .evaluation import (CLEAN, FUSED, Cell, attack_id, attack_model, classify, configuration_id, craft, defend,
+                         evaluate_batch, validate_plan)
 
 RAW = "raw"  # the "defence" of configurations that classify unreconstructed input
+#: The queues, in the order of the data flow; one worker process serves each. ``fused``
+#: runs all of a batch's stages in one task, for jobs in fused mode.
+QUEUES = ("attack", "dwt", "classify", "collect", "fused")
 #: Every task the stages send, and the queue it runs on.
 TASK_QUEUES = {"attack": "attack", "dwt": "dwt", "classify": "classify", "collect": "collect",
+               "fused": "fused", "collect_cells": "collect",
                "screen_dwt": "dwt", "screen_classify": "classify", "screen_collect": "collect",
-               "corpus_attack": "attack", "corpus_collect": "collect"}
+               "screen_fused": "fused", "corpus_attack": "attack", "corpus_collect": "collect"}
 KEEP_JOB_S = 7 * 86400  # how long a finished job's counts stay in Redis
 
 # Each collector is one script, so that recording a result, counting it and completing
@@ -53,14 +58,17 @@ if done >= 0 and done >= expected and redis.call('HGET', KEYS[1], 'status') ~= '
   for i = 1, #KEYS do redis.call('EXPIRE', KEYS[i], ARGV[2]) end
 end
 """
-# Evaluation: KEYS meta, cells, agg, ...; ARGV finished, keep_s, cell, "correct,total", "attack|configuration",
-# correct, total. Returns 1 when the cell was new.
+# Evaluation: KEYS meta, cells, agg, ...; ARGV finished, keep_s, then per cell: cell, "correct,total",
+# "attack|configuration", correct, total. Returns how many cells were new.
 _COLLECT = """
-local new = redis.call('HSETNX', KEYS[2], ARGV[3], ARGV[4])
-if new == 1 then
-  redis.call('HINCRBY', KEYS[3], ARGV[5] .. '|correct', ARGV[6])
-  redis.call('HINCRBY', KEYS[3], ARGV[5] .. '|total', ARGV[7])
-  redis.call('HINCRBY', KEYS[1], 'done', 1)
+local new = 0
+for i = 3, #ARGV, 5 do
+  if redis.call('HSETNX', KEYS[2], ARGV[i], ARGV[i + 1]) == 1 then
+    redis.call('HINCRBY', KEYS[3], ARGV[i + 2] .. '|correct', ARGV[i + 3])
+    redis.call('HINCRBY', KEYS[3], ARGV[i + 2] .. '|total', ARGV[i + 4])
+    redis.call('HINCRBY', KEYS[1], 'done', 1)
+    new = new + 1
+  end
 end
 """ + _COMPLETE + "return new"
 # Screening: KEYS meta, records, ...; ARGV finished, keep_s, batch, records JSON.
@@ -101,6 +109,11 @@ def corpus_output(output_dir, name: str):
     if relative.is_absolute() or ".." in relative.parts or not relative.parts:
         raise ValueError(f"corpus name {name!r} must be a relative folder inside the output directory")
     return Path(output_dir) / relative
+
+
+def records_key(job: str, batch: int) -> str:
+    """Where a screening batch's records wait for the collector."""
+    return _k(job, "batch_records", batch)
 
 
 def clean_key(job, batch):
@@ -162,8 +175,12 @@ class Pipeline:
         return job
 
     def add_batch(self, job: str, batch: int, images: np.ndarray) -> list:
-        """Store one batch of clean uint8 NHWC images; return the attack messages for it."""
-        attacks = range(len(self.plan(job)["attacks"]))
+        """Store one batch of clean uint8 NHWC images; return its first messages (attacks, or the fused task)."""
+        plan = self.plan(job)
+        if plan.get("mode") == FUSED:
+            self.blobs.put(clean_key(job, batch), images, ["fused"])
+            return [("fused", {"job": job, "batch": batch})]
+        attacks = range(len(plan["attacks"]))
         self.blobs.put(clean_key(job, batch), images, [f"attack:{a}" for a in attacks])
         return [("attack", {"job": job, "batch": batch, "attack": a}) for a in attacks]
 
@@ -232,14 +249,36 @@ class Pipeline:
         self.redis.set(marker + ":messages", json.dumps(messages), ex=KEEP_JOB_S)
         return self._finish(marker, source, consumer, messages)
 
+    def fused(self, job: str, batch: int) -> list:
+        """Every stage of one batch in this process (attack, DWT, classify); only its counts go on, in one message."""
+        marker = _k(job, "done", "fused", batch)
+        if self._done(marker):  # counts were sent before; the collector drops repeats
+            cached = self.redis.get(marker + ":messages")
+            return self._finish(marker, clean_key(job, batch), "fused", json.loads(cached) if cached else [])
+        plan = self.plan(job)
+        x = _to_float(self.blobs.get(clean_key(job, batch)), self.device)
+        cells = evaluate_batch(plan, x, self.labels(job, batch), self.get_model,
+                               functools.lru_cache(maxsize=None)(self.defence_options))
+        messages = [("collect_cells", {"job": job, "batch": batch, "cells": [list(c) for c in cells]})]
+        self.redis.set(marker + ":messages", json.dumps(messages), ex=KEEP_JOB_S)
+        return self._finish(marker, clean_key(job, batch), "fused", messages)
+
     def collect(self, job: str, batch: int, attack: int, configuration: str, correct: int, total: int) -> bool:
         """Record one cell exactly once; the job completes with its last cell. True if newly counted."""
+        return bool(self.collect_cells(job, batch, [[attack, configuration, correct, total]]))
+
+    def collect_cells(self, job: str, batch: int, cells: list) -> int:
+        """Record a batch's cells ``[attack, configuration, correct, total]`` exactly once, in one atomic step.
+
+        Returns how many were new; the job completes with its last cell.
+        """
         plan = self.plan(job)
-        aid = attack_id(plan["attacks"][attack])
+        args = [time.time(), KEEP_JOB_S]
+        for attack, configuration, correct, total in cells:
+            args += [f"{batch}|{attack}|{configuration}", f"{correct},{total}",
+                     f"{attack_id(plan['attacks'][attack])}|{configuration}", correct, total]
         keys = [_k(job, "meta"), _k(job, "cells"), _k(job, "agg"), *(_k(job, k) for k in _JOB_KEYS[1:])]
-        new = self._collect(keys=keys, args=[time.time(), KEEP_JOB_S, f"{batch}|{attack}|{configuration}",
-                                             f"{correct},{total}", f"{aid}|{configuration}", correct, total])
-        return bool(new)
+        return int(self._collect(keys=keys, args=args))
 
     def record_error(self, job: str, where: str, reason: str) -> None:
         """Note a stage that gave up (bad input, too many redeliveries)."""
@@ -265,8 +304,29 @@ class Pipeline:
 
     def add_screen_batch(self, job: str, batch: int, images: np.ndarray) -> list:
         """Store one batch of uint8 NHWC images to screen; return its first message."""
+        if self.plan(job).get("mode") == FUSED:
+            self.blobs.put(clean_key(job, batch), images, ["screen_fused"])
+            return [("screen_fused", {"job": job, "batch": batch})]
         self.blobs.put(clean_key(job, batch), images, ["screen_dwt", "screen_classify"])
         return [("screen_dwt", {"job": job, "batch": batch})]
+
+    def screen_fused(self, job: str, batch: int) -> list:
+        """DWT and both classifications of a screening batch in this process; only its records go on."""
+        marker = _k(job, "done", "screen_fused", batch)
+        if not self._done(marker):
+            plan = self.plan(job)
+            x = _to_float(self.blobs.get(clean_key(job, batch)), self.device)
+            self._score_batch(job, batch, plan, x, defend(x, self.defence_options(plan["defence"])))
+        return self._finish(marker, clean_key(job, batch), "screen_fused",
+                            [("screen_collect", {"job": job, "batch": batch})])
+
+    def _score_batch(self, job: str, batch: int, plan: dict, x: torch.Tensor, rec: torch.Tensor) -> None:
+        """The records of one screening batch, kept for the collector."""
+        p_raw, p_def, suspicion = screening.score(self.get_model(plan["raw_model"]),
+                                                  self.get_model(plan["defended_model"]), x, rec)
+        ids = json.loads(self.redis.hget(_k(job, "ids"), batch))
+        found = screening.records(ids, p_raw, p_def, suspicion, plan["threshold"], plan["classes"])
+        self.redis.set(records_key(job, batch), json.dumps(found), ex=KEEP_JOB_S)
 
     def screen_dwt(self, job: str, batch: int) -> list:
         """Reconstruct a screening batch with the job's defence."""
@@ -286,19 +346,14 @@ class Pipeline:
         marker = _k(job, "done", "screen_classify", batch)
         if not self._done(marker):
             x = _to_float(self.blobs.get(clean_key(job, batch)), self.device)
-            rec = torch.from_numpy(self.blobs.get(rec_key)).to(self.device)
-            p_raw, p_def, suspicion = screening.score(self.get_model(plan["raw_model"]),
-                                                      self.get_model(plan["defended_model"]), x, rec)
-            ids = json.loads(self.redis.hget(_k(job, "ids"), batch))
-            found = screening.records(ids, p_raw, p_def, suspicion, plan["threshold"], plan["classes"])
-            self.redis.set(marker + ":records", json.dumps(found), ex=KEEP_JOB_S)
+            self._score_batch(job, batch, plan, x, torch.from_numpy(self.blobs.get(rec_key)).to(self.device))
         messages = [("screen_collect", {"job": job, "batch": batch})]
         self.blobs.release(rec_key, "screen_classify")
         return self._finish(marker, clean_key(job, batch), "screen_classify", messages)
 
     def screen_collect(self, job: str, batch: int) -> bool:
         """Move a batch's records into the job exactly once; the job completes with its last batch."""
-        found = self.redis.get(_k(job, "done", "screen_classify", batch) + ":records")
+        found = self.redis.get(records_key(job, batch))
         if found is None:
             raise BlobMissing(f"records of batch {batch} of job {job}")
         keys = [_k(job, "meta"), _k(job, "records"), *(_k(job, k) for k in _JOB_KEYS[1:] if k != "records")]

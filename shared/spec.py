@@ -33,7 +33,7 @@ from pathlib import Path
 
 from .evaluation import CLEAN, validate_plan
 
-TOP_KEYS = {"data", "limit", "batch_size", "source_model", "attacks", "configurations", "threads"}
+TOP_KEYS = {"data", "limit", "batch_size", "source_model", "attacks", "configurations", "threads", "mode"}
 
 
 def load_spec(path: str | Path) -> tuple[dict, dict]:
@@ -93,8 +93,9 @@ def spec_to_plan(raw: dict, *, name: str = "spec") -> tuple[dict, dict]:
         configurations.append({"model": entry["model"], "defence": None if defence in (None, "none", "raw") else defence})
     plan = {"source_model": raw.get("source_model", "standard"), "attacks": attacks, "configurations": configurations,
             "batch_size": int(raw.get("batch_size", 250))}
-    if "threads" in raw:
-        plan["threads"] = raw["threads"]
+    for optional in ("threads", "mode"):
+        if optional in raw:
+            plan[optional] = raw[optional]
     if len(attacks) == 1 and not raw.get("attacks"):
         raise ValueError(f"{name}: no attacks given")
     validate_plan(plan)

@@ -3,9 +3,7 @@
 from celery import Celery
 
 from shared import settings
-from shared.pipeline import TASK_QUEUES
-
-QUEUES = ("attack", "dwt", "classify", "collect")
+from shared.pipeline import QUEUES, TASK_QUEUES
 _cfg = settings.load()
 
 app = Celery("waveshield", broker=_cfg.redis_url or "redis://127.0.0.1:6379/0",

@@ -12,6 +12,11 @@ def collect(self, job: str, batch: int, attack: int, configuration: str, correct
               total=total)
 
 
+@app.task(name="waveshield.collect_cells", bind=True)
+def collect_cells(self, job: str, batch: int, cells: list) -> None:
+    run_stage(self, "collect_cells", job=job, batch=batch, cells=cells)
+
+
 @app.task(name="waveshield.screen_collect", bind=True)
 def screen_collect(self, job: str, batch: int) -> None:
     run_stage(self, "screen_collect", job=job, batch=batch)

@@ -6,8 +6,9 @@ import functools
 
 from celery.exceptions import Reject
 
-from shared import defences, models, settings
+from shared import defences, settings
 from shared.evaluation import deterministic_kernels
+from shared.model_store import ModelStore
 from shared.pipeline import TASK_QUEUES, Pipeline
 from shared.redis_client import CONNECTION_ERRORS, connect
 
@@ -24,11 +25,7 @@ def pipeline() -> Pipeline:
     deterministic_kernels()
     client = connect(cfg.redis_url or "redis://127.0.0.1:6379/0", cfg.redis_retry_s)
 
-    @functools.lru_cache(maxsize=None)
-    def get_model(name):
-        return models.load(cfg.weights_dir / f"{name}.safetensors", device=device)[0]
-
-    return Pipeline(client, get_model=get_model, defence_options=lambda name: defences.get(name, cfg.weights_dir),
+    return Pipeline(client, get_model=ModelStore(cfg.weights_dir, device).get, defence_options=lambda name: defences.get(name, cfg.weights_dir),
                     device=device, blob_ttl_s=cfg.blob_ttl_s)
 
 

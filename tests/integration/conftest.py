@@ -14,7 +14,7 @@ import redis
 
 
 REPO = Path(__file__).resolve().parents[2]
-QUEUES = ("attack", "dwt", "classify", "collect")
+from shared.pipeline import QUEUES  # the tests import it from here
 
 
 @pytest.fixture()

@@ -14,7 +14,7 @@ import redis
 
 from shared import corpus as corpus_files
 from shared.evaluation import paper_plan
-from shared.pipeline import Pipeline
+from shared.pipeline import Pipeline, records_key
 
 
 class Killed(Exception):
@@ -62,7 +62,7 @@ def _screen_job(client, tmp_path):
     job = pipe.create_screen_job({"defence": "haar", "threshold": 0.5}, ids, [{"id": "bad.png", "error": "x"}], ["cat"])
     for batch, names in enumerate(ids):
         records = [{"id": n, "label": "cat"} for n in names]
-        client.set(f"ws:job:{job}:done:screen_classify:{batch}:records", json.dumps(records))
+        client.set(records_key(job, batch), json.dumps(records))
     assert pipe.screen_collect(job, 0)
     expected = [{"id": n, "label": "cat"} for n in ("a.png", "b.png", "c.png")] + [{"id": "bad.png", "error": "x"}]
     return job, lambda p: p.screen_collect(job, 1), lambda p: p.screen_records(job), expected

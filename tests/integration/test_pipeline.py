@@ -29,10 +29,11 @@ def image_set(sample):
     return type(sample)(sample.images[:200], sample.labels[:200], sample.ids[:200])
 
 
+@pytest.mark.parametrize("mode", ["staged", "fused"])
 def test_pipeline_counts_equal_local_and_blobs_are_cleaned(redis_client, redis_url, workers, image_set, tiny_weights,
-                                                           monkeypatch):
+                                                           monkeypatch, mode):
     app = _app(redis_url, monkeypatch)
-    plan = _plan()
+    plan = {**_plan(), "mode": mode}
     memory_before = redis_client.info("memory")["used_memory"]
     job = producer.submit(redis_client, app, plan, image_set, load_settings())
     state = producer.wait(redis_client, job, timeout_s=600)
@@ -41,6 +42,8 @@ def test_pipeline_counts_equal_local_and_blobs_are_cleaned(redis_client, redis_u
     assert not list(redis_client.scan_iter(match="ws:blob:*"))  # every blob released by its last consumer
     assert all(v == 0 for v in producer.queue_lengths(redis_client).values())
     assert redis_client.info("memory")["used_memory"] - memory_before < 2_000_000
+    ran = {k.decode().split(":")[4] for k in redis_client.scan_iter(match=f"ws:job:{job}:done:*")}
+    assert ran == ({"fused"} if mode == "fused" else {"attack", "dwt", "classify"})
 
 
 def _redelivered(client):

@@ -44,8 +44,9 @@ def incoming(tmp_path, sample):
     return [str(folder), str(tmp_path / "extra.npz"), str(tmp_path / "*.nomatch")]
 
 
+@pytest.mark.parametrize("mode", ["staged", "fused"])
 def test_screen_on_workers_gives_one_record_per_item_equal_to_local(redis_client, redis_url, workers, incoming,
-                                                                      tiny_weights, monkeypatch):
+                                                                      tiny_weights, monkeypatch, mode):
     monkeypatch.setenv("REDIS_URL", redis_url)
     monkeypatch.setenv("WAVESHIELD_WEIGHTS_DIR", str(tiny_weights))
     monkeypatch.setenv("WAVESHIELD_DEVICE", "cpu")
@@ -54,7 +55,7 @@ def test_screen_on_workers_gives_one_record_per_item_equal_to_local(redis_client
     use_broker(redis_url)
     settings = load_settings()
     image_set = load_many(incoming)
-    job = screen_mod.submit_screen(redis_client, app, image_set, settings, batch_size=16)
+    job = screen_mod.submit_screen(redis_client, app, image_set, settings, batch_size=16, mode=mode)
     state = producer.wait(redis_client, job, timeout_s=300)
     assert state["status"] == "complete" and not state["errors"]
     records = Pipeline(redis_client).screen_records(job)
@@ -69,3 +70,6 @@ def test_screen_on_workers_gives_one_record_per_item_equal_to_local(redis_client
             assert abs(r["suspicion"] - local[r["id"]]["suspicion"]) < 1e-4
             assert 0 <= r["suspicion"] <= 1 and 0 < r["confidence"] <= 1
     assert not list(redis_client.scan_iter(match="ws:blob:*"))
+    # The stages that ran left their done-markers: one fused task per batch, or DWT then classify.
+    ran = {k.decode().split(":")[4] for k in redis_client.scan_iter(match=f"ws:job:{job}:done:*")}
+    assert ran == ({"screen_fused"} if mode == "fused" else {"screen_dwt", "screen_classify"})

@@ -37,7 +37,7 @@ def test_workers_share_one_image_and_differ_only_in_command(services):
 def test_gpu_for_compute_queues_only(services):
     for service in services.values():
         gpu = "deploy" in service
-        assert gpu == (_queue_of(service) in ("attack", "dwt", "classify"))
+        assert gpu == (_queue_of(service) in ("attack", "dwt", "classify", "fused"))
 
 
 def test_redis_is_durable_and_never_evicts(services):

@@ -47,3 +47,19 @@ def test_a_plan_that_names_threads_crafts_on_that_many(trained_model, correctly_
     for bad in (0, "2", 1.5, True):
         with pytest.raises(ValueError, match="threads"):
             validate_plan({**paper_plan(), "threads": bad})
+
+
+def test_a_plan_runs_staged_or_fused_and_nothing_else(tmp_path):
+    import pytest
+
+    from shared.evaluation import validate_plan
+    from shared.spec import load_spec
+
+    validate_plan({**paper_plan(), "mode": "fused"})
+    with pytest.raises(ValueError, match="unknown mode 'turbo'; valid: staged, fused"):
+        validate_plan({**paper_plan(), "mode": "turbo"})
+    spec = tmp_path / "s.toml"
+    spec.write_text('mode = "fused"\nthreads = 2\n[[attacks]]\nname = "fgsm"\neps = 0.01\n'
+                    '[[configurations]]\nmodel = "standard"\n')
+    plan, _ = load_spec(spec)
+    assert (plan["mode"], plan["threads"]) == ("fused", 2)

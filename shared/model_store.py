@@ -1,0 +1,67 @@
+"""The named checkpoints of a weights directory: found, checked and loaded in one place.
+
+Workers and producers alike ask a :class:`ModelStore` for ``standard``,
+``haar`` or ``daubechies``; a missing checkpoint is one clear error that says
+how to train it, and each model is loaded (and its sha256 verified) once.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from . import models
+
+
+class MissingWeights(ValueError):
+    """A named checkpoint is not in the weights directory."""
+
+
+def train_command(name: str) -> str:
+    """The command that trains the checkpoint ``name`` with the shipped recipe."""
+    if name not in ("standard", "haar", "daubechies"):
+        return f"waveshield train --defence none|haar|daubechies --name {name} --data PATH"
+    return f"waveshield train --defence {'none' if name == 'standard' else name} --data PATH"
+
+
+class ModelStore:
+    """Checkpoints ``NAME.safetensors`` (+ ``NAME.json``) in ``weights_dir``, loaded lazily onto ``device``.
+
+    Parameters
+    ----------
+    weights_dir : str or Path
+        The folder of checkpoints.
+    device : str
+        Where loaded models go.
+    """
+
+    def __init__(self, weights_dir: str | Path, device: str = "cpu"):
+        self.weights_dir = Path(weights_dir)
+        self.device = device
+        self._loaded: dict[str, models.ResNet18] = {}
+
+    def path(self, name: str) -> Path:
+        """Where the checkpoint ``name`` is (or would be)."""
+        return self.weights_dir / f"{name}.safetensors"
+
+    def has(self, name: str) -> bool:
+        """Whether the checkpoint ``name`` is there."""
+        return self.path(name).is_file()
+
+    def require(self, name: str, purpose: str = "this") -> Path:
+        """The checkpoint's path; raises :class:`MissingWeights` (saying how to train it) when it is missing."""
+        if not self.has(name):
+            raise MissingWeights(f"{purpose} needs weights {name}.safetensors in {self.weights_dir}; "
+                                 f"train them: {train_command(name)}")
+        return self.path(name)
+
+    def get(self, name: str) -> models.ResNet18:
+        """The model ``name`` in eval mode on the store's device, loaded and verified once."""
+        if name not in self._loaded:
+            self._loaded[name] = models.load(self.require(name, f"model {name!r}"), device=self.device)[0]
+        return self._loaded[name]
+
+    def card(self, name: str) -> dict:
+        """The JSON card of the checkpoint ``name`` (without loading its weights)."""
+        import json
+
+        return json.loads(models.card_path(self.require(name, f"model {name!r}")).read_text())

@@ -1,0 +1,26 @@
+"""The model store: one place that finds, checks and loads named checkpoints."""
+
+import pytest
+
+from shared import models
+from shared.model_store import MissingWeights, ModelStore
+
+
+def test_missing_weights_say_how_to_train_them(tmp_path):
+    store = ModelStore(tmp_path)
+    assert not store.has("haar")
+    with pytest.raises(MissingWeights, match=r"screening needs weights haar.safetensors .*waveshield train --defence haar"):
+        store.require("haar", "screening")
+    with pytest.raises(ValueError, match=r"--defence none\|haar\|daubechies --name mine"):
+        store.get("mine")
+
+
+def test_models_load_once_verified_and_cards_read_without_weights(tmp_path):
+    card = models.save(models.ResNet18(width=4), tmp_path / "standard.safetensors", {"epochs": 1})
+    store = ModelStore(tmp_path)
+    model = store.get("standard")
+    assert store.get("standard") is model and not model.training and model.width == 4
+    assert store.card("standard")["sha256"] == card["sha256"]
+    (tmp_path / "standard.safetensors").write_bytes(b"tampered")
+    with pytest.raises(models.ModelCardError, match="sha256"):
+        ModelStore(tmp_path).get("standard")

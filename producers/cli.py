@@ -185,6 +185,9 @@ def status(job):
 
     _, client = connect(settings_mod.load().redis_url)
     click.echo("queues: " + ", ".join(f"{q} {n}" for q, n in queue_lengths(client).items()))
+    stats = client.info("stats")
+    click.echo(f"Redis traffic now: {stats['instantaneous_input_kbps']:.0f} KB/s in, "
+               f"{stats['instantaneous_output_kbps']:.0f} KB/s out")
     replies = app.control.inspect(timeout=1.0).active_queues() or {}
     consumers = {q["name"]: w for w, qs in replies.items() for q in qs}
     click.echo("workers: " + (", ".join(f"{q} <- {w}" for q, w in sorted(consumers.items())) or "none"))

@@ -54,9 +54,10 @@ def run_evaluation(*, data: str, limit: int | None, out: Path, settings: Setting
         if config.get("defence"):
             defences.get(config["defence"], settings.weights_dir)
     started = time.perf_counter()
+    traffic = None
     if redis_url:
-        cells, job = _on_workers(plan, image_set, settings, redis_url)
-        runner = f"Celery workers (job {job})"
+        cells, job, traffic = _on_workers(plan, image_set, settings, redis_url)
+        runner = f"Celery workers, {plan.get('mode', 'staged')} (job {job})"
     else:
         cells, job = _in_process(plan, image_set, settings), None
         runner = "one process (--local)"
@@ -65,6 +66,10 @@ def run_evaluation(*, data: str, limit: int | None, out: Path, settings: Setting
              f"runner: {runner}", f"attacks crafted on {plan['source_model']!r} (transfer setting)",
              f"{seconds:.1f} s, {len(image_set) / seconds:.1f} images/s"] + notes
     meta = {"data": str(data), "images": len(image_set), "seconds": seconds, "job": job, "runner": runner}
+    if traffic:
+        meta["redis_traffic"] = traffic
+        notes.append(f"Redis traffic: {traffic['redis_kib_per_image']:.1f} KiB per image in all "
+                     f"({traffic['blob_kib_per_image']:.1f} KiB of blobs)")
     path = report.write(cells, out, plan=plan, meta=meta, notes=notes)
     _example_sheet(plan, image_set, settings, out / "examples.png")
     return path
@@ -119,11 +124,27 @@ def _on_workers(plan, image_set, settings, redis_url):
 
     use_broker(redis_url)
     client = connect(redis_url, settings.redis_retry_s)
+    before = client.info("stats")
     job = submit.submit(client, app, plan, image_set, settings)
     with click.progressbar(length=1000, label=f"job {job}", file=sys.stderr) as bar:
         def progress(state):
             bar.update(int(1000 * state["done"] / state["expected"]) - bar.pos)
         state = submit.wait(client, job, progress, stall_timeout_s=settings.stall_timeout_s)
+    after = client.info("stats")
     if state["errors"]:
         raise ValueError(f"job {job} finished with {len(state['errors'])} error(s): {state['errors'][0]['reason']}")
-    return Pipeline(client).cells(job), job
+    pipe = Pipeline(client)
+    return pipe.cells(job), job, traffic_summary(pipe.traffic(job), len(image_set), before, after)
+
+
+def traffic_summary(per_stage: dict, images: int, info_before: dict, info_after: dict) -> dict:
+    """KiB per image through Redis: blobs per stage (written + read), and all bytes the server moved.
+
+    The server's count (``total_net_*_bytes`` of INFO) includes Celery's messages and any other
+    client of that Redis during the run.
+    """
+    kib = 1024 * max(images, 1)
+    stages = {stage: round((v["in"] + v["out"]) / kib, 2) for stage, v in sorted(per_stage.items())}
+    moved = sum(info_after[f"total_net_{d}_bytes"] - info_before[f"total_net_{d}_bytes"] for d in ("input", "output"))
+    return {"blob_kib_per_image_by_stage": stages, "blob_kib_per_image": round(sum(stages.values()), 2),
+            "redis_kib_per_image": round(moved / kib, 2)}

@@ -90,7 +90,7 @@ local due = done >= 0 and done >= expected and redis.call('HGET', KEYS[1], 'stat
 return {new, due and 1 or 0}
 """
 #: The keys of a job that outlive it by KEEP_JOB_S (done-markers carry their own expiry).
-_JOB_KEYS = ("meta", "plan", "cells", "agg", "labels", "ids", "records", "errors")
+_JOB_KEYS = ("meta", "plan", "cells", "agg", "labels", "ids", "records", "errors", "traffic")
 
 
 def _k(job: str, *parts) -> str:
@@ -178,10 +178,10 @@ class Pipeline:
         """Store one batch of clean uint8 NHWC images; return its first messages (attacks, or the fused task)."""
         plan = self.plan(job)
         if plan.get("mode") == FUSED:
-            self.blobs.put(clean_key(job, batch), images, ["fused"])
+            self.blobs.put(clean_key(job, batch), images, ["fused"], stage="producer")
             return [("fused", {"job": job, "batch": batch})]
         attacks = range(len(plan["attacks"]))
-        self.blobs.put(clean_key(job, batch), images, [f"attack:{a}" for a in attacks])
+        self.blobs.put(clean_key(job, batch), images, [f"attack:{a}" for a in attacks], stage="producer")
         return [("attack", {"job": job, "batch": batch, "attack": a}) for a in attacks]
 
     # --------------------------------------------------------------- stages
@@ -211,11 +211,12 @@ class Pipeline:
             messages.append(("classify", {"job": job, "batch": batch, "attack": attack, "defence": RAW}))
         marker = _k(job, "done", "attack", batch, attack)
         if not self._done(marker):
-            x = _to_float(self.blobs.get(clean_key(job, batch)), self.device)
+            x = _to_float(self.blobs.get(clean_key(job, batch), stage="attack"), self.device)
             spec = plan["attacks"][attack]
             model = None if spec["name"] == CLEAN else attack_model(plan, spec, self.get_model, self.defence_options)
             adversarial = craft(model, x, self.labels(job, batch), spec, threads=plan.get("threads"))
-            self.blobs.put(adversarial_key(job, batch, attack), adversarial.cpu().numpy(), [f"defence:{d}" for d in defences])
+            self.blobs.put(adversarial_key(job, batch, attack), adversarial.cpu().numpy(),
+                           [f"defence:{d}" for d in defences], stage="attack")
         return self._finish(marker, clean_key(job, batch), f"attack:{attack}", messages)
 
     def dwt(self, job: str, batch: int, attack: int, defence: str) -> list:
@@ -224,9 +225,9 @@ class Pipeline:
         marker = _k(job, "done", "dwt", batch, attack, defence)
         source = adversarial_key(job, batch, attack)
         if not self._done(marker):
-            x = torch.from_numpy(self.blobs.get(source)).to(self.device)
+            x = torch.from_numpy(self.blobs.get(source, stage="dwt")).to(self.device)
             rec = defend(x, self.defence_options(defence))
-            self.blobs.put(reconstructed_key(job, batch, attack, defence), rec.cpu().numpy(), ["classify"])
+            self.blobs.put(reconstructed_key(job, batch, attack, defence), rec.cpu().numpy(), ["classify"], stage="dwt")
         return self._finish(marker, source, f"defence:{defence}", messages)
 
     def classify(self, job: str, batch: int, attack: int, defence: str) -> list:
@@ -239,7 +240,7 @@ class Pipeline:
         if self._done(marker):  # counts were sent before; the collector drops repeats
             cached = self.redis.get(marker + ":messages")
             return self._finish(marker, source, consumer, json.loads(cached) if cached else [])
-        x = torch.from_numpy(self.blobs.get(source)).to(self.device)
+        x = torch.from_numpy(self.blobs.get(source, stage="classify")).to(self.device)
         y = self.labels(job, batch)
         messages = []
         for config in configs:
@@ -256,7 +257,7 @@ class Pipeline:
             cached = self.redis.get(marker + ":messages")
             return self._finish(marker, clean_key(job, batch), "fused", json.loads(cached) if cached else [])
         plan = self.plan(job)
-        x = _to_float(self.blobs.get(clean_key(job, batch)), self.device)
+        x = _to_float(self.blobs.get(clean_key(job, batch), stage="fused"), self.device)
         cells = evaluate_batch(plan, x, self.labels(job, batch), self.get_model,
                                functools.lru_cache(maxsize=None)(self.defence_options))
         messages = [("collect_cells", {"job": job, "batch": batch, "cells": [list(c) for c in cells]})]
@@ -305,9 +306,9 @@ class Pipeline:
     def add_screen_batch(self, job: str, batch: int, images: np.ndarray) -> list:
         """Store one batch of uint8 NHWC images to screen; return its first message."""
         if self.plan(job).get("mode") == FUSED:
-            self.blobs.put(clean_key(job, batch), images, ["screen_fused"])
+            self.blobs.put(clean_key(job, batch), images, ["screen_fused"], stage="producer")
             return [("screen_fused", {"job": job, "batch": batch})]
-        self.blobs.put(clean_key(job, batch), images, ["screen_dwt", "screen_classify"])
+        self.blobs.put(clean_key(job, batch), images, ["screen_dwt", "screen_classify"], stage="producer")
         return [("screen_dwt", {"job": job, "batch": batch})]
 
     def screen_fused(self, job: str, batch: int) -> list:
@@ -315,7 +316,7 @@ class Pipeline:
         marker = _k(job, "done", "screen_fused", batch)
         if not self._done(marker):
             plan = self.plan(job)
-            x = _to_float(self.blobs.get(clean_key(job, batch)), self.device)
+            x = _to_float(self.blobs.get(clean_key(job, batch), stage="screen_fused"), self.device)
             self._score_batch(job, batch, plan, x, defend(x, self.defence_options(plan["defence"])))
         return self._finish(marker, clean_key(job, batch), "screen_fused",
                             [("screen_collect", {"job": job, "batch": batch})])
@@ -334,9 +335,10 @@ class Pipeline:
         marker = _k(job, "done", "screen_dwt", batch)
         if not self._done(marker):
             plan = self.plan(job)
-            x = _to_float(self.blobs.get(clean_key(job, batch)), self.device)
+            x = _to_float(self.blobs.get(clean_key(job, batch), stage="screen_dwt"), self.device)
             rec = defend(x, self.defence_options(plan["defence"]))
-            self.blobs.put(reconstructed_key(job, batch, 0, plan["defence"]), rec.cpu().numpy(), ["screen_classify"])
+            self.blobs.put(reconstructed_key(job, batch, 0, plan["defence"]), rec.cpu().numpy(), ["screen_classify"],
+                           stage="screen_dwt")
         return self._finish(marker, clean_key(job, batch), "screen_dwt", messages)
 
     def screen_classify(self, job: str, batch: int) -> list:
@@ -345,8 +347,9 @@ class Pipeline:
         rec_key = reconstructed_key(job, batch, 0, plan["defence"])
         marker = _k(job, "done", "screen_classify", batch)
         if not self._done(marker):
-            x = _to_float(self.blobs.get(clean_key(job, batch)), self.device)
-            self._score_batch(job, batch, plan, x, torch.from_numpy(self.blobs.get(rec_key)).to(self.device))
+            x = _to_float(self.blobs.get(clean_key(job, batch), stage="screen_classify"), self.device)
+            rec = torch.from_numpy(self.blobs.get(rec_key, stage="screen_classify")).to(self.device)
+            self._score_batch(job, batch, plan, x, rec)
         messages = [("screen_collect", {"job": job, "batch": batch})]
         self.blobs.release(rec_key, "screen_classify")
         return self._finish(marker, clean_key(job, batch), "screen_classify", messages)
@@ -386,7 +389,7 @@ class Pipeline:
 
     def add_corpus_shard(self, job: str, shard: int, images: np.ndarray, attacks: list[int]) -> list:
         """Store one shard's clean images for the attacks still to run on it."""
-        self.blobs.put(clean_key(job, shard), images, [f"corpus_attack:{a}" for a in attacks])
+        self.blobs.put(clean_key(job, shard), images, [f"corpus_attack:{a}" for a in attacks], stage="producer")
         return [("corpus_attack", {"job": job, "shard": shard, "attack": a}) for a in attacks]
 
     def corpus_attack(self, job: str, shard: int, attack: int) -> list:
@@ -397,7 +400,7 @@ class Pipeline:
             plan = self.plan(job)
             spec = plan["attacks"][attack]
             model = self.get_model(plan["source_model"])
-            x = _to_float(self.blobs.get(clean_key(job, shard)), self.device)
+            x = _to_float(self.blobs.get(clean_key(job, shard), stage="corpus_attack"), self.device)
             y = self.labels(job, shard)
             params = dict(spec.get("params", {}))
             if spec["name"] == "pgd":
@@ -407,7 +410,7 @@ class Pipeline:
             lines = corpus_files.manifest_lines(model, x, adversarial, y, ids, spec, seed=plan["seed"],
                                                 model_sha256=plan["source_model_sha256"])
             key = f"ws:blob:{job}:{shard}:corpus:{attack}"
-            self.blobs.put(key, adversarial.cpu().numpy().astype(plan["dtype"]), ["corpus_collect"])
+            self.blobs.put(key, adversarial.cpu().numpy().astype(plan["dtype"]), ["corpus_collect"], stage="corpus_attack")
             self.redis.set(marker + ":lines", json.dumps(lines), ex=KEEP_JOB_S)
         return self._finish(marker, clean_key(job, shard), f"corpus_attack:{attack}", messages)
 
@@ -419,7 +422,8 @@ class Pipeline:
         key = f"ws:blob:{job}:{shard}:corpus:{attack}"
         if not corpus_files.shard_done(out, spec, shard):
             lines = json.loads(self.redis.get(_k(job, "done", "corpus_attack", shard, attack) + ":lines"))
-            corpus_files.write_shard(out, spec, shard, self.blobs.get(key), np.array([l["label"] for l in lines]),
+            corpus_files.write_shard(out, spec, shard, self.blobs.get(key, stage="corpus_collect"),
+                                     np.array([l["label"] for l in lines]),
                                      [l["id"] for l in lines], lines, plan["dtype"])
         self.blobs.release(key, "corpus_collect")
         new, due = self._corpus_collect(keys=[_k(job, "meta"), _k(job, "cells"),
@@ -446,6 +450,14 @@ class Pipeline:
         errors = [json.loads(e) for e in self.redis.lrange(_k(job, "errors"), 0, -1)]
         return {"job": job, "status": meta["status"], "done": done, "expected": expected, "images": int(meta["images"]),
                 "images_per_s": images_done / elapsed if elapsed > 0 else 0.0, "seconds": elapsed, "errors": errors}
+
+    def traffic(self, job: str) -> dict[str, dict[str, int]]:
+        """Blob bytes each stage of a job wrote to Redis (``in``) and read from it (``out``)."""
+        out: dict[str, dict[str, int]] = {}
+        for field, value in self.redis.hgetall(_k(job, "traffic")).items():
+            stage, direction = field.decode().rsplit(":", 1)
+            out.setdefault(stage, {"in": 0, "out": 0})[direction] = int(value)
+        return out
 
     def cells(self, job: str) -> list[Cell]:
         """The aggregated cells of a job, in plan order."""

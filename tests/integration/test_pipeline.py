@@ -5,6 +5,7 @@ import pytest
 
 from producers import submit as producer
 from shared.evaluation import paper_plan
+from shared.pipeline import Pipeline
 from shared.settings import load as load_settings
 
 from .conftest import local_counts, pipeline_counts, wait_for
@@ -44,6 +45,13 @@ def test_pipeline_counts_equal_local_and_blobs_are_cleaned(redis_client, redis_u
     assert redis_client.info("memory")["used_memory"] - memory_before < 2_000_000
     ran = {k.decode().split(":")[4] for k in redis_client.scan_iter(match=f"ws:job:{job}:done:*")}
     assert ran == ({"fused"} if mode == "fused" else {"attack", "dwt", "classify"})
+    traffic = Pipeline(redis_client).traffic(job)
+    kib_per_image = sum(v["in"] + v["out"] for v in traffic.values()) / 1024 / len(image_set)
+    if mode == "fused":  # the clean batch in and out, nothing else
+        assert set(traffic) == {"producer", "fused"} and traffic["producer"]["in"] == traffic["fused"]["out"]
+        assert kib_per_image < 16
+    else:
+        assert set(traffic) == {"producer", "attack", "dwt", "classify"} and kib_per_image > 100
 
 
 def _redelivered(client):
@@ -73,8 +81,6 @@ def test_kill_9_of_attack_classify_and_collect_workers_loses_and_duplicates_noth
 
 
 def test_collect_counts_a_redelivered_cell_once(redis_client):
-    from shared.pipeline import Pipeline
-
     pipe = Pipeline(redis_client)
     plan = _plan(batch_size=10)
     job = pipe.create_job(plan, np.zeros(10, np.int64))

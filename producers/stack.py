@@ -78,7 +78,9 @@ class Stack:
         # no two processes fight over a core (oversubscribed OpenMP threads stall).
         # Idle OpenMP threads sleep instead of spinning, which would steal the
         # cores another worker is computing on (0.63 -> 0.88 of --local's speed here).
-        extra = {"OMP_WAIT_POLICY": self.env.get("OMP_WAIT_POLICY", "PASSIVE")}
+        # The fused worker computes alone (the staged workers idle during a fused job), so it
+        # keeps OpenMP's default waits, as --local does.
+        extra = {} if queue == "fused" else {"OMP_WAIT_POLICY": self.env.get("OMP_WAIT_POLICY", "PASSIVE")}
         if "WAVESHIELD_TORCH_THREADS" not in self.env:
             # The attack worker gets torch's default for this environment (OMP_NUM_THREADS,
             # else every core), as `evaluate --local` has: both craft on the same threads.

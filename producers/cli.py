@@ -109,7 +109,7 @@ def train(defence, width, epochs, batch_size, seed, data, test_data, name, preci
               "(at the paper's eps and 8/255) to the paper's plan.")
 @click.option("--mode", type=click.Choice(["staged", "fused"]), default=None,
               help="On the workers: each stage on its own queue (staged, the default), or a batch's stages in one "
-                   "task on the fused queue, only counts through Redis (fused).")
+                   "task on the fused queue, only counts through Redis (fused). See docs/scaling.md.")
 def evaluate(spec, data, limit, out, local, adaptive, mode):
     """Reproduce the experiment's accuracy grid: attacks x DWT defences x models.
 

@@ -69,8 +69,9 @@ def test_flower_requires_auth_and_shows_workers_and_finished_tasks(flower, redis
     small = type(sample)(sample.images[:20], sample.labels[:20], sample.ids[:20])
     plan = paper_plan(batch_size=10)
     plan["attacks"] = plan["attacks"][:2]  # clean and FGSM: enough tasks to count
-    job = producer.submit(redis_client, app, plan, small, load_settings())
-    producer.wait(redis_client, job, timeout_s=300)
+    for mode in ("staged", "fused"):  # both modes' tasks show, each on its own queue
+        job = producer.submit(redis_client, app, {**plan, "mode": mode}, small, load_settings())
+        producer.wait(redis_client, job, timeout_s=300)
 
     def finished():
         tasks = _get(f"{flower}/api/tasks?state=SUCCESS", AUTH)

@@ -1,5 +1,7 @@
 """Evaluate jobs through real Celery workers on a real Redis."""
 
+import json
+
 import numpy as np
 import pytest
 
@@ -54,6 +56,15 @@ def test_pipeline_counts_equal_local_and_blobs_are_cleaned(redis_client, redis_u
         assert set(traffic) == {"producer", "attack", "dwt", "classify"} and kib_per_image > 100
 
 
+def _in_flight(client, queue: str, running: bool) -> bool:
+    """Whether a worker of ``queue`` holds an unacknowledged task (that has started, if ``running``)."""
+    for raw in client.hvals("unacked"):
+        message, _exchange, routing_key = json.loads(raw)
+        if routing_key == queue and (not running or client.exists(f"ws:deliveries:{message['headers']['id']}")):
+            return True
+    return False
+
+
 def _redelivered(client):
     return [k for k in client.scan_iter(match="ws:deliveries:*") if int(client.get(k)) > 1]
 
@@ -63,11 +74,10 @@ def test_kill_9_of_attack_classify_and_collect_workers_loses_and_duplicates_noth
     app = _app(redis_url, monkeypatch)
     plan = _plan()
     job = producer.submit(redis_client, app, plan, image_set, load_settings())
-    # Downstream first: with attack dead, the later stages would run dry.
-    for queue in ("collect", "classify", "attack"):
-        # Kill while the worker holds a task it has not acknowledged.
-        wait_for(lambda: any(queue.encode() in v for v in redis_client.hvals("unacked")), 120, 0.005,
-                 f"an unacked {queue} task")
+    # Downstream first: with attack dead, the later stages would run dry. Collect tasks last
+    # milliseconds: it is killed holding one it has received; the others, running one.
+    for queue, running in (("collect", False), ("classify", True), ("attack", True)):
+        wait_for(lambda: _in_flight(redis_client, queue, running), 120, 0.005, f"an unacked {queue} task")
         workers.kill(queue)
     progress_at_kill = int(redis_client.hget(f"ws:job:{job}:meta", "done"))
     for queue in ("attack", "classify", "collect"):

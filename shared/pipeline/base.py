@@ -1,0 +1,97 @@
+"""What every job kind's stages share: the plan, done-markers, progress, traffic, redelivery counts."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+
+import numpy as np
+import torch
+
+from ..blobstore import BlobStore
+from .keys import KEEP_JOB_S, job_key
+from .scripts import _COLLECT, _CORPUS_COLLECT, _SCREEN_COLLECT
+
+
+def _to_float(images_u8: np.ndarray, device) -> torch.Tensor:
+    return torch.from_numpy(images_u8).to(device).permute(0, 3, 1, 2).float().div(255).contiguous()
+
+
+
+class JobStore:
+    """Stage functions over one Redis.
+
+    Parameters
+    ----------
+    redis : redis.Redis
+        Client for blobs, plans and counts.
+    get_model : callable
+        Model name -> network in eval mode on ``device`` (cached by the caller).
+    defence_options : callable
+        Defence name -> reconstruct() options.
+    device : str
+        Where tensors go.
+    blob_ttl_s : int
+        Lifetime of a blob nobody consumes.
+    """
+
+    def __init__(self, redis, *, get_model: Callable | None = None, defence_options: Callable | None = None,
+                 device: str = "cpu", blob_ttl_s: int = 86400):
+        self.redis = redis
+        self.blobs = BlobStore(redis, blob_ttl_s)
+        self.get_model = get_model
+        self.defence_options = defence_options
+        self.device = device
+        self._collect = redis.register_script(_COLLECT)
+        self._screen_collect = redis.register_script(_SCREEN_COLLECT)
+        self._corpus_collect = redis.register_script(_CORPUS_COLLECT)
+
+
+    def plan(self, job: str) -> dict:
+        raw = self.redis.get(job_key(job, "plan"))
+        if raw is None:
+            raise KeyError(f"no job {job!r} in Redis")
+        return json.loads(raw)
+
+    def labels(self, job: str, batch: int) -> torch.Tensor:
+        return torch.tensor(json.loads(self.redis.hget(job_key(job, "labels"), batch)), device=self.device)
+
+    def _done(self, marker: str) -> bool:
+        return bool(self.redis.exists(marker))
+
+    def _finish(self, marker: str, input_key: str, consumer: str, messages: list) -> list:
+        self.redis.set(marker, 1, ex=KEEP_JOB_S)
+        self.blobs.release(input_key, consumer)
+        return messages
+
+    def record_error(self, job: str, where: str, reason: str) -> None:
+        """Note a stage that gave up (bad input, too many redeliveries)."""
+        self.redis.rpush(job_key(job, "errors"), json.dumps({"where": where, "reason": reason, "at": time.time()}))
+
+    def progress(self, job: str) -> dict:
+        """Cells done and expected, images/s, status, errors."""
+        meta = {k.decode(): v.decode() for k, v in self.redis.hgetall(job_key(job, "meta")).items()}
+        if not meta:
+            raise KeyError(f"no job {job!r} in Redis")
+        done, expected = int(meta["done"]), int(meta["expected"])
+        elapsed = float(meta.get("finished", time.time())) - float(meta["started"])
+        images_done = int(meta["images"]) * done / expected if expected else 0
+        errors = [json.loads(e) for e in self.redis.lrange(job_key(job, "errors"), 0, -1)]
+        return {"job": job, "status": meta["status"], "done": done, "expected": expected, "images": int(meta["images"]),
+                "images_per_s": images_done / elapsed if elapsed > 0 else 0.0, "seconds": elapsed, "errors": errors}
+
+    def traffic(self, job: str) -> dict[str, dict[str, int]]:
+        """Blob bytes each stage of a job wrote to Redis (``in``) and read from it (``out``)."""
+        out: dict[str, dict[str, int]] = {}
+        for field, value in self.redis.hgetall(job_key(job, "traffic")).items():
+            stage, direction = field.decode().rsplit(":", 1)
+            out.setdefault(stage, {"in": 0, "out": 0})[direction] = int(value)
+        return out
+
+    def deliveries(self, task_id: str) -> int:
+        """Count one more delivery of a task (for the redelivery cap)."""
+        key = f"ws:deliveries:{task_id}"
+        count = self.redis.incr(key)
+        self.redis.expire(key, KEEP_JOB_S)
+        return int(count)

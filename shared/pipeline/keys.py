@@ -1,0 +1,48 @@
+"""Names in Redis, queues and the lifetime of a finished job: what every job kind shares."""
+
+from __future__ import annotations
+
+RAW = "raw"  # the "defence" of configurations that classify unreconstructed input
+#: The queues, in the order of the data flow; one worker process serves each. ``fused``
+#: runs all of a batch's stages in one task, for jobs in fused mode.
+QUEUES = ("attack", "dwt", "classify", "collect", "fused")
+#: Every task the stages send, and the queue it runs on.
+TASK_QUEUES = {"attack": "attack", "dwt": "dwt", "classify": "classify", "collect": "collect",
+               "fused": "fused", "collect_cells": "collect",
+               "screen_dwt": "dwt", "screen_classify": "classify", "screen_collect": "collect",
+               "screen_fused": "fused", "corpus_attack": "attack", "corpus_collect": "collect"}
+KEEP_JOB_S = 7 * 86400  # how long a finished job's counts stay in Redis
+_JOB_KEYS = ("meta", "plan", "cells", "agg", "labels", "ids", "records", "errors", "traffic")
+
+
+def job_key(job: str, *parts) -> str:
+    """``ws:job:JOB:PART:...``: every key of a job but its blobs."""
+    return ":".join(["ws", "job", job, *map(str, parts)])
+
+
+
+def corpus_output(output_dir, name: str):
+    """The corpus folder ``name`` inside the collector's output directory (no escaping it)."""
+    from pathlib import Path
+
+    relative = Path(name)
+    if relative.is_absolute() or ".." in relative.parts or not relative.parts:
+        raise ValueError(f"corpus name {name!r} must be a relative folder inside the output directory")
+    return Path(output_dir) / relative
+
+
+def records_key(job: str, batch: int) -> str:
+    """Where a screening batch's records wait for the collector."""
+    return job_key(job, "batch_records", batch)
+
+
+def clean_key(job, batch):
+    return f"ws:blob:{job}:{batch}:clean"
+
+
+def adversarial_key(job, batch, attack):
+    return f"ws:blob:{job}:{batch}:adv:{attack}"
+
+
+def reconstructed_key(job, batch, attack, defence):
+    return f"ws:blob:{job}:{batch}:rec:{attack}:{defence}"

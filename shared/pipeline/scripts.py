@@ -1,0 +1,49 @@
+"""The collectors' Lua scripts: record, count and complete, each in one atomic step."""
+
+# Each collector is one script, so that recording a result, counting it and completing
+# the job happen together or not at all: a worker killed at any point leaves either
+# nothing or everything, and its redelivered message, finding the result recorded,
+# still completes a job whose last result it carries.
+#
+# Shared tail: complete the job once every expected result is in (KEYS[1] is the
+# job's meta hash; the other keys get the finished job's lifetime).
+_COMPLETE = """
+local done = tonumber(redis.call('HGET', KEYS[1], 'done') or '-1')
+local expected = tonumber(redis.call('HGET', KEYS[1], 'expected') or '-1')
+if done >= 0 and done >= expected and redis.call('HGET', KEYS[1], 'status') ~= 'complete' then
+  redis.call('HSET', KEYS[1], 'status', 'complete', 'finished', ARGV[1])
+  for i = 1, #KEYS do redis.call('EXPIRE', KEYS[i], ARGV[2]) end
+end
+"""
+# Evaluation: KEYS meta, cells, agg, ...; ARGV finished, keep_s, then per cell: cell, "correct,total",
+# "attack|configuration", correct, total. Returns how many cells were new.
+_COLLECT = """
+local new = 0
+for i = 3, #ARGV, 5 do
+  if redis.call('HSETNX', KEYS[2], ARGV[i], ARGV[i + 1]) == 1 then
+    redis.call('HINCRBY', KEYS[3], ARGV[i + 2] .. '|correct', ARGV[i + 3])
+    redis.call('HINCRBY', KEYS[3], ARGV[i + 2] .. '|total', ARGV[i + 4])
+    redis.call('HINCRBY', KEYS[1], 'done', 1)
+    new = new + 1
+  end
+end
+""" + _COMPLETE + "return new"
+# Screening: KEYS meta, records, ...; ARGV finished, keep_s, batch, records JSON.
+_SCREEN_COLLECT = """
+local new = redis.call('HSETNX', KEYS[2], ARGV[3], ARGV[4])
+if new == 1 then redis.call('HINCRBY', KEYS[1], 'done', 1) end
+""" + _COMPLETE + "return new"
+# Corpus: KEYS meta, cells, corpus shard set; ARGV cell. Completing a corpus writes its
+# manifest first, so the script only says whether that is due: {new, due}.
+_CORPUS_COLLECT = """
+local new = redis.call('HSETNX', KEYS[2], ARGV[1], 1)
+if new == 1 then
+  redis.call('SADD', KEYS[3], ARGV[1])
+  redis.call('HINCRBY', KEYS[1], 'done', 1)
+end
+local done = tonumber(redis.call('HGET', KEYS[1], 'done') or '-1')
+local expected = tonumber(redis.call('HGET', KEYS[1], 'expected') or '-1')
+local due = done >= 0 and done >= expected and redis.call('HGET', KEYS[1], 'status') ~= 'complete'
+return {new, due and 1 or 0}
+"""
+#: The keys of a job that outlive it by KEEP_JOB_S (done-markers carry their own expiry).

@@ -20,20 +20,9 @@ def _to_float(images_u8: np.ndarray, device) -> torch.Tensor:
 
 
 class JobStore:
-    """Stage functions over one Redis.
+    """A job's plan, markers and counts in one Redis; the base of every job kind's stages.
 
-    Parameters
-    ----------
-    redis : redis.Redis
-        Client for blobs, plans and counts.
-    get_model : callable
-        Model name -> network in eval mode on ``device`` (cached by the caller).
-    defence_options : callable
-        Defence name -> reconstruct() options.
-    device : str
-        Where tensors go.
-    blob_ttl_s : int
-        Lifetime of a blob nobody consumes.
+    The parameters are :class:`shared.pipeline.Pipeline`'s.
     """
 
     def __init__(self, redis, *, get_model: Callable | None = None, defence_options: Callable | None = None,

@@ -118,6 +118,7 @@ def evaluate(spec, data, limit, out, local, adaptive, mode):
     from producers.local import run_evaluation
     from producers.stack import resolve_redis_url
 
+    from shared.evaluation import paper_plan
     from shared.spec import load_spec
 
     cfg = settings_mod.load()
@@ -125,12 +126,8 @@ def evaluate(spec, data, limit, out, local, adaptive, mode):
     if adaptive:
         if spec:
             raise ValueError("--adaptive extends the built-in plan; in a spec, give attacks a 'through' instead")
-        from shared.evaluation import paper_plan
-
         plan = paper_plan(adaptive=True)
     if mode:
-        from shared.evaluation import paper_plan
-
         plan = {**(plan or paper_plan()), "mode": mode}
     redis_url = None if local else resolve_redis_url(cfg.redis_url)
     if not local and redis_url is None:

@@ -112,8 +112,8 @@ def _in_process(plan, image_set, settings):
         torch.set_num_threads(settings.torch_threads)
     x, y = image_set.to_tensor(), torch.from_numpy(image_set.labels)
     with click.progressbar(length=len(x), label="evaluating", file=sys.stderr) as bar:
-        return evaluate_local(plan, x, y, ModelStore(settings.weights_dir, device).get, lambda name: defences.get(name, settings.weights_dir),
-                              device=device, progress=bar.update)
+        return evaluate_local(plan, x, y, ModelStore(settings.weights_dir, device).get,
+                              lambda name: defences.get(name, settings.weights_dir), device=device, progress=bar.update)
 
 
 def _on_workers(plan, image_set, settings, redis_url):

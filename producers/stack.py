@@ -13,6 +13,7 @@ from pathlib import Path
 from shared.pipeline import QUEUES
 
 from .redis_server import EmbeddedRedis, reachable
+
 STATE = Path.home() / ".cache" / "waveshield" / "up.json"  # where `up` tells other commands its Redis
 
 

@@ -191,7 +191,7 @@ def train(
     log = {"recipe": asdict(recipe), "precision": str(amp).removeprefix("torch.") if amp else "fp32", "epochs": []}
     start_epoch = _resume(Path(checkpoint), model, optimizer, recipe, log)
     with convolution_backend(recipe.width, device) as onednn:
-        log["convolutions"] = "oneDNN" if onednn and device.startswith("cpu") else "native"
+        log["convolutions"] = ("oneDNN" if onednn else "native") if device.startswith("cpu") else "cuDNN"
         _run_epochs(model, optimizer, x, y, recipe, log, range(start_epoch, recipe.epochs), device=device, amp=amp,
                     checkpoint=Path(checkpoint), progress=progress, stop_after_epoch=stop_after_epoch)
     optimizer.zero_grad(set_to_none=True)  # hand back a model without stale gradients

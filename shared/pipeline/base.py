@@ -36,7 +36,6 @@ class JobStore:
         self._screen_collect = redis.register_script(_SCREEN_COLLECT)
         self._corpus_collect = redis.register_script(_CORPUS_COLLECT)
 
-
     def plan(self, job: str) -> dict:
         raw = self.redis.get(job_key(job, "plan"))
         if raw is None:
@@ -49,7 +48,17 @@ class JobStore:
     def _done(self, marker: str) -> bool:
         return bool(self.redis.exists(marker))
 
-    def _finish(self, marker: str, input_key: str, consumer: str, messages: list) -> list:
+    def _sent_before(self, marker: str) -> list | None:
+        """The messages a finished stage sent (it is being redelivered), or None on its first run."""
+        if not self._done(marker):
+            return None
+        cached = self.redis.get(marker + ":messages")
+        return json.loads(cached) if cached else []
+
+    def _finish(self, marker: str, input_key: str, consumer: str, messages: list, *, remember: bool = False) -> list:
+        """Set the stage's done-marker (keeping its messages for a redelivery if ``remember``), release its input."""
+        if remember:
+            self.redis.set(marker + ":messages", json.dumps(messages), ex=KEEP_JOB_S)
         self.redis.set(marker, 1, ex=KEEP_JOB_S)
         self.blobs.release(input_key, consumer)
         return messages

@@ -81,9 +81,9 @@ class EvaluateStages(JobStore):
         marker = job_key(job, "done", "classify", batch, attack, defence)
         source = adversarial_key(job, batch, attack) if defence == RAW else reconstructed_key(job, batch, attack, defence)
         consumer = f"defence:{RAW}" if defence == RAW else "classify"
-        if self._done(marker):  # counts were sent before; the collector drops repeats
-            cached = self.redis.get(marker + ":messages")
-            return self._finish(marker, source, consumer, json.loads(cached) if cached else [])
+        sent = self._sent_before(marker)
+        if sent is not None:  # counts were sent before; the collector drops repeats
+            return self._finish(marker, source, consumer, sent)
         x = torch.from_numpy(self.blobs.get(source, stage="classify")).to(self.device)
         y = self.labels(job, batch)
         messages = []
@@ -91,22 +91,20 @@ class EvaluateStages(JobStore):
             correct = int((classify(self.get_model(config["model"]), x) == y).sum())
             messages.append(("collect", {"job": job, "batch": batch, "attack": attack,
                                          "configuration": configuration_id(config), "correct": correct, "total": len(y)}))
-        self.redis.set(marker + ":messages", json.dumps(messages), ex=KEEP_JOB_S)
-        return self._finish(marker, source, consumer, messages)
+        return self._finish(marker, source, consumer, messages, remember=True)
 
     def fused(self, job: str, batch: int) -> list:
         """Every stage of one batch in this process (attack, DWT, classify); only its counts go on, in one message."""
         marker = job_key(job, "done", "fused", batch)
-        if self._done(marker):  # counts were sent before; the collector drops repeats
-            cached = self.redis.get(marker + ":messages")
-            return self._finish(marker, clean_key(job, batch), "fused", json.loads(cached) if cached else [])
+        sent = self._sent_before(marker)
+        if sent is not None:  # counts were sent before; the collector drops repeats
+            return self._finish(marker, clean_key(job, batch), "fused", sent)
         plan = self.plan(job)
         x = _to_float(self.blobs.get(clean_key(job, batch), stage="fused"), self.device)
         cells = evaluate_batch(plan, x, self.labels(job, batch), self.get_model,
                                functools.lru_cache(maxsize=None)(self.defence_options))
         messages = [("collect_cells", {"job": job, "batch": batch, "cells": [list(c) for c in cells]})]
-        self.redis.set(marker + ":messages", json.dumps(messages), ex=KEEP_JOB_S)
-        return self._finish(marker, clean_key(job, batch), "fused", messages)
+        return self._finish(marker, clean_key(job, batch), "fused", messages, remember=True)
 
     def collect(self, job: str, batch: int, attack: int, configuration: str, correct: int, total: int) -> bool:
         """Record one cell exactly once; the job completes with its last cell. True if newly counted."""

@@ -35,14 +35,9 @@ def plan():
     return {**paper_plan(batch_size=25), "threads": 1}
 
 
-def _own_redis(appendonly: bool):
-    server = EmbeddedRedis(appendonly=appendonly).start()
-    return server
-
-
 @pytest.fixture()
 def aof_redis():
-    server = _own_redis(appendonly=True)
+    server = EmbeddedRedis(appendonly=True).start()
     yield server
     if server.process is not None:
         os.kill(server.process.pid, signal.SIGCONT)  # in case a test left it paused
@@ -51,7 +46,7 @@ def aof_redis():
 
 @pytest.fixture()
 def plain_redis():
-    server = _own_redis(appendonly=False)
+    server = EmbeddedRedis().start()
     yield server
     server.stop()
 

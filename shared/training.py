@@ -45,6 +45,7 @@ class Recipe:
     weight_decay: float = 5e-4  # L2 on every weight, per step, scaled by lr
     label_smoothing: float = 0.1  # softens targets; a point or so of accuracy at short schedules
     crop_pad: int = 4  # pixels of reflection padding for the random crop
+    augment: bool = True  # random crop and flip each batch; False trains on the images as they are
     seed: int = 0  # seeds initialisation, shuffling and augmentation
     defence: dict | None = field(default=None)  # reconstruct() options for the DWT copies; None = standard model
     precision: str = "auto"  # "auto" (bf16 where supported), "bf16" or "fp32"
@@ -210,7 +211,8 @@ def _run_epochs(model, optimizer, x, y, recipe: Recipe, log: dict, epochs: range
         loss_sum, started = 0.0, time.perf_counter()
         for i, s in enumerate(_chunks(len(x), recipe.batch_size)):
             idx = order[s]
-            batch = augment(x[idx], generator, recipe.crop_pad).to(device).contiguous(memory_format=torch.channels_last)
+            batch = augment(x[idx], generator, recipe.crop_pad) if recipe.augment else x[idx]
+            batch = batch.to(device).contiguous(memory_format=torch.channels_last)
             target = y[idx].to(device)
             lr = learning_rate(epoch * steps_per_epoch + i, total, recipe)
             for group in optimizer.param_groups:
@@ -244,8 +246,8 @@ def model_card(model, log: dict, recipe: Recipe, *, train_source: str, train_ima
     x_test, y_test = test_set.to_tensor(), torch.from_numpy(test_set.labels)
     card = {
         "training_data": {"source": train_source, "images": train_images, "dwt_copies": options is not None},
-        "transform": "random crop (4 px reflection padding) + horizontal flip"
-                     + ("; originals plus their DWT reconstructions" if options else ""),
+        "transform": (f"random crop ({recipe.crop_pad} px reflection padding) + horizontal flip" if recipe.augment
+                      else "no augmentation") + ("; originals plus their DWT reconstructions" if options else ""),
         "defence": options,
         "epochs": recipe.epochs, "seed": recipe.seed, "recipe": log["recipe"], "precision": log["precision"],
         "device": device, "convolutions": log["convolutions"],

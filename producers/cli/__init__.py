@@ -1,0 +1,66 @@
+"""The ``waveshield`` command line: parsing and printing only.
+
+Commands live by what they work on: :mod:`.models` (train, tune, calibrate),
+:mod:`.jobs` (evaluate, demo, up, status, report) and :mod:`.screening`
+(screen, results, corpus); the work itself is in ``producers`` and ``shared``.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+
+from shared import settings as settings_mod
+
+# Mistakes a user can make (bad option, missing file, unreachable service):
+# one clear line and exit status 2, never a traceback.
+_USER_ERRORS = (ValueError, FileNotFoundError, ConnectionError)
+
+
+class _Group(click.Group):
+    def invoke(self, ctx):
+        from redis.exceptions import ConnectionError as RedisConnectionError, TimeoutError as RedisTimeoutError
+
+        from producers.submit import JobFailed
+
+        try:
+            return super().invoke(ctx)
+        except _USER_ERRORS as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(2)
+        except (RedisConnectionError, RedisTimeoutError) as exc:  # past the retry window
+            window = settings_mod.load().redis_retry_s
+            click.echo(f"error: lost Redis for more than {window} s (WAVESHIELD_REDIS_RETRY): {exc}", err=True)
+            sys.exit(1)
+        except JobFailed as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(1)
+
+
+@click.group(cls=_Group)
+@click.version_option(package_name="waveshield")
+def main():
+    """Screen images for adversarial manipulation and measure DWT defences."""
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
+def config(as_json):
+    """Print the settings read from the environment."""
+    current = settings_mod.load()
+    click.echo(json.dumps(current.as_dict(), indent=2) if as_json else current.as_text())
+
+
+def _register() -> None:
+    # One module per command group; the group only dispatches and turns errors into one line.
+    from . import jobs, models, screening
+
+    for module in (models, jobs, screening):
+        for command in vars(module).values():
+            if isinstance(command, click.Command):
+                main.add_command(command)
+
+
+_register()

@@ -1,0 +1,5 @@
+"""``python -m producers.cli``: the waveshield command line."""
+
+from . import main
+
+main()

@@ -1,0 +1,129 @@
+"""Commands that prepare models and defences: train, tune, calibrate."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from shared import settings as settings_mod
+
+
+@click.command()
+@click.option("--defence", type=click.Choice(["none", "haar", "daubechies"]), default="none", show_default=True,
+              help="none = the standard model; haar/daubechies = trained on originals + their DWT copies.")
+@click.option("--width", default=16, show_default=True, help="ResNet18 width (64 = the standard ResNet18).")
+@click.option("--epochs", default=30, show_default=True, help="Passes over the training set (DWT copies included).")
+@click.option("--batch-size", default=256, show_default=True)
+@click.option("--seed", default=0, show_default=True)
+@click.option("--data", default="cifar10:train", show_default=True, help="Training set: folder, zip, npz or cifar10:train.")
+@click.option("--test-data", default="cifar10:test", show_default=True, help="Held-out set for the card's accuracy.")
+@click.option("--name", default=None, help="Checkpoint name in the weights directory [default: standard/haar/daubechies].")
+@click.option("--precision", type=click.Choice(["auto", "bf16", "fp32"]), default="auto", show_default=True)
+@click.option("--label-smoothing", default=0.1, show_default=True, type=click.FloatRange(0, 1, max_open=True),
+              help="Target smoothing of the cross-entropy loss (0 = hard labels).")
+@click.option("--augment/--no-augment", default=True, show_default=True, help="Random crop and flip every batch.")
+@click.option("--limit", type=int, default=None, help="Use only the first N training images (smoke runs).")
+@click.option("--stop-after", type=int, default=None, help="Stop after this epoch, as an interruption would.")
+def train(defence, width, epochs, batch_size, seed, data, test_data, name, precision, label_smoothing, augment, limit,
+          stop_after):
+    """Train a CIFAR ResNet18 and write safetensors + model card to the weights directory.
+
+    Resumable: rerun the same command after an interruption and it continues
+    from the last finished epoch.
+    """
+    from shared import defences, models
+    from shared.data import load_images
+    from shared.training import Recipe, model_card
+    from shared.training import train as run_training
+
+    cfg = settings_mod.load()
+    device = settings_mod.resolve_device(cfg.device)
+    name = name or ("standard" if defence == "none" else defence)
+    options = None if defence == "none" else defences.get(defence, cfg.weights_dir)
+    recipe = Recipe(width=width, epochs=epochs, batch_size=batch_size, seed=seed, defence=options, precision=precision,
+                    label_smoothing=label_smoothing, augment=augment)
+    train_set = load_images(data, limit=limit)
+    test_set = load_images(test_data)
+    click.echo(f"training {name}: {len(train_set)} images from {data}" + (f" + DWT copies ({options['wavelet']})" if options else "")
+               + f", width {width}, {epochs} epochs, on {device}")
+    checkpoint = cfg.checkpoint_dir / f"{name}.safetensors"
+    started = time.perf_counter()
+    model, log = run_training(train_set, recipe, checkpoint=checkpoint, device=device, progress=_EpochProgress(),
+                              stop_after_epoch=stop_after)
+    if stop_after is not None and stop_after < epochs:
+        click.echo(f"stopped after epoch {stop_after}; rerun the same command to resume from {checkpoint}")
+        return
+    card = model_card(model, log, recipe, train_source=str(data), train_images=len(train_set), test_set=test_set,
+                      test_source=str(test_data), device=device, seconds=time.perf_counter() - started)
+    out = cfg.weights_dir / f"{name}.safetensors"
+    models.save(model, out, card)
+    click.echo(f"wrote {out} (test accuracy {card['test_accuracy']:.4f})")
+
+
+@click.command()
+@click.option("--data", default="sample", show_default=True, help="Labelled images to tune on.")
+@click.option("--n", "n", default=256, show_default=True, help="Number of images.")
+@click.option("--min-psnr", default=30.0, show_default=True, help="Clean PSNR a setting must keep (dB).")
+@click.option("--wavelets", default=",".join(("haar", "db2", "db3", "db4", "sym4")), show_default=True,
+              help="Comma-separated wavelets to sweep.")
+@click.option("--objective", type=click.Choice(["attenuation", "gain"]), default="attenuation", show_default=True,
+              help="What to maximise above the PSNR threshold (see tune.md).")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Table directory [default: $WAVESHIELD_OUTPUT_DIR/tune].")
+def tune(data, n, min_psnr, wavelets, objective, out):
+    """Choose the Haar and Daubechies DWT settings by PSNR/MSE; write defences.json for train and evaluate."""
+    from producers.tune import run_tune
+
+    cfg = settings_mod.load()
+    out = out or cfg.output_dir / "tune"
+    chosen = run_tune(data=data, n=n, out=out, settings=cfg, min_psnr=min_psnr, objective=objective,
+                      wavelets=tuple(w.strip() for w in wavelets.split(",") if w.strip()))
+    for family, row in chosen.items():
+        click.echo(f"{family}: {row['wavelet']} levels={row['levels']} {row['mode']} {row['method']} "
+                   f"sigma x{row['sigma_scale']}{' YCbCr' if row['convert2ycbcr'] else ''}: clean PSNR "
+                   f"{row['clean_psnr']:.2f} dB, mean attenuation {row['mean_attenuation']:+.2f} dB, "
+                   f"mean gain {row['mean_gain']:+.2f} dB")
+    click.echo(f"table: {out / 'tune.md'}; settings: {cfg.weights_dir / 'defences.json'}")
+
+
+@click.command()
+@click.option("--data", default="sample", show_default=True, help="Labelled clean images.")
+@click.option("--n", "n", default=1000, show_default=True, help="Number of images.")
+@click.option("--fpr", default=0.05, show_default=True, help="False-positive rate allowed on clean images.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Where calibration.md goes [default: $WAVESHIELD_OUTPUT_DIR/calibrate].")
+def calibrate(data, n, fpr, out):
+    """Set the screening flag's threshold at a false-positive rate; report detection per attack."""
+    from producers.calibrate import run_calibration
+
+    cfg = settings_mod.load()
+    out = out or cfg.output_dir / "calibrate"
+    result = run_calibration(data=data, n=n, fpr=fpr, settings=cfg, out=out)
+    click.echo(f"threshold {result['threshold']:.4f} (false positives on clean: {100 * result['measured_fpr']:.1f} %)")
+    for attack, rate in result["detection"].items():
+        click.echo(f"  {attack}: {100 * rate:.1f} % flagged ({100 * result['detection_of_fooling'][attack]:.1f} % "
+                   "of those that fool the standard model)")
+    click.echo(f"settings: {cfg.weights_dir / 'screening.json'}; table: {out / 'calibration.md'}")
+
+
+class _EpochProgress:
+    """Training progress: a live bar on a terminal, and one line per finished epoch."""
+
+    def __init__(self):
+        self.bar = None
+
+    def __call__(self, p: dict) -> None:
+        if sys.stdout.isatty():
+            if self.bar is None or p["step"] == 1:
+                self.bar = click.progressbar(length=p["steps"], label=f"epoch {p['epoch']}/{p['epochs']}",
+                                             item_show_func=lambda s: s)
+                self.bar.__enter__()
+            self.bar.update(1, f"loss {p['loss']:.3f} acc {p['acc']:.3f}")
+        if p["step"] == p["steps"]:
+            if self.bar is not None:
+                self.bar.__exit__(None, None, None)
+                self.bar = None
+            click.echo(f"epoch {p['epoch']}/{p['epochs']}: loss {p['loss']:.4f}, train accuracy {p['acc']:.4f}")

@@ -9,10 +9,9 @@ from pathlib import Path
 
 import click
 import numpy as np
-import torch
 
 from shared import defences, screening
-from shared.data import ImageSet
+from shared.data import ImageSet, to_float_nchw
 from shared.evaluation import MODES, defend
 from shared.models import CIFAR10_CLASSES
 from shared.model_store import ModelStore
@@ -40,7 +39,7 @@ def screen_local(image_set: ImageSet, settings: Settings, batch_size: int = 256)
     out = []
     with click.progressbar(length=len(image_set), label="screening", file=sys.stderr) as bar:
         for start in range(0, len(image_set), batch_size):
-            x = torch.from_numpy(image_set.images[start:start + batch_size]).to(device).permute(0, 3, 1, 2).float() / 255
+            x = to_float_nchw(image_set.images[start:start + batch_size], device)
             p_raw, p_def, suspicion = screening.score(load(chosen["raw_model"]), load(chosen["defended_model"]), x,
                                                       defend(x, options))
             out += screening.records(image_set.ids[start:start + batch_size], p_raw, p_def, suspicion,

@@ -29,26 +29,39 @@ MIRROR = Path(os.path.relpath(ROOT.parent / "shared/datasets/cifar10-jpeg", ROOT
 TRAIN_DATA = os.environ.get("WAVESHIELD_TRAIN_DATA", str(MIRROR / "train.zip"))
 TEST_DATA = os.environ.get("WAVESHIELD_TEST_DATA", str(MIRROR / "test.zip"))
 
+#: The variants' weights and cards, beside (not among) the shipped models.
+ABLATION_WEIGHTS = ROOT / "weights" / "ablation"
 #: name -> (what changes, extra `waveshield train` options). "standard" is the shipped model.
 VARIANTS = {
     "standard": ("shipped recipe", []),
-    "standard-ls0": ("no label smoothing", ["--label-smoothing", "0"]),
     "standard-short": ("6 epochs instead of 30", ["--epochs", "6"]),
     "standard-noaug": ("no crop / flip", ["--no-augment"]),
+    "standard-ls0": ("no label smoothing", ["--label-smoothing", "0"]),
 }
+
+
+def weights_dir(name: str) -> Path:
+    """Where a variant's weights are: the shipped folder for the shipped model, else the ablation's."""
+    return ROOT / "weights" if name == "standard" else ABLATION_WEIGHTS
+
+
+def waveshield(args: list[str], name: str) -> None:
+    """Run a waveshield command with the variant's weights folder."""
+    env = {**os.environ, "WAVESHIELD_WEIGHTS_DIR": str(weights_dir(name))}
+    subprocess.run(WAVESHIELD + args, cwd=ROOT, env=env, check=True)
 
 
 def train(names: list[str]) -> None:
     """Train every named variant whose weights are missing (resuming a checkpoint when one matches)."""
+    ABLATION_WEIGHTS.mkdir(parents=True, exist_ok=True)
     for name in names:
-        if (ROOT / "weights" / f"{name}.safetensors").exists():
+        if (weights_dir(name) / f"{name}.safetensors").exists():
             print(f"{name}: already trained", flush=True)
             continue
         _, options = VARIANTS[name]
-        cmd = WAVESHIELD + ["train", "--defence", "none", "--name", name, "--data", TRAIN_DATA, "--test-data", TEST_DATA,
-                            *options]
-        print(" ".join(cmd[2:]), flush=True)
-        subprocess.run(cmd, cwd=ROOT, check=True)
+        args = ["train", "--defence", "none", "--name", name, "--data", TRAIN_DATA, "--test-data", TEST_DATA, *options]
+        print("waveshield " + " ".join(args), flush=True)
+        waveshield(args, name)
 
 
 def spec_for(name: str) -> dict:
@@ -63,14 +76,14 @@ def evaluate(names: list[str], limit: int, out: Path) -> dict:
     """Attack each variant on ``limit`` test images; return (and write) its accuracies and card facts."""
     results = json.loads(out.read_text()) if out.exists() else {}
     for name in names:
-        card = json.loads((ROOT / "weights" / f"{name}.json").read_text())
+        card = json.loads((weights_dir(name) / f"{name}.json").read_text())
         folder = out.parent / "ablation" / name
         folder.mkdir(parents=True, exist_ok=True)
         spec = folder / "spec.json"
         spec.write_text(json.dumps(spec_for(name), indent=2))
         started = time.perf_counter()
-        subprocess.run(WAVESHIELD + ["evaluate", "--local", "--spec", str(spec), "--data", TEST_DATA,
-                                     "--limit", str(limit), "--out", str(folder)], cwd=ROOT, check=True)
+        waveshield(["evaluate", "--local", "--spec", str(spec), "--data", TEST_DATA, "--limit", str(limit),
+                    "--out", str(folder)], name)
         report = json.loads((folder / "report.json").read_text())
         cells = {c["attack"]: c for c in report["cells"]}
         results[name] = {
@@ -93,7 +106,7 @@ def torchattacks_fgsm(name: str, limit: int) -> dict:
     from shared.data import load_images
     from shared.model_store import ModelStore
 
-    model = ModelStore(ROOT / "weights").get(name)
+    model = ModelStore(weights_dir(name)).get(name)
     images = load_images(TEST_DATA, limit=limit)  # the same class-balanced prefix evaluate takes
     x, y = images.to_tensor(), torch.from_numpy(images.labels)
     out = {}

@@ -1,8 +1,13 @@
-"""Image sets: every source a user may hand in, decoded to one uint8 batch.
+"""Image sets: every source a user may hand in, decoded to one NHWC batch.
+
+Encoded image files decode to uint8. A float ``.npz`` (an adversarial corpus
+shard, say) stays float32: rounding it to 8 bits would erase a perturbation
+of less than 1/255, and the set evaluated would not be the set generated.
 
 ``load_images`` reads a directory (class sub-folders = labels, or flat), a
 ``.zip`` of the same layouts (read in place, never extracted), a ``.npz``
-(``x`` uint8 NHWC or float in [0, 1], optional ``y``), a single image file,
+(``x`` uint8 or float in [0, 1], NHWC or NCHW as a corpus shard stores it;
+optional ``y`` labels and ``ids``), a single image file,
 or canonical CIFAR-10 through torchvision (``cifar10:test`` /
 ``cifar10:train``; downloaded only when asked). An item that cannot be read
 becomes an :class:`ItemError` and the rest of the set goes on.
@@ -13,60 +18,21 @@ from __future__ import annotations
 import io
 import warnings
 import zipfile
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps
 
+from .array_sources import load_npz, load_torchvision_cifar10
+from .image_set import ImageSet, ItemError, iter_batches, to_float_nchw
 from .models import CIFAR10_CLASSES
+
+__all__ = ["ImageSet", "ItemError", "decode_image", "iter_batches", "load_images", "load_many", "to_float_nchw"]
 
 #: Where the embedded demo set lives: 100 test images per CIFAR-10 class.
 SAMPLE_ZIP = Path(__file__).resolve().parent / "assets" / "cifar10-test-sample.zip"
 # Folders that archivers and file managers add; never images.
 _SKIP_NAMES = {"__MACOSX", ".DS_Store", "Thumbs.db", "desktop.ini"}
-
-
-@dataclass
-class ItemError:
-    """An item of a set that could not be read, and why."""
-
-    id: str
-    reason: str
-
-
-@dataclass
-class ImageSet:
-    """A decoded image set.
-
-    Attributes
-    ----------
-    images : numpy.ndarray
-        uint8, N x size x size x 3 (NHWC, RGB).
-    labels : numpy.ndarray or None
-        int64 indices into ``classes``, or None for an unlabelled set.
-    ids : list of str
-        One id per image (path inside the source, or ``file.npz[i]``).
-    errors : list of ItemError
-        Items that could not be read; they are not in ``images``.
-    classes : list of str
-        Class names the labels index.
-    """
-
-    images: np.ndarray
-    labels: np.ndarray | None
-    ids: list[str]
-    errors: list[ItemError] = field(default_factory=list)
-    classes: list[str] = field(default_factory=lambda: list(CIFAR10_CLASSES))
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def to_tensor(self):
-        """The images as a float32 N x 3 x H x W torch tensor in [0, 1]."""
-        import torch
-
-        return torch.from_numpy(self.images).permute(0, 3, 1, 2).float().div_(255.0).contiguous()
 
 
 def load_images(source, *, size: int = 32, classes=None, limit: int | None = None, download: bool = False) -> ImageSet:
@@ -102,7 +68,7 @@ def load_images(source, *, size: int = 32, classes=None, limit: int | None = Non
     if text == "sample":
         source = text = str(SAMPLE_ZIP)
     if text.startswith("cifar10:"):
-        return _load_torchvision_cifar10(text.split(":", 1)[1], size, limit, download)
+        return load_torchvision_cifar10(text.split(":", 1)[1], size, limit, download)
     path = Path(source)
     if path.is_dir():
         members = [(p.relative_to(path).as_posix(), p.read_bytes) for p in sorted(path.rglob("*")) if p.is_file()]
@@ -110,7 +76,7 @@ def load_images(source, *, size: int = 32, classes=None, limit: int | None = Non
     if not path.is_file():
         raise ValueError(f"no such file or directory: {path}")
     if path.suffix.lower() == ".npz":
-        return _load_npz(path, size, limit)
+        return load_npz(path, size, limit)
     if zipfile.is_zipfile(path):
         with zipfile.ZipFile(path) as archive:
             members = [(info.filename, _zip_reader(archive, info)) for info in archive.infolist() if not info.is_dir()]
@@ -222,65 +188,6 @@ def _balanced_prefix(members, folders, limit):
     return [m for m, _ in picked], [f for _, f in picked]
 
 
-def _load_npz(path: Path, size: int, limit) -> ImageSet:
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            if "x" not in npz:
-                raise ValueError(f"{path.name}: an npz image set needs an array 'x' (found {', '.join(npz.files) or 'none'})")
-            x = npz["x"][:limit]
-            y = npz["y"][:limit] if "y" in npz else None
-    except (OSError, zipfile.BadZipFile) as exc:
-        raise ValueError(f"{path.name}: not a readable npz file ({exc})") from None
-    if x.ndim == 3:
-        x = x[..., None]
-    if x.ndim != 4 or x.shape[-1] not in (1, 3, 4):
-        raise ValueError(f"{path.name}: 'x' must be N x H x W x C (C = 1, 3 or 4), got shape {x.shape}")
-    if x.dtype != np.uint8:
-        if not np.issubdtype(x.dtype, np.floating) or x.size and (np.nanmin(x) < 0 or np.nanmax(x) > 1):
-            raise ValueError(f"{path.name}: 'x' must be uint8 or float in [0, 1], got {x.dtype}")
-        x = np.clip(np.nan_to_num(x) * 255.0 + 0.5, 0, 255).astype(np.uint8)
-    x = np.repeat(x, 3, axis=-1) if x.shape[-1] == 1 else x[..., :3]
-    if x.shape[1:3] != (size, size):
-        x = np.stack([np.asarray(Image.fromarray(im).resize((size, size), Image.Resampling.LANCZOS)) for im in x])
-    if y is not None and len(y) != len(x):
-        raise ValueError(f"{path.name}: 'y' has {len(y)} labels for {len(x)} images")
-    ids = [f"{path.name}[{i}]" for i in range(len(x))]
-    labels = None if y is None else np.asarray(y, np.int64)
-    return ImageSet(np.ascontiguousarray(x), labels, ids)
-
-
-def _load_torchvision_cifar10(split: str, size: int, limit, download: bool) -> ImageSet:
-    if split not in ("train", "test"):
-        raise ValueError(f"unknown CIFAR-10 split {split!r}; valid: train, test")
-    from torchvision.datasets import CIFAR10
-
-    from .settings import load as load_settings
-
-    root = load_settings().data_dir
-    try:
-        ds = CIFAR10(str(root), train=split == "train", download=download)
-    except RuntimeError:
-        raise ValueError(
-            f"canonical CIFAR-10 is not in {root}; pass --download to fetch it, "
-            "or point --data at a folder, zip or npz"
-        ) from None
-    x, y = ds.data[:limit], np.asarray(ds.targets[:limit], np.int64)
-    if size != 32:
-        x = np.stack([np.asarray(Image.fromarray(im).resize((size, size), Image.Resampling.LANCZOS)) for im in x])
-    ids = [f"cifar10-{split}[{i}]" for i in range(len(x))]
-    return ImageSet(np.ascontiguousarray(x), y, ids)
-
-
-def iter_batches(n: int, batch_size: int):
-    """Yield ``slice`` objects that cover ``range(n)`` in batches."""
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    for start in range(0, n, batch_size):
-        yield slice(start, min(start + batch_size, n))
-
-
-
-
 def load_many(sources, *, size: int = 32) -> ImageSet:
     """Read several sources (folders, zips, npz files, image files or glob patterns) as one unlabelled set.
 
@@ -308,5 +215,7 @@ def load_many(sources, *, size: int = 32) -> ImageSet:
             errors += [ItemError(prefix + e.id if prefix else match, e.reason) for e in part.errors]
             parts.append(part)
     images = [p.images for p in parts if len(p)]
+    if len({i.dtype for i in images}) > 1:  # 8-bit and float sources together: all float, none rounded
+        images = [i.astype(np.float32) / np.float32(255) if i.dtype == np.uint8 else i for i in images]
     return ImageSet(np.concatenate(images) if images else np.zeros((0, size, size, 3), np.uint8), None,
                     [i for p in parts for i in p.ids], errors)

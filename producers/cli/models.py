@@ -36,7 +36,8 @@ def train(defence, width, epochs, batch_size, seed, data, test_data, name, preci
     """
     from shared import defences, models
     from shared.data import load_images
-    from shared.training import Recipe, model_card
+    from shared.model_card import model_card
+    from shared.training import Recipe
     from shared.training import train as run_training
 
     cfg = settings_mod.load()

@@ -6,16 +6,11 @@ import json
 import time
 from collections.abc import Callable
 
-import numpy as np
 import torch
 
 from ..blobstore import BlobStore
 from .keys import KEEP_JOB_S, job_key
 from .scripts import _COLLECT, _CORPUS_COLLECT, _SCREEN_COLLECT
-
-
-def _to_float(images_u8: np.ndarray, device) -> torch.Tensor:
-    return torch.from_numpy(images_u8).to(device).permute(0, 3, 1, 2).float().div(255).contiguous()
 
 
 

@@ -10,7 +10,8 @@ import numpy as np
 
 from .. import corpus as corpus_files
 from ..evaluation import craft, validate_plan
-from .base import JobStore, _to_float
+from ..data import to_float_nchw
+from .base import JobStore
 from .keys import _JOB_KEYS, KEEP_JOB_S, clean_key, corpus_output, job_key
 
 
@@ -48,7 +49,7 @@ class CorpusStages(JobStore):
             plan = self.plan(job)
             spec = plan["attacks"][attack]
             model = self.get_model(plan["source_model"])
-            x = _to_float(self.blobs.get(clean_key(job, shard), stage="corpus_attack"), self.device)
+            x = to_float_nchw(self.blobs.get(clean_key(job, shard), stage="corpus_attack"), self.device)
             y = self.labels(job, shard)
             params = dict(spec.get("params", {}))
             if spec["name"] == "pgd":

@@ -12,7 +12,8 @@ import torch
 
 from ..evaluation import (CLEAN, FUSED, Cell, attack_id, attack_model, classify, configuration_id, craft, defend,
                           evaluate_batch, validate_plan)
-from .base import JobStore, _to_float
+from ..data import to_float_nchw
+from .base import JobStore
 from .keys import _JOB_KEYS, KEEP_JOB_S, RAW, adversarial_key, clean_key, job_key, reconstructed_key
 
 
@@ -37,7 +38,7 @@ class EvaluateStages(JobStore):
         return job
 
     def add_batch(self, job: str, batch: int, images: np.ndarray) -> list:
-        """Store one batch of clean uint8 NHWC images; return its first messages (attacks, or the fused task)."""
+        """Store one batch of clean NHWC images (uint8, or float32 kept exact); return its first messages (attacks, or the fused task)."""
         plan = self.plan(job)
         if plan.get("mode") == FUSED:
             self.blobs.put(clean_key(job, batch), images, ["fused"], stage="producer")
@@ -55,7 +56,7 @@ class EvaluateStages(JobStore):
             messages.append(("classify", {"job": job, "batch": batch, "attack": attack, "defence": RAW}))
         marker = job_key(job, "done", "attack", batch, attack)
         if not self._done(marker):
-            x = _to_float(self.blobs.get(clean_key(job, batch), stage="attack"), self.device)
+            x = to_float_nchw(self.blobs.get(clean_key(job, batch), stage="attack"), self.device)
             spec = plan["attacks"][attack]
             model = None if spec["name"] == CLEAN else attack_model(plan, spec, self.get_model, self.defence_options)
             adversarial = craft(model, x, self.labels(job, batch), spec, threads=plan.get("threads"))
@@ -100,7 +101,7 @@ class EvaluateStages(JobStore):
         if sent is not None:  # counts were sent before; the collector drops repeats
             return self._finish(marker, clean_key(job, batch), "fused", sent)
         plan = self.plan(job)
-        x = _to_float(self.blobs.get(clean_key(job, batch), stage="fused"), self.device)
+        x = to_float_nchw(self.blobs.get(clean_key(job, batch), stage="fused"), self.device)
         cells = evaluate_batch(plan, x, self.labels(job, batch), self.get_model,
                                functools.lru_cache(maxsize=None)(self.defence_options))
         messages = [("collect_cells", {"job": job, "batch": batch, "cells": [list(c) for c in cells]})]

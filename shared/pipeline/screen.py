@@ -12,7 +12,8 @@ import torch
 from .. import screening
 from ..blobstore import BlobMissing
 from ..evaluation import FUSED, defend
-from .base import JobStore, _to_float
+from ..data import to_float_nchw
+from .base import JobStore
 from .keys import _JOB_KEYS, KEEP_JOB_S, clean_key, job_key, reconstructed_key, records_key
 
 
@@ -37,7 +38,7 @@ class ScreenStages(JobStore):
         return job
 
     def add_screen_batch(self, job: str, batch: int, images: np.ndarray) -> list:
-        """Store one batch of uint8 NHWC images to screen; return its first message."""
+        """Store one batch of NHWC images (uint8 or float32) to screen; return its first message."""
         if self.plan(job).get("mode") == FUSED:
             self.blobs.put(clean_key(job, batch), images, ["screen_fused"], stage="producer")
             return [("screen_fused", {"job": job, "batch": batch})]
@@ -49,7 +50,7 @@ class ScreenStages(JobStore):
         marker = job_key(job, "done", "screen_fused", batch)
         if not self._done(marker):
             plan = self.plan(job)
-            x = _to_float(self.blobs.get(clean_key(job, batch), stage="screen_fused"), self.device)
+            x = to_float_nchw(self.blobs.get(clean_key(job, batch), stage="screen_fused"), self.device)
             self._score_batch(job, batch, plan, x, defend(x, self.defence_options(plan["defence"])))
         return self._finish(marker, clean_key(job, batch), "screen_fused",
                             [("screen_collect", {"job": job, "batch": batch})])
@@ -68,7 +69,7 @@ class ScreenStages(JobStore):
         marker = job_key(job, "done", "screen_dwt", batch)
         if not self._done(marker):
             plan = self.plan(job)
-            x = _to_float(self.blobs.get(clean_key(job, batch), stage="screen_dwt"), self.device)
+            x = to_float_nchw(self.blobs.get(clean_key(job, batch), stage="screen_dwt"), self.device)
             rec = defend(x, self.defence_options(plan["defence"]))
             self.blobs.put(reconstructed_key(job, batch, 0, plan["defence"]), rec.cpu().numpy(), ["screen_classify"],
                            stage="screen_dwt")
@@ -80,7 +81,7 @@ class ScreenStages(JobStore):
         rec_key = reconstructed_key(job, batch, 0, plan["defence"])
         marker = job_key(job, "done", "screen_classify", batch)
         if not self._done(marker):
-            x = _to_float(self.blobs.get(clean_key(job, batch), stage="screen_classify"), self.device)
+            x = to_float_nchw(self.blobs.get(clean_key(job, batch), stage="screen_classify"), self.device)
             rec = torch.from_numpy(self.blobs.get(rec_key, stage="screen_classify")).to(self.device)
             self._score_batch(job, batch, plan, x, rec)
         messages = [("screen_collect", {"job": job, "batch": batch})]

@@ -8,6 +8,7 @@ import pytest
 from producers import submit as producer
 from shared.evaluation import paper_plan
 from shared.pipeline import Pipeline
+from shared.pipeline.keys import adversarial_key
 from shared.settings import load as load_settings
 
 from .conftest import local_counts, pipeline_counts, wait_for
@@ -98,6 +99,19 @@ def test_collect_counts_a_redelivered_cell_once(redis_client):
     assert not pipe.collect(job, 0, 1, "standard+raw", 7, 10)  # the same message again
     cell = next(c for c in pipe.cells(job) if c.configuration == "standard+raw" and c.attack == "fgsm eps=0.004")
     assert (cell.correct, cell.total) == (7, 10) and pipe.progress(job)["done"] == 1
+
+
+def test_a_float_batch_reaches_the_attack_stage_unrounded(redis_client, sample):
+    # A third of an 8-bit level added to every pixel: rounding anywhere on the way would erase it.
+    images = (sample.images[:10].astype(np.float32) / np.float32(255) + np.float32(1 / 765)).clip(0, 1)
+    pipe = Pipeline(redis_client)
+    job = pipe.create_job(_plan(batch_size=10), sample.labels[:10])
+    messages = pipe.add_batch(job, 0, images)
+    assert [name for name, _ in messages] == ["attack"] * 8
+    pipe.attack(job, 0, 0)  # the clean row: the batch as the stage decoded it
+    decoded = pipe.blobs.get(adversarial_key(job, 0, 0))
+    assert decoded.dtype == np.float32
+    np.testing.assert_array_equal(decoded, images.transpose(0, 3, 1, 2))
 
 
 def test_pickled_message_is_refused(redis_client, redis_url, workers, monkeypatch):

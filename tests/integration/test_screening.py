@@ -40,7 +40,8 @@ def incoming(tmp_path, sample):
     }
     for name, data in files.items():
         (folder / name).write_bytes(data)
-    np.savez(tmp_path / "extra.npz", x=sample.images[100:130])
+    # A float set (a corpus shard, say): kept at its precision, a third of an 8-bit level included.
+    np.savez(tmp_path / "extra.npz", x=(sample.images[100:130] / np.float32(255) + np.float32(1 / 765)).clip(0, 1))
     return [str(folder), str(tmp_path / "extra.npz"), str(tmp_path / "*.nomatch")]
 
 
@@ -55,6 +56,7 @@ def test_screen_on_workers_gives_one_record_per_item_equal_to_local(redis_client
     use_broker(redis_url)
     settings = load_settings()
     image_set = load_many(incoming)
+    assert image_set.images.dtype == np.float32  # one float source makes the whole set float, nothing rounded
     job = screen_mod.submit_screen(redis_client, app, image_set, settings, batch_size=16, mode=mode)
     state = producer.wait(redis_client, job, timeout_s=300)
     assert state["status"] == "complete" and not state["errors"]

@@ -1,11 +1,13 @@
 import functools
+from pathlib import Path
 
 import pytest
 import torch
 import torchattacks
 
-from shared import attacks
+from shared import attacks, defences
 from shared.attacks import BPDA, kurakin_steps
+from shared.model_store import ModelStore
 from shared.wavelets import reconstruct
 
 
@@ -137,16 +139,23 @@ def test_bpda_runs_defence_forward_and_identity_backward(trained_model, correctl
     assert torch.allclose(grad_bpda, grad_identity) and grad_bpda.abs().sum() > 0
 
 
-def test_bpda_attack_beats_defence_better_than_transfer(trained_model, correctly_classified):
-    x, y = correctly_classified
-    defence = functools.partial(reconstruct, wavelet="haar")
-    defended = BPDA(trained_model, defence)
-    transfer = attacks.bim(trained_model, x, y, eps=8 / 255, alpha=2 / 255, steps=10)
-    adaptive = attacks.bim(defended, x, y, eps=8 / 255, alpha=2 / 255, steps=10)
+def test_bpda_attack_beats_the_shipped_defence_better_than_transfer(sample):
+    # The shipped standard model and Haar defence at the paper's largest eps: transfer BIM
+    # is largely undone by the reconstruction, BIM through it with BPDA is not. (A tiny
+    # test model is too weak to show the gap: both attacks saturate it.)
+    weights = Path(__file__).resolve().parents[2] / "weights"
+    model = ModelStore(weights).get("standard")
+    defence = functools.partial(reconstruct, **defences.get("haar", weights))
+    x, y = sample.to_tensor()[:160], torch.from_numpy(sample.labels[:160])
     with torch.no_grad():
-        acc_transfer = (trained_model(defence(transfer)).argmax(1) == y).float().mean()
-        acc_adaptive = (trained_model(defence(adaptive)).argmax(1) == y).float().mean()
-    assert acc_adaptive <= acc_transfer
+        keep = model(x).argmax(1) == y
+    x, y = x[keep], y[keep]
+    transfer = attacks.bim(model, x, y, eps=0.01)
+    adaptive = attacks.bim(BPDA(model, defence), x, y, eps=0.01)
+    with torch.no_grad():
+        acc_transfer = (model(defence(transfer)).argmax(1) == y).float().mean().item()
+        acc_adaptive = (model(defence(adaptive)).argmax(1) == y).float().mean().item()
+    assert acc_adaptive < acc_transfer - 0.05, (acc_adaptive, acc_transfer)
 
 
 def test_deepfool_over_all_classes_equals_torchattacks(trained_model, correctly_classified):

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from shared.data import SAMPLE_ZIP, decode_image, load_images
+from shared.data import SAMPLE_ZIP, decode_image, load_images, load_many
 from shared.models import CIFAR10_CLASSES
 
 
@@ -116,15 +116,50 @@ def test_npz_uint8_and_float_and_resize(tmp_path):
     got = load_images(tmp_path / "a.npz")
     np.testing.assert_array_equal(got.images, x8)
     assert got.labels.tolist() == [0, 1, 2, 3, 4] and got.ids[0] == "a.npz[0]"
-    np.savez(tmp_path / "b.npz", x=x8.astype(np.float32) / 255)
-    np.testing.assert_array_equal(load_images(tmp_path / "b.npz").images, x8)
     np.savez(tmp_path / "c.npz", x=rng.random((2, 64, 48)))
-    assert load_images(tmp_path / "c.npz").images.shape == (2, 32, 32, 3)
+    resized = load_images(tmp_path / "c.npz").images
+    assert resized.shape == (2, 32, 32, 3) and resized.dtype == np.float32 and 0 <= resized.min() <= resized.max() <= 1
+
+
+def test_float_npz_keeps_its_precision(tmp_path):
+    # A perturbation of a third of an 8-bit level: rounding to uint8 would erase it.
+    rng = np.random.default_rng(3)
+    x8 = rng.integers(1, 254, (4, 32, 32, 3), dtype=np.uint8)
+    clean = x8.astype(np.float32) / np.float32(255)
+    attacked = np.clip(clean + np.float32(1 / 765) * rng.choice([-1, 1], clean.shape), 0, 1).astype(np.float32)
+    for dtype in (np.float32, np.float16):
+        np.savez(tmp_path / "f.npz", x=attacked.astype(dtype))
+        got = load_images(tmp_path / "f.npz")
+        assert got.images.dtype == np.float32
+        np.testing.assert_array_equal(got.images, attacked.astype(dtype).astype(np.float32))
+        np.testing.assert_array_equal(got.to_tensor().permute(0, 2, 3, 1).numpy(), attacked.astype(dtype).astype(np.float32))
+    assert not np.array_equal(np.rint(attacked * 255).astype(np.uint8), attacked * 255)  # the test's premise
+
+
+def test_corpus_shard_layout_nchw_with_ids_loads(tmp_path):
+    rng = np.random.default_rng(4)
+    x = rng.random((3, 3, 32, 32)).astype(np.float16)
+    np.savez(tmp_path / "shard-00000.npz", x=x, y=np.array([1, 2, 3]), ids=np.array(["a.png", "b.png", "c.png"]))
+    got = load_images(tmp_path / "shard-00000.npz")
+    np.testing.assert_array_equal(got.images, x.astype(np.float32).transpose(0, 2, 3, 1))
+    assert got.labels.tolist() == [1, 2, 3] and got.ids == [f"shard-00000.npz[{i}]:{n}" for i, n in enumerate(["a.png", "b.png", "c.png"])]
+
+
+def test_mixed_8bit_and_float_sources_become_float_without_rounding(tmp_path):
+    x8 = np.random.default_rng(5).integers(0, 255, (2, 32, 32, 3), dtype=np.uint8)
+    xf = np.full((1, 32, 32, 3), 0.1234567, np.float32)
+    np.savez(tmp_path / "a.npz", x=x8)
+    np.savez(tmp_path / "b.npz", x=xf)
+    both = load_many([tmp_path / "a.npz", tmp_path / "b.npz"])
+    assert both.images.dtype == np.float32
+    np.testing.assert_array_equal(both.to_tensor()[:2], load_images(tmp_path / "a.npz").to_tensor())
+    np.testing.assert_array_equal(both.images[2:], xf)
 
 
 @pytest.mark.parametrize(
     "arrays, message",
     [({"images": np.zeros((1, 8, 8, 3))}, "needs an array 'x'"), ({"x": np.full((1, 8, 8, 3), 255.0)}, r"\[0, 1\]"),
+     ({"x": np.full((1, 8, 8, 3), np.nan)}, "NaN"), ({"x": np.zeros((1, 8, 8, 3)), "ids": np.array(["a", "b"])}, "'ids'"),
      ({"x": np.zeros((1, 8, 8, 3), np.uint8), "y": np.arange(2)}, "2 labels for 1 images")],
 )
 def test_bad_npz_raises_one_clear_error(tmp_path, arrays, message):

@@ -148,9 +148,9 @@ def test_cuda_tensor_stays_on_gpu_and_matches_cpu(real_images):
 
 def test_sigma_scale_scales_the_noise_level(real_images):
     x = real_images[:-2]
-    from shared.wavelets import _estimate_sigma, _finest_diagonal_like_pywt
+    from shared.wavelet_noise import estimate_sigma, finest_diagonal_like_pywt
 
-    estimated = _estimate_sigma(_finest_diagonal_like_pywt(torch.from_numpy(x), "haar")).numpy()
+    estimated = estimate_sigma(finest_diagonal_like_pywt(torch.from_numpy(x), "haar")).numpy()
     for scale in (0.5, 2.0):
         per_image = np.stack([reconstruct(x[i:i + 1], sigma=list(estimated[i] * scale)) for i in range(len(x))])[:, 0]
         np.testing.assert_allclose(reconstruct(x, sigma_scale=scale), per_image, atol=1e-12)

@@ -7,6 +7,7 @@ command); finished models are skipped.
 
     python scripts/ablation.py train                      # every variant not yet in weights/
     python scripts/ablation.py evaluate --limit 2000      # attack each one, write docs/results/ablation.json
+    python scripts/ablation.py table                      # the markdown table of docs/results.md
 
 ``evaluate`` crafts the paper's attacks (FGSM, BIM at 0.004/0.007/0.01,
 DeepFool) with waveshield on each model itself, classifies the raw images,
@@ -116,21 +117,40 @@ def torchattacks_fgsm(name: str, limit: int) -> dict:
         with torch.no_grad():
             acc = [(model(a).argmax(1) == y).float().mean().item() * 100 for a in (ours, theirs)]
         out[f"fgsm eps={eps}"] = {"waveshield": round(acc[0], 2), "torchattacks": round(acc[1], 2),
-                                  "pixels_differing": int((ours != theirs).sum())}
+                                  "pixels_differing": int((ours != theirs).sum()),
+                                  "max_pixel_change": round(float((ours - x).abs().max()), 6)}
     return out
+
+
+ATTACK_COLUMNS = ["fgsm eps=0.004", "fgsm eps=0.007", "fgsm eps=0.01", "bim eps=0.004", "bim eps=0.007", "bim eps=0.01",
+                  "deepfool"]
+
+
+def table(results: dict) -> str:
+    """The ablation as a markdown table: clean and attacked accuracy (%), and the average drop in points."""
+    head = ["model", "change", "clean", *[c.replace(" eps=", " ") for c in ATTACK_COLUMNS], "average drop"]
+    rows = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
+    for name, r in results.items():
+        acc = r["accuracy"]
+        drop = sum(acc["clean"] - acc[c] for c in ATTACK_COLUMNS) / len(ATTACK_COLUMNS)
+        rows.append("| " + " | ".join([name, r["change"], f"{acc['clean']:.1f}", *(f"{acc[c]:.1f}" for c in ATTACK_COLUMNS),
+                                       f"**{drop:.1f}**"]) + " |")
+    return "\n".join(rows)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("step", choices=["train", "evaluate"])
+    parser.add_argument("step", choices=["train", "evaluate", "table"])
     parser.add_argument("--only", nargs="*", default=list(VARIANTS), choices=list(VARIANTS))
     parser.add_argument("--limit", type=int, default=2000, help="test images per model (class-balanced)")
     parser.add_argument("--out", type=Path, default=ROOT / "docs/results/ablation.json")
     args = parser.parse_args()
     if args.step == "train":
         train([n for n in args.only if n != "standard"])
-    else:
+    elif args.step == "evaluate":
         evaluate(args.only, args.limit, args.out)
+    else:
+        print(table(json.loads(args.out.read_text())))
 
 
 if __name__ == "__main__":

@@ -39,6 +39,23 @@ def test_interrupted_training_resumes_to_the_same_model(sample, tmp_path):
     assert loaded_card["sha256"] == card["sha256"] and loaded.width == 4
 
 
+def test_ablation_factors_change_what_training_sees(sample, tmp_path, monkeypatch):
+    # augment=False feeds the images as they are; label_smoothing reaches the loss.
+    import shared.training as training
+
+    subset = type(sample)(sample.images[:128], sample.labels[:128], sample.ids[:128])
+    calls, smoothing = [], []
+    real_augment, real_loss = training.augment, training.F.cross_entropy
+    monkeypatch.setattr(training, "augment", lambda *a, **k: calls.append(1) or real_augment(*a, **k))
+    monkeypatch.setattr(training.F, "cross_entropy",
+                        lambda *a, **k: smoothing.append(k["label_smoothing"]) or real_loss(*a, **k))
+    train(subset, Recipe(width=4, epochs=1, batch_size=64, precision="fp32", augment=False, label_smoothing=0.0),
+          checkpoint=tmp_path / "plain.safetensors")
+    assert calls == [] and smoothing == [0.0, 0.0]
+    train(subset, Recipe(width=4, epochs=1, batch_size=64, precision="fp32"), checkpoint=tmp_path / "shipped.safetensors")
+    assert len(calls) == 2 and smoothing[2:] == [0.1, 0.1]
+
+
 def test_resume_with_another_recipe_is_refused(sample, tmp_path):
     subset = type(sample)(sample.images[:128], sample.labels[:128], sample.ids[:128])
     train(subset, Recipe(width=4, epochs=2, precision="fp32"), checkpoint=tmp_path / "c.safetensors", stop_after_epoch=1)

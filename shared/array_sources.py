@@ -59,8 +59,8 @@ def _resize(image: np.ndarray, size: int) -> np.ndarray:
     """One HWC image, uint8 or float32, resized (Lanczos) to size x size in its own dtype."""
     if image.dtype == np.uint8:
         return np.asarray(Image.fromarray(image).resize((size, size), Image.Resampling.LANCZOS))
-    planes = [np.asarray(Image.fromarray(image[..., c], mode="F").resize((size, size), Image.Resampling.LANCZOS))
-              for c in range(image.shape[-1])]
+    planes = [Image.fromarray(np.ascontiguousarray(image[..., c], dtype=np.float32)) for c in range(image.shape[-1])]
+    planes = [np.asarray(p.resize((size, size), Image.Resampling.LANCZOS)) for p in planes]  # mode "F": float32
     return np.clip(np.stack(planes, axis=-1), 0.0, 1.0).astype(np.float32)
 
 

@@ -24,12 +24,12 @@ import zlib
 import numpy as np
 import torch
 
-from _common import machine, test_images
+from _common import REPO, machine, test_images
 from shared import codec, defences, wavelets
 from shared.attacks import bim, deepfool, fgsm
 from shared.model_store import ModelStore
 
-REPO_WEIGHTS = __import__("_common").REPO / "weights"
+REPO_WEIGHTS = REPO / "weights"
 ATTACKS = {  # the paper's grid, crafted on the standard model
     "clean": lambda m, x, y: x,
     **{f"fgsm {e}": (lambda e: lambda m, x, y: fgsm(m, x, y, eps=e))(e) for e in (0.004, 0.007, 0.01)},
@@ -47,8 +47,8 @@ def shuffled(a: np.ndarray) -> bytes:
     return zlib.compress(np.ascontiguousarray(planes.T).tobytes(), 1)
 
 
-def thresholded_coefficients(x: torch.Tensor, options: dict) -> np.ndarray:
-    """The coefficient blocks the inverse transform starts from, captured from reconstruct() itself."""
+def reconstruct_with_coefficients(x: torch.Tensor, options: dict) -> tuple[np.ndarray, np.ndarray]:
+    """reconstruct() and, captured from that same call, the coefficients its inverse transform starts from."""
     blocks = []
     inverse = wavelets._idwt2
 
@@ -58,7 +58,7 @@ def thresholded_coefficients(x: torch.Tensor, options: dict) -> np.ndarray:
 
     wavelets._idwt2 = capture
     try:
-        wavelets.reconstruct(x, **options)
+        reconstruction = wavelets.reconstruct(x, **options)
     finally:
         wavelets._idwt2 = inverse
     coarse, finer = blocks[0], blocks[1:]  # coarsest level first; a finer block's approximation is recomputed
@@ -66,7 +66,7 @@ def thresholded_coefficients(x: torch.Tensor, options: dict) -> np.ndarray:
     for block in finer:
         lh, lw = block.shape[-2] // 2, block.shape[-1] // 2
         parts += [block[..., :lh, lw:].flatten(1), block[..., lh:, :].flatten(1)]
-    return torch.cat(parts, 1).numpy()
+    return reconstruction.numpy(), torch.cat(parts, 1).numpy()
 
 
 def main() -> None:
@@ -93,8 +93,7 @@ def main() -> None:
         now += 4 * kib(sizes["zlib"], n)  # written, then read by two dwt tasks and classify
         best += 4 * kib(min(v for v in sizes.values() if v is not None), n)
         for defence, opts in options.items():
-            r = wavelets.reconstruct(torch.from_numpy(a), **opts).numpy()
-            c = thresholded_coefficients(torch.from_numpy(a), opts)
+            r, c = reconstruct_with_coefficients(torch.from_numpy(a), opts)
             sparse = len(zlib.compress(np.packbits(c != 0, axis=1).tobytes(), 1)) + len(shuffled(c[c != 0]))
             print(f"| {name}, {defence} reconstruction | {kib(len(codec.encode(r)), n):.2f} | "
                   f"{kib(len(shuffled(r)), n):.2f} | | {kib(sparse, n):.2f} |")

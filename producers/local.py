@@ -129,7 +129,8 @@ def _on_workers(plan, image_set, settings, redis_url):
     with click.progressbar(length=1000, label=f"job {job}", file=sys.stderr) as bar:
         def progress(state):
             bar.update(int(1000 * state["done"] / state["expected"]) - bar.pos)
-        state = submit.wait(client, job, progress, stall_timeout_s=settings.stall_timeout_s)
+        state = submit.wait(client, job, progress, stall_timeout_s=settings.stall_timeout_s, app=app,
+                            redrive_after_s=settings.redrive_after_s)
     after = client.info("stats")
     if state["errors"]:
         raise ValueError(f"job {job} finished with {len(state['errors'])} error(s): {state['errors'][0]['reason']}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 
@@ -10,7 +11,10 @@ import redis
 
 from shared.data import ImageSet
 from shared.pipeline import QUEUES, TASK_QUEUES, Pipeline
+from shared.pipeline.recovery import describe
 from shared.settings import Settings
+
+log = logging.getLogger("waveshield")
 
 
 class JobFailed(RuntimeError):
@@ -55,8 +59,20 @@ def submit(client: redis.Redis, app, plan: dict, image_set: ImageSet, settings: 
 
 
 def wait(client: redis.Redis, job: str, progress: Callable[[dict], None] | None = None, poll_s: float = 0.5,
-         timeout_s: float | None = None, stall_timeout_s: float = 600) -> dict:
+         timeout_s: float | None = None, stall_timeout_s: float = 600, *, app=None,
+         redrive_after_s: float = 30) -> dict:
     """Block until the job is complete; return its final progress.
+
+    Parameters
+    ----------
+    app : celery.Celery, optional
+        Given, a job that makes no progress while no message is queued or held
+        by a worker (over all jobs) for ``redrive_after_s`` has lost messages
+        (a Redis crash at the wrong moment): its unfinished units are re-sent
+        through ``app``, once per stall, and each stage skips what it had
+        already done.
+    redrive_after_s : float
+        How long nothing may be in flight before re-sending.
 
     Raises
     ------
@@ -68,6 +84,8 @@ def wait(client: redis.Redis, job: str, progress: Callable[[dict], None] | None 
     pipe = Pipeline(client)
     deadline = None if timeout_s is None else time.monotonic() + timeout_s
     last_done, last_change = -1, time.monotonic()
+    idle_since = None  # since when nothing has been in flight while the job stood still
+    may_redrive = True  # once per stall: a unit that fails every time is left to the stall timeout
     while True:
         try:
             state = pipe.progress(job)
@@ -79,10 +97,34 @@ def wait(client: redis.Redis, job: str, progress: Callable[[dict], None] | None 
             return state
         now = time.monotonic()
         if state["done"] != last_done:
-            last_done, last_change = state["done"], now
+            last_done, last_change, idle_since, may_redrive = state["done"], now, None, True
         elif now - last_change > stall_timeout_s:
             raise JobFailed(f"job {job} made no progress for {stall_timeout_s:.0f} s ({state['done']}/{state['expected']}"
                             " done); are workers running for every queue? (waveshield status)")
+        if app is not None and may_redrive:
+            idle_since = None if pipe.in_flight() else (idle_since or now)
+            if idle_since is not None and now - idle_since >= redrive_after_s:
+                redrive(pipe, app, job)
+                idle_since, may_redrive = None, False
         if deadline is not None and now > deadline:
             raise TimeoutError(f"job {job} not complete after {timeout_s} s ({state['done']}/{state['expected']} cells)")
         time.sleep(poll_s)
+
+
+def redrive(pipe: Pipeline, app, job: str) -> list:
+    """Re-send the first message of every unfinished unit of ``job``; return those messages.
+
+    Safe at any time: a stage that already finished only passes its messages
+    on, and collectors record each result once. Work still in flight may run
+    twice, so :func:`wait` calls this only when nothing is in flight.
+    """
+    try:
+        messages = pipe.unfinished(job)
+    except KeyError:
+        raise vanished(job) from None
+    if messages:
+        pipe.note_redrive(job, messages)
+        send(app, messages)
+        log.warning("job %s: nothing in flight and %d unit(s) unfinished (messages lost, e.g. in a Redis crash); "
+                    "re-sent: %s", job, len(messages), describe(messages))
+    return messages

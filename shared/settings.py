@@ -33,6 +33,7 @@ class Settings:
     torch_threads: int | None  # WAVESHIELD_TORCH_THREADS: CPU threads of one worker process; None = torch's default
     redis_retry_s: int  # WAVESHIELD_REDIS_RETRY: seconds a lost Redis connection is retried before giving up
     stall_timeout_s: int  # WAVESHIELD_STALL_TIMEOUT: a followed job that makes no progress this long is given up on
+    redrive_after_s: int  # WAVESHIELD_REDRIVE_AFTER: a stalled job with nothing in flight this long has its lost work re-sent
 
     def as_text(self) -> str:
         """Render the settings as ``name = value`` lines, passwords masked."""
@@ -103,6 +104,7 @@ def load(environ: dict | None = None) -> Settings:
         torch_threads=number("WAVESHIELD_TORCH_THREADS", 1) if env.get("WAVESHIELD_TORCH_THREADS") else None,
         redis_retry_s=number("WAVESHIELD_REDIS_RETRY", 60),
         stall_timeout_s=number("WAVESHIELD_STALL_TIMEOUT", 600),
+        redrive_after_s=number("WAVESHIELD_REDRIVE_AFTER", 30),
     )
 
 

@@ -108,7 +108,25 @@ def status(job):
         except KeyError:
             raise ValueError(f"no job {j!r} in Redis") from None
         click.echo(f"job {j}: {p['status']}, {p['done']}/{p['expected']} cells, {p['images']} images, "
-                   f"{p['images_per_s']:.1f} images/s, {len(p['errors'])} errors")
+                   f"{p['images_per_s']:.1f} images/s, {len(p['errors'])} errors"
+                   + (f", {p['redriven']} unit(s) re-sent after lost messages" if p["redriven"] else ""))
+
+
+@click.command()
+@click.argument("job")
+def resume(job):
+    """Re-send a stalled job's unfinished work (messages a Redis crash lost); finished stages are skipped."""
+    from producers.stack import connect
+    from producers.submit import redrive
+    from shared.pipeline import Pipeline
+    from workers.app import app
+
+    pipe = Pipeline(connect(settings_mod.load().redis_url)[1])
+    in_flight = pipe.in_flight()
+    messages = redrive(pipe, app, job)
+    click.echo(f"job {job}: {len(messages)} unfinished unit(s) re-sent"
+               + (f"; {in_flight} message(s) were still in flight, and their work may run twice" if in_flight and
+                  messages else "") + ("; follow it with: waveshield status " + job if messages else ""))
 
 
 @click.command()

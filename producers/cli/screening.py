@@ -57,7 +57,7 @@ def screen(paths, watch_dir, max_wait, out, wait, local, batch_size, mode):
         return
     with click.progressbar(length=1000, label=f"job {job}", file=sys.stderr) as bar:
         wait_job(client, job, lambda st: bar.update(int(1000 * st["done"] / max(st["expected"], 1)) - bar.pos),
-                 stall_timeout_s=cfg.stall_timeout_s)
+                 stall_timeout_s=cfg.stall_timeout_s, app=app, redrive_after_s=cfg.redrive_after_s)
     summary = screen_mod.write_outputs(Pipeline(client).screen_records(job), out)
     click.echo(f"{json.dumps(summary)}\nrecords: {out / 'records.jsonl'}")
 
@@ -109,7 +109,8 @@ def corpus(data, attack_list, name, dtype, shard_size, seed, limit, wait):
                "WAVESHIELD_OUTPUT_DIR")
     if wait and queued:
         with click.progressbar(length=queued, label=f"job {job}", file=sys.stderr) as bar:
-            wait_job(client, job, lambda st: bar.update(st["done"] - bar.pos), stall_timeout_s=cfg.stall_timeout_s)
+            wait_job(client, job, lambda st: bar.update(st["done"] - bar.pos), stall_timeout_s=cfg.stall_timeout_s,
+                     app=app, redrive_after_s=cfg.redrive_after_s)
         click.echo("complete: manifest.jsonl and preview.png written")
 
 
@@ -133,7 +134,8 @@ def _watch(directory, out, cfg, local, batch_size, max_wait, mode="staged"):
 
         def screen_batch(image_set):
             job = screen_mod.submit_screen(client, app, image_set, cfg, batch_size, mode=mode)
-            wait_job(client, job, poll_s=0.1, stall_timeout_s=cfg.stall_timeout_s)
+            wait_job(client, job, poll_s=0.1, stall_timeout_s=cfg.stall_timeout_s, app=app,
+                     redrive_after_s=cfg.redrive_after_s)
             return Pipeline(client).screen_records(job)
 
     stop = {"now": False}

@@ -17,7 +17,8 @@ twice. Blobs are released by their consumers (see :mod:`shared.blobstore`).
 
 One module per job kind (:mod:`.evaluate`, :mod:`.screen`, :mod:`.corpus`)
 over the shared keys (:mod:`.keys`), collector scripts (:mod:`.scripts`) and
-job bookkeeping (:mod:`.base`).
+job bookkeeping (:mod:`.base`). A job that stalls because a Redis crash lost
+a message is re-driven from :mod:`.recovery`.
 """
 
 from __future__ import annotations
@@ -26,10 +27,11 @@ from .corpus import CorpusStages
 from .evaluate import EvaluateStages
 from .keys import (KEEP_JOB_S, QUEUES, RAW, TASK_QUEUES, adversarial_key, clean_key, corpus_output,
                    reconstructed_key, records_key)
+from .recovery import Recovery
 from .screen import ScreenStages
 
 
-class Pipeline(EvaluateStages, ScreenStages, CorpusStages):
+class Pipeline(EvaluateStages, ScreenStages, CorpusStages, Recovery):
     """Stage functions over one Redis.
 
     Parameters

@@ -72,7 +72,8 @@ class JobStore:
         images_done = int(meta["images"]) * done / expected if expected else 0
         errors = [json.loads(e) for e in self.redis.lrange(job_key(job, "errors"), 0, -1)]
         return {"job": job, "status": meta["status"], "done": done, "expected": expected, "images": int(meta["images"]),
-                "images_per_s": images_done / elapsed if elapsed > 0 else 0.0, "seconds": elapsed, "errors": errors}
+                "images_per_s": images_done / elapsed if elapsed > 0 else 0.0, "seconds": elapsed, "errors": errors,
+                "redriven": int(meta.get("redriven", 0))}
 
     def traffic(self, job: str) -> dict[str, dict[str, int]]:
         """Blob bytes each stage of a job wrote to Redis (``in``) and read from it (``out``)."""

@@ -24,7 +24,8 @@ class CorpusStages(JobStore):
         validate_plan({**plan, "configurations": [{"model": plan["source_model"], "defence": None}]})
         job = job or uuid.uuid4().hex[:12]
         pipe = self.redis.pipeline()
-        pipe.set(job_key(job, "plan"), json.dumps({"kind": "corpus", **plan, "shards": len(shard_ids)}))
+        pipe.set(job_key(job, "plan"), json.dumps({"kind": "corpus", **plan, "shards": len(shard_ids),
+                                                 "todo": [list(pair) for pair in todo]}))
         pipe.hset(job_key(job, "meta"), mapping={"expected": len(todo), "done": 0, "images": len(labels),
                                             "batches": len(shard_ids), "started": time.time(),
                                             "status": "running" if todo else "complete"})

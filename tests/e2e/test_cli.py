@@ -108,6 +108,34 @@ def test_status_shows_a_backlog_no_worker_consumes(workdir, redis_url):
     assert "dwt 3" in result.stdout and "workers: none" in result.stdout
 
 
+def test_resume_resends_a_stalled_jobs_unfinished_units_and_status_counts_them(workdir, redis_url):
+    import numpy as np
+    import redis
+
+    from shared.evaluation import paper_plan
+    from shared.pipeline import Pipeline
+
+    client = redis.Redis.from_url(redis_url)
+    client.delete("attack")
+    pipe = Pipeline(client)
+    plan = {**paper_plan(batch_size=5), "configurations": [{"model": "standard", "defence": None}]}
+    job = pipe.create_job(plan, np.zeros(10, np.int64))  # 2 batches x 8 attacks
+    for batch in range(2):
+        for attack in range(len(plan["attacks"])):
+            if (batch, attack) != (1, 4):
+                pipe.collect(job, batch, attack, "standard+raw", 1, 5)
+    resumed = run(["resume", job], workdir)
+    status = run(["status", job], workdir)
+    queued = [json.loads(m) for m in client.lrange("attack", 0, -1)]
+    client.delete("attack")
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"job {job}: 1 unfinished unit(s) re-sent" in resumed.stdout
+    assert len(queued) == 1 and queued[0]["headers"]["task"] == "waveshield.attack"
+    assert "15/16 cells" in status.stdout and "1 unit(s) re-sent after lost messages" in status.stdout
+    missing = run(["resume", "nosuchjob"], workdir)
+    assert missing.returncode == 1 and "gone from Redis" in missing.stderr and "Traceback" not in missing.stderr
+
+
 def test_unreachable_redis_is_one_line(workdir):
     result = run(["evaluate", "--limit", "5"], {**workdir, "REDIS_URL": "redis://127.0.0.1:1/0"})
     assert result.returncode == 2 and "does not answer" in result.stderr and "Traceback" not in result.stderr

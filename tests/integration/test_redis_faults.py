@@ -4,6 +4,8 @@ Each test runs its own Redis server (the bundled one) so that it can crash,
 restart and pause it, with one worker process per queue pointed at it.
 """
 
+import base64
+import json
 import os
 import signal
 import subprocess
@@ -80,6 +82,13 @@ def _submit(redis_url, plan, image_set, monkeypatch):
     return client, producer.submit(client, app, plan, image_set, load_settings())
 
 
+def _wait(client, job, timeout_s=240):
+    """Follow the job as the CLI does: re-driving it if a crash lost a message (after 5 s with none in flight)."""
+    from workers.app import app
+
+    return producer.wait(client, job, timeout_s=timeout_s, app=app, redrive_after_s=5)
+
+
 def _mid_job(client, job):
     wait_for(lambda: 0 < int(client.hget(f"ws:job:{job}:meta", "done") or 0), 120, 0.05, "the first counted cell")
     return int(client.hget(f"ws:job:{job}:meta", "done"))
@@ -93,7 +102,7 @@ def test_redis_crash_and_restart_with_aof_mid_job_completes_with_the_same_counts
     aof_redis.kill()
     time.sleep(2)
     aof_redis.start()
-    state = producer.wait(client, job, timeout_s=240)  # the producer's client rode out the outage
+    state = _wait(client, job)  # the producer's client rode out the outage
     assert done_at_crash < state["expected"] == state["done"] and not state["errors"]
     assert pipeline_counts(client, job) == local_counts(plan, image_set, tiny_weights)
 
@@ -108,8 +117,33 @@ def test_redis_paused_for_10_s_mid_job_completes_with_the_same_counts(
         time.sleep(10)
     finally:
         os.kill(aof_redis.process.pid, signal.SIGCONT)
-    state = producer.wait(client, job, timeout_s=240)
+    state = _wait(client, job)
     assert done_at_pause < state["expected"] == state["done"] and not state["errors"]
+    assert pipeline_counts(client, job) == local_counts(plan, image_set, tiny_weights)
+
+
+def test_a_message_lost_as_in_a_crash_is_redriven_and_the_counts_are_the_same(
+        plain_redis, worker_env, tmp_path, image_set, tiny_weights, monkeypatch):
+    # The loss a crash causes, made deterministic: a dwt message vanishes from its queue (as
+    # one popped by BRPOP just before Redis died would), with no dwt worker yet to take it.
+    plan = {**paper_plan(batch_size=25), "threads": 1}
+    plan["attacks"] = plan["attacks"][:2]  # clean and FGSM: the recovery, not the attacks, is under test
+    pool = Workers({**worker_env, "REDIS_URL": plain_redis.url}, tmp_path)
+    try:
+        for queue in QUEUES:
+            if queue != "dwt":
+                pool.start(queue)
+        client, job = _submit(plain_redis.url, plan, image_set, monkeypatch)
+        wait_for(lambda: client.llen("dwt") >= 2, 120, 0.05, "dwt messages")
+        lost = json.loads(client.rpop("dwt"))
+        pool.start("dwt")
+        state = _wait(client, job)
+    finally:
+        pool.stop_all()
+    lost_kwargs = json.loads(base64.b64decode(lost["body"]))[1]  # Celery's body: [args, kwargs, embed]
+    assert lost_kwargs["job"] == job and lost_kwargs["defence"] in ("haar", "daubechies")
+    assert state["expected"] == state["done"] and not state["errors"]
+    assert state["redriven"] == 1  # the one (batch, attack) whose reconstruction was lost
     assert pipeline_counts(client, job) == local_counts(plan, image_set, tiny_weights)
 
 

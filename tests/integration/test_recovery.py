@@ -1,0 +1,90 @@
+"""Which work a stalled job re-sends: exactly its unfinished units, for every job kind (real Redis, no workers)."""
+
+import numpy as np
+import pytest
+
+from producers import submit as producer
+from shared.evaluation import paper_plan
+from shared.pipeline import Pipeline
+from shared.pipeline.recovery import UNACKED_KEY
+
+CONFIGS = ("standard+raw", "haar+haar")
+
+
+def _plan(mode="staged"):
+    plan = {**paper_plan(batch_size=10), "configurations": [{"model": "standard", "defence": None},
+                                                            {"model": "haar", "defence": "haar"}], "mode": mode}
+    plan["attacks"] = plan["attacks"][:3]
+    return plan
+
+
+def _collect(pipe, job, batch, attack, configuration):
+    assert pipe.collect(job, batch, attack, configuration, 5, 10)
+
+
+@pytest.mark.parametrize("mode", ["staged", "fused"])
+def test_an_evaluation_resends_the_units_with_a_missing_cell(redis_client, mode):
+    pipe = Pipeline(redis_client)
+    job = pipe.create_job(_plan(mode), np.zeros(30, np.int64))  # 3 batches x 3 attacks x 2 configurations
+    for batch in range(3):
+        for attack in range(3):
+            for configuration in CONFIGS:
+                if (batch, attack, configuration) not in {(0, 1, "haar+haar"), (2, 0, "standard+raw"),
+                                                          (2, 2, "standard+raw"), (2, 2, "haar+haar")}:
+                    _collect(pipe, job, batch, attack, configuration)
+    if mode == "staged":
+        assert pipe.unfinished(job) == [("attack", {"job": job, "batch": b, "attack": a}) for b, a in
+                                        [(0, 1), (2, 0), (2, 2)]]
+    else:
+        assert pipe.unfinished(job) == [("fused", {"job": job, "batch": b}) for b in (0, 2)]
+    for cell in [(0, 1, "haar+haar"), (2, 0, "standard+raw"), (2, 2, "standard+raw"), (2, 2, "haar+haar")]:
+        _collect(pipe, job, *cell)
+    assert pipe.progress(job)["status"] == "complete" and pipe.unfinished(job) == []
+
+
+@pytest.mark.parametrize("mode,first", [("staged", "screen_dwt"), ("fused", "screen_fused")])
+def test_a_screening_job_resends_its_uncollected_batches(redis_client, mode, first):
+    pipe = Pipeline(redis_client)
+    job = pipe.create_screen_job({"defence": "haar", "threshold": 0.5, "mode": mode}, [["a"], ["b"], ["c"]], [],
+                                 ["cat"])
+    redis_client.set(f"ws:job:{job}:batch_records:1", "[]")
+    assert pipe.screen_collect(job, 1)
+    assert pipe.unfinished(job) == [(first, {"job": job, "batch": 0}), (first, {"job": job, "batch": 2})]
+
+
+def test_a_corpus_resends_only_the_shards_it_was_given_and_has_not_written(redis_client, tmp_path):
+    pipe = Pipeline(redis_client)
+    plan = {"source_model": "standard", "attacks": [{"name": "fgsm", "params": {"eps": 0.01}}] * 2, "shard_size": 1,
+            "dtype": "float32", "seed": 0, "out": "corp", "corpus_key": "k", "source_model_sha256": "0" * 64}
+    # An earlier run wrote (0, 0) and (0, 1): this job was given the other four; (1, 1) is collected.
+    job = pipe.create_corpus_job(plan, np.array([1, 2, 3]), [["a"], ["b"], ["c"]], [(1, 0), (1, 1), (2, 0), (2, 1)])
+    redis_client.hset(f"ws:job:{job}:cells", "1|1", 1)
+    assert pipe.unfinished(job) == [("corpus_attack", {"job": job, "shard": s, "attack": a})
+                                    for s, a in [(1, 0), (2, 0), (2, 1)]]
+
+
+def test_in_flight_counts_queued_and_unacknowledged_messages(redis_client):
+    pipe = Pipeline(redis_client)
+    assert pipe.in_flight() == 0
+    redis_client.lpush("dwt", "m1", "m2")
+    redis_client.hset(UNACKED_KEY, "tag", "m3")
+    assert pipe.in_flight() == 3
+
+
+def test_redrive_sends_the_unfinished_units_and_counts_them(redis_client):
+    sent = []
+
+    class App:  # records what would go on the queues
+        def send_task(self, name, kwargs, queue):
+            sent.append((name, kwargs, queue))
+
+    pipe = Pipeline(redis_client)
+    job = pipe.create_job(_plan(), np.zeros(10, np.int64))
+    for attack in (0, 2):
+        for configuration in CONFIGS:
+            _collect(pipe, job, 0, attack, configuration)
+    assert producer.redrive(pipe, App(), job) == [("attack", {"job": job, "batch": 0, "attack": 1})]
+    assert sent == [("waveshield.attack", {"job": job, "batch": 0, "attack": 1}, "attack")]
+    assert pipe.progress(job)["redriven"] == 1
+    with pytest.raises(producer.JobFailed, match="gone from Redis"):
+        producer.redrive(pipe, App(), "nosuchjob")

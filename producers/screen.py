@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import functools
 import json
 import sys
 from pathlib import Path
@@ -10,40 +11,50 @@ from pathlib import Path
 import click
 import numpy as np
 
-from shared import defences, screening
+from shared import defences, detector, screening
 from shared.data import ImageSet, to_float_nchw
-from shared.evaluation import MODES, defend
+from shared.evaluation import MODES
 from shared.models import CIFAR10_CLASSES
 from shared.model_store import ModelStore
 from shared.settings import Settings, resolve_device
 
-FIELDS = ["id", "label", "confidence", "raw_label", "suspicion", "flagged", "error"]
+FIELDS = ["id", "label", "confidence", "raw_label", "suspicion", "flagged", "error", "signal"]
 
 
 def screening_settings(settings: Settings) -> dict:
-    """Threshold, defence and models to screen with; checks the weights exist."""
+    """Score, threshold, defence and models to screen with; checks the weights (and detector) exist."""
     chosen = screening.load_settings(settings.weights_dir)
+    if chosen["score"] not in screening.SCORES:
+        raise ValueError(f"{settings.weights_dir / screening.FILENAME}: unknown score {chosen['score']!r}; "
+                         f"valid: {', '.join(screening.SCORES)}")
     store = ModelStore(settings.weights_dir)
-    for name in (chosen["raw_model"], chosen["defended_model"]):
+    names = (chosen["raw_model"], chosen["defended_model"])
+    if chosen["score"] == "detector":
+        names = ("standard", *detector.DEFENCES)
+        chosen["detector_sha256"] = store.detector()[1]["sha256"]
+        if f"{chosen['raw_model']}@raw" not in detector.PATHS or \
+                f"{chosen['defended_model']}@{chosen['defence']}" not in detector.PATHS:
+            raise ValueError(f"the detector reads the paths {', '.join(detector.PATHS)}; screening.json names "
+                             f"{chosen['raw_model']}@raw and {chosen['defended_model']}@{chosen['defence']}")
+    for name in names:
         store.require(name, "screening")
     defences.get(chosen["defence"], settings.weights_dir)
-    return {k: chosen[k] for k in ("threshold", "defence", "raw_model", "defended_model")}
+    return {k: chosen[k] for k in ("score", "threshold", "defence", "raw_model", "defended_model", "detector_sha256")
+            if k in chosen}
 
 
 def screen_local(image_set: ImageSet, settings: Settings, batch_size: int = 256) -> list[dict]:
     """Screen in this process; one record per item, readable or not."""
     chosen = screening_settings(settings)
-    device = resolve_device(settings.device)
-    load = ModelStore(settings.weights_dir, device).get
-    options = defences.get(chosen["defence"], settings.weights_dir)
+    store = ModelStore(settings.weights_dir, resolve_device(settings.device))
+    options = functools.lru_cache(maxsize=None)(lambda name: defences.get(name, settings.weights_dir))
     out = []
     with click.progressbar(length=len(image_set), label="screening", file=sys.stderr) as bar:
         for start in range(0, len(image_set), batch_size):
-            x = to_float_nchw(image_set.images[start:start + batch_size], device)
-            p_raw, p_def, suspicion = screening.score(load(chosen["raw_model"]), load(chosen["defended_model"]), x,
-                                                      defend(x, options))
+            x = to_float_nchw(image_set.images[start:start + batch_size], store.device)
+            p_raw, p_def, suspicion, signals = screening.screen_batch(chosen, x, store.get, options, store.detector)
             out += screening.records(image_set.ids[start:start + batch_size], p_raw, p_def, suspicion,
-                                     chosen["threshold"], CIFAR10_CLASSES)
+                                     chosen["threshold"], CIFAR10_CLASSES, signals)
             bar.update(len(x))
     return out + [screening.error_record(e.id, e.reason) for e in image_set.errors]
 

@@ -60,6 +60,26 @@ class ModelStore:
             self._loaded[name] = models.load(self.require(name, f"model {name!r}"), device=self.device)[0]
         return self._loaded[name]
 
+    def detector(self, sha256: str | None = None):
+        """The learned detector of this weights directory and its card, loaded once.
+
+        Raises
+        ------
+        ModelCardError
+            If it is missing or corrupt, or its sha256 is not ``sha256`` (the
+            detector the job was submitted with).
+        """
+        from . import detector
+
+        if "detector" not in self._loaded:
+            model, card = detector.load(self.weights_dir / detector.WEIGHTS_NAME)
+            self._loaded["detector"] = (model.to(self.device), card)
+        model, card = self._loaded["detector"]
+        if sha256 is not None and card["sha256"] != sha256:
+            raise models.ModelCardError(f"the detector in {self.weights_dir} (sha256 {card['sha256'][:12]}) is not the "
+                                        f"one the job was submitted with ({sha256[:12]}); give every worker the same weights")
+        return model, card
+
     def card(self, name: str) -> dict:
         """The JSON card of the checkpoint ``name`` (without loading its weights)."""
         import json

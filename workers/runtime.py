@@ -25,8 +25,9 @@ def pipeline() -> Pipeline:
     deterministic_kernels()
     client = connect(cfg.redis_url or "redis://127.0.0.1:6379/0", cfg.redis_retry_s)
 
-    return Pipeline(client, get_model=ModelStore(cfg.weights_dir, device).get, defence_options=lambda name: defences.get(name, cfg.weights_dir),
-                    device=device, blob_ttl_s=cfg.blob_ttl_s)
+    store = ModelStore(cfg.weights_dir, device)
+    return Pipeline(client, get_model=store.get, defence_options=lambda name: defences.get(name, cfg.weights_dir),
+                    get_detector=store.detector, device=device, blob_ttl_s=cfg.blob_ttl_s)
 
 
 def run_stage(task, stage: str, **kwargs) -> None:

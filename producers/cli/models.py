@@ -1,4 +1,4 @@
-"""Commands that prepare models and defences: train, tune, calibrate."""
+"""Commands that prepare models and defences: train, tune, calibrate, fit-detector."""
 
 from __future__ import annotations
 
@@ -108,6 +108,33 @@ def calibrate(data, n, fpr, out):
         click.echo(f"  {attack}: {100 * rate:.1f} % flagged ({100 * result['detection_of_fooling'][attack]:.1f} % "
                    "of those that fool the standard model)")
     click.echo(f"settings: {cfg.weights_dir / 'screening.json'}; table: {out / 'calibration.md'}")
+
+
+@click.command(name="fit-detector")
+@click.option("--corpus", "corpora", multiple=True, required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="A corpus folder written by `waveshield corpus` on training images (repeatable).")
+@click.option("--clean", default="cifar10:train", show_default=True, help="Clean training images (negatives).")
+@click.option("--n-clean", default=10000, show_default=True, help="How many clean training images.")
+@click.option("--calibration", default="cifar10:test", show_default=True,
+              help="Labelled held-out images: half set the threshold, half measure it.")
+@click.option("--n-calibration", default=2000, show_default=True)
+@click.option("--fpr", default=0.05, show_default=True, help="False-positive rate allowed on clean images.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Where detector.md and roc.png go [default: $WAVESHIELD_OUTPUT_DIR/detector].")
+def fit_detector(corpora, clean, n_clean, calibration, n_calibration, fpr, out):
+    """Train the learned detector on corpora, calibrate it, and make screening use it."""
+    from producers.fit_detector import run_fit
+
+    cfg = settings_mod.load()
+    out = out or cfg.output_dir / "detector"
+    card = run_fit(corpora=list(corpora), clean=clean, n_clean=n_clean, calibration=calibration,
+                   n_calibration=n_calibration, fpr=fpr, settings=cfg, out=out)
+    click.echo(f"threshold {card['threshold']:.4f} (false positives on held-back clean images: "
+               f"{100 * card['measured_fpr']:.1f} %)")
+    for attack, rate in card["detection_of_fooling"].items():
+        click.echo(f"  {attack}: {100 * rate:.1f} % of the images that fool the standard model flagged, "
+                   f"AUROC {card['auroc'][attack]:.3f}")
+    click.echo(f"detector: {cfg.weights_dir / 'detector.safetensors'}; screening now uses it; report: {out / 'detector.md'}")
 
 
 class _EpochProgress:

@@ -42,6 +42,8 @@ class Pipeline(EvaluateStages, ScreenStages, CorpusStages, Recovery):
         Model name -> network in eval mode on ``device`` (cached by the caller).
     defence_options : callable
         Defence name -> reconstruct() options.
+    get_detector : callable, optional
+        sha256 -> the learned detector and its card (screening with it).
     device : str
         Where tensors go.
     blob_ttl_s : int

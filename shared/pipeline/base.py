@@ -21,8 +21,9 @@ class JobStore:
     """
 
     def __init__(self, redis, *, get_model: Callable | None = None, defence_options: Callable | None = None,
-                 device: str = "cpu", blob_ttl_s: int = 86400):
+                 get_detector: Callable | None = None, device: str = "cpu", blob_ttl_s: int = 86400):
         self.redis = redis
+        self.get_detector = get_detector
         self.blobs = BlobStore(redis, blob_ttl_s)
         self.get_model = get_model
         self.defence_options = defence_options

@@ -51,16 +51,16 @@ class ScreenStages(JobStore):
         if not self._done(marker):
             plan = self.plan(job)
             x = to_float_nchw(self.blobs.get(clean_key(job, batch), stage="screen_fused"), self.device)
-            self._score_batch(job, batch, plan, x, defend(x, self.defence_options(plan["defence"])))
+            self._score_batch(job, batch, plan, x)
         return self._finish(marker, clean_key(job, batch), "screen_fused",
                             [("screen_collect", {"job": job, "batch": batch})])
 
-    def _score_batch(self, job: str, batch: int, plan: dict, x: torch.Tensor, rec: torch.Tensor) -> None:
+    def _score_batch(self, job: str, batch: int, plan: dict, x: torch.Tensor, rec: torch.Tensor | None = None) -> None:
         """The records of one screening batch, kept for the collector."""
-        p_raw, p_def, suspicion = screening.score(self.get_model(plan["raw_model"]),
-                                                  self.get_model(plan["defended_model"]), x, rec)
+        p_raw, p_def, suspicion, signals = screening.screen_batch(plan, x, self.get_model, self.defence_options,
+                                                                  self.get_detector, reconstructed=rec)
         ids = json.loads(self.redis.hget(job_key(job, "ids"), batch))
-        found = screening.records(ids, p_raw, p_def, suspicion, plan["threshold"], plan["classes"])
+        found = screening.records(ids, p_raw, p_def, suspicion, plan["threshold"], plan["classes"], signals)
         self.redis.set(records_key(job, batch), json.dumps(found), ex=KEEP_JOB_S)
 
     def screen_dwt(self, job: str, batch: int) -> list:

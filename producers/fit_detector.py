@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from shared import attacks, defences, detector, figures, screening
+from shared.adaptive_screening import evade_screening
 from shared.data import load_images
 from shared.evaluation import PAPER_EPS, attack_id
 from shared.model_store import ModelStore
@@ -19,6 +20,8 @@ from shared.settings import Settings, resolve_device
 #: What the detector is measured on: the attacks it trains on, and some it never sees.
 TRAINED = [("fgsm", {"eps": e}) for e in PAPER_EPS] + [("bim", {"eps": e}) for e in PAPER_EPS] + [("deepfool", {})]
 HELD_OUT = [("pgd", {"eps": 0.01}), ("fgsm", {"eps": round(8 / 255, 6)}), ("bim", {"eps": round(8 / 255, 6)})]
+#: The eps of the attacker who knows the detector (:mod:`shared.adaptive_screening`).
+ADAPTIVE_EPS = (0.01, round(8 / 255, 6))
 BATCH = 500
 
 
@@ -91,33 +94,70 @@ def run_fit(*, corpora: list[Path], clean: str, n_clean: int, calibration: str, 
     half = len(x) // 2
     clean_scores = model.score(feats(x))
     threshold = screening.calibrate(clean_scores[:half].numpy(), fpr)
-    test_clean = clean_scores[half:]
+    x, y, test_clean = x[half:], y[half:], clean_scores[half:]  # what follows never saw the threshold being set
+    screened_path = chosen_paths(settings)
+
+    def screened(images):
+        """The detector's scores and the label screening reports (the defended path's)."""
+        f, labels = [], []
+        for i in range(0, len(images), BATCH):
+            fb, logits = detector.features(images[i:i + BATCH].to(device), store.get, options, with_logits=True)
+            f.append(fb.cpu())
+            labels.append(logits[screened_path].argmax(1).cpu())
+        return model.score(torch.cat(f)), torch.cat(labels)
+
+    def outcome(scores, labels):
+        wrong = labels != y
+        return {"screened_accuracy": float((~wrong).float().mean()),
+                "flagged_of_wrong": float((scores[wrong] > threshold).float().mean()) if wrong.any() else float("nan"),
+                "evaded": float((wrong & (scores <= threshold)).float().mean())}
+
     right = predict(x) == y
-    rows, curves = [], {}
+    rows, curves = [{"attack": "clean", "trained_on": True, "fooling_images": 0, "detected": float("nan"),
+                     "auroc": float("nan"), **outcome(*screened(x))}], {}
     for name, params in TRAINED + HELD_OUT:
         adversarial = quantise(torch.cat([attacks.get(name)(standard, x[i:i + BATCH].to(device), y[i:i + BATCH].to(device),
                                                             **params).cpu() for i in range(0, len(x), BATCH)]))
-        fooled = (right & (predict(adversarial) != y))[half:]
-        scores = model.score(feats(adversarial))[half:][fooled]
+        scores, labels = screened(adversarial)
+        fooled = right & (predict(adversarial) != y)
         label = attack_id({"name": name, "params": params})
         rows.append({"attack": label, "trained_on": (name, params) in TRAINED, "fooling_images": int(fooled.sum()),
-                     "detected": float((scores > threshold).float().mean()) if len(scores) else float("nan"),
-                     "auroc": detector.auroc(test_clean, scores)})
-        curves[label] = _roc_points(test_clean, scores)
+                     "detected": float((scores[fooled] > threshold).float().mean()) if fooled.any() else float("nan"),
+                     "auroc": detector.auroc(test_clean, scores[fooled]), **outcome(scores, labels)})
+        curves[label] = _roc_points(test_clean, scores[fooled])
+    adaptive = []
+    for eps in ADAPTIVE_EPS:
+        adversarial = quantise(torch.cat([
+            evade_screening(x[i:i + BATCH].to(device), y[i:i + BATCH].to(device), store.get, options, model, eps=eps,
+                            screened_path=screened_path).cpu() for i in range(0, len(x), BATCH)]))
+        adaptive.append({"attack": f"evade eps={eps}", **outcome(*screened(adversarial))})
     measured_fpr = float((test_clean > threshold).float().mean())
     card = {"features": detector.feature_names(), "paths": list(detector.PATHS), "epochs": epochs,
             "trained_on": {"corpora": sources, "clean": {"data": str(clean), "images": len(clean_set)}},
             "threshold": threshold, "fpr": fpr, "measured_fpr": measured_fpr,
             "calibrated_on": {"data": str(calibration), "images": half},
             "measured_on": {"data": str(calibration), "images": len(x) - half, "quantised_to_uint8": True},
-            "detection_of_fooling": {r["attack"]: r["detected"] for r in rows},
-            "auroc": {r["attack"]: r["auroc"] for r in rows}}
+            "detection_of_fooling": {r["attack"]: r["detected"] for r in rows[1:]},
+            "auroc": {r["attack"]: r["auroc"] for r in rows[1:]},
+            "screened": {r["attack"]: {k: r[k] for k in ("screened_accuracy", "flagged_of_wrong", "evaded")}
+                         for r in rows + adaptive}}
     card = detector.save(model, settings.weights_dir / detector.WEIGHTS_NAME, card)
-    chosen = {**screening.load_settings(settings.weights_dir), "score": "detector", "threshold": threshold, "fpr": fpr,
-              "measured_fpr": measured_fpr}
+    chosen = screening.load_settings(settings.weights_dir)
+    if chosen["score"] == "disagreement":  # keep the hand-made score's calibration beside the detector's
+        chosen["disagreement"] = {k: chosen[k] for k in ("threshold", "fpr", "measured_fpr") if k in chosen}
+    chosen.update(score="detector", threshold=threshold, fpr=fpr, measured_fpr=measured_fpr)
     (settings.weights_dir / screening.FILENAME).write_text(json.dumps(chosen, indent=2) + "\n")
-    _write_report(out, rows, curves, card)
+    _write_report(out, rows, adaptive, curves, card)
     return card
+
+
+def chosen_paths(settings: Settings) -> str:
+    """The path whose label screening reports, e.g. ``haar@haar``, from screening.json."""
+    chosen = screening.load_settings(settings.weights_dir)
+    path = f"{chosen['defended_model']}@{chosen['defence']}"
+    if path not in detector.PATHS:
+        raise ValueError(f"screening.json names {path}; the detector reads {', '.join(detector.PATHS)}")
+    return path
 
 
 def _roc_points(clean: torch.Tensor, adversarial: torch.Tensor, points: int = 60) -> list[tuple[float, float]]:
@@ -128,13 +168,17 @@ def _roc_points(clean: torch.Tensor, adversarial: torch.Tensor, points: int = 60
     return [(100 * float((clean > t).double().mean()), 100 * float((adversarial > t).double().mean())) for t in cuts]
 
 
-def _write_report(out: Path, rows: list[dict], curves: dict, card: dict) -> None:
+def _write_report(out: Path, rows: list[dict], adaptive: list[dict], curves: dict, card: dict) -> None:
     out.mkdir(parents=True, exist_ok=True)
     shown = {k: v for k, v in curves.items() if k in {"fgsm eps=0.004", "fgsm eps=0.01", "bim eps=0.01", "deepfool",
                                                       "pgd eps=0.01", f"fgsm eps={round(8 / 255, 6)}"}}
     figures.scatter(shown, out / "roc.png", xlabel="clean images flagged (%)", ylabel="fooling images flagged (%)",
                     title="Learned detector, 8-bit attacked test images", vline=100 * card["fpr"])
     clean = card["trained_on"]["clean"]
+
+    def pct(v):
+        return "-" if v != v else f"{100 * v:.1f} %"
+
     lines = ["# Learned detector", "",
              f"Trained on {sum(s['successful_images_used'] for s in card['trained_on']['corpora'])} successful attacked "
              f"images from {len(card['trained_on']['corpora'])} corpus folder(s) and {clean['images']} clean images "
@@ -143,9 +187,21 @@ def _write_report(out: Path, rows: list[dict], curves: dict, card: dict) -> None
              f"Threshold {card['threshold']:.4f}, set on {card['calibrated_on']['images']} clean images of "
              f"{card['calibrated_on']['data']} for {100 * card['fpr']:.1f} % false positives; measured on the other "
              f"{card['measured_on']['images']}: {100 * card['measured_fpr']:.1f} % false positives. Attacks are crafted "
-             "on the standard model and quantised to 8 bits before scoring; the rates count the images that fool it.",
-             "", "| attack | in training | fooling images | flagged | AUROC |", "| --- | --- | --- | --- | --- |"]
+             "on the standard model and quantised to 8 bits before scoring.", "",
+             "*Flagged* and *AUROC* count the images that fool the standard model; *screened accuracy* is the "
+             "accuracy of the label screening reports (the DWT-trained model on the reconstruction) on all images; "
+             "*evaded* is the share of all images whose reported label is wrong and which are not flagged.", "",
+             "| attack | in training | fooling images | flagged | AUROC | screened accuracy | evaded |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
     lines += [f"| {r['attack']} | {'yes' if r['trained_on'] else 'no (held out)'} | {r['fooling_images']} | "
-              f"{100 * r['detected']:.1f} % | {r['auroc']:.3f} |" for r in rows]
+              f"{pct(r['detected'])} | {'-' if r['auroc'] != r['auroc'] else format(r['auroc'], '.3f')} | "
+              f"{pct(r['screened_accuracy'])} | {pct(r['evaded'])} |" for r in rows]
+    lines += ["", "## The attacker who knows the detector", "",
+              "PGD (random start, 20 steps of eps/4) through both DWTs with BPDA, ascending the cross-entropy of the "
+              "reported label plus the log-probability the detector gives *clean* "
+              "(`shared/adaptive_screening.py`); 8-bit delivery as above.", "",
+              "| attack | screened accuracy | flagged, of the wrongly labelled | evaded |", "| --- | --- | --- | --- |"]
+    lines += [f"| {r['attack']} | {pct(r['screened_accuracy'])} | {pct(r['flagged_of_wrong'])} | {pct(r['evaded'])} |"
+              for r in adaptive]
     lines += ["", "![ROC](roc.png)", ""]
     (out / "detector.md").write_text("\n".join(lines))

@@ -65,7 +65,6 @@ def features(x: torch.Tensor, get_model: Callable, defence_options: Callable, *,
         Model name (``standard``, ``haar``, ``daubechies``) -> network in eval mode.
     defence_options : callable
         Defence name -> ``reconstruct()`` options.
-
     with_logits : bool
         Also return each path's logits, keyed by path (``standard@raw``,
         ``haar@haar``...), so that a caller needs no second forward pass.
@@ -76,8 +75,18 @@ def features(x: torch.Tensor, get_model: Callable, defence_options: Callable, *,
         (N, F) float32, columns named by :func:`feature_names`; with
         ``with_logits``, a pair (features, logits).
     """
+    f, logits = differentiable_features(x, get_model, lambda name, images: defend(images, defence_options(name)))
+    return (f, logits) if with_logits else f
+
+
+def differentiable_features(x: torch.Tensor, get_model: Callable, reconstruct: Callable):
+    """:func:`features` with gradients, and with the reconstruction given: ``reconstruct(defence name, images)``.
+
+    An attacker who knows the detector differentiates through this, with a
+    BPDA reconstruction (identity in the backward pass). Returns (features, logits).
+    """
     standard = get_model("standard")
-    reconstructions = {d: defend(x, defence_options(d)) for d in DEFENCES}
+    reconstructions = {d: reconstruct(d, x) for d in DEFENCES}
     logits = {"standard@raw": standard(x)}
     for d, rec in reconstructions.items():
         logits[f"{d}@{d}"] = get_model(d)(rec)
@@ -91,8 +100,7 @@ def features(x: torch.Tensor, get_model: Callable, defence_options: Callable, *,
         columns += [0.5 * (logp.exp() - p_raw).abs().sum(1), logp.gather(1, raw_label).squeeze(1),
                     (logp.argmax(1, keepdim=True) != raw_label).float().squeeze(1)]
     columns += [(rec - x).abs().flatten(1).mean(1) for rec in reconstructions.values()]
-    f = torch.stack(columns, 1).float()
-    return (f, logits) if with_logits else f
+    return torch.stack(columns, 1).float(), logits
 
 
 class Detector(nn.Module):
@@ -110,6 +118,8 @@ class Detector(nn.Module):
         super().__init__()
         self.register_buffer("mean", torch.zeros(n_features))
         self.register_buffer("scale", torch.ones(n_features))
+        # A typical clean image, standardised: what :func:`strongest_signal` measures departures from.
+        self.register_buffer("reference", torch.zeros(n_features))
         self.net = nn.Linear(n_features, 1) if hidden == 0 else nn.Sequential(
             nn.Linear(n_features, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, 1))
 
@@ -138,6 +148,7 @@ def fit(clean: torch.Tensor, adversarial: torch.Tensor, *, hidden: int = 64, epo
     model = Detector(f.shape[1], hidden)
     model.mean.copy_(f.mean(0))
     model.scale.copy_(f.std(0).clamp_min(1e-6))
+    model.reference.copy_((clean.float().mean(0) - model.mean) / model.scale)
     optimiser = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
     loss_fn = nn.BCEWithLogitsLoss(weight=weight)
     model.train()
@@ -177,7 +188,11 @@ def signal_groups(names: list[str]) -> list[str]:
 
 
 def strongest_signal(model: Detector, f: torch.Tensor, names: list[str]) -> list[str]:
-    """Per image, the signal that raised its score most (gradient x standardised input, summed per signal).
+    """Per image, the signal that raised its score most.
+
+    Each feature's contribution is the gradient of the logit times the
+    feature's departure from a typical clean image (both standardised),
+    summed per signal.
 
     Returns the name of that signal: a path (``haar@haar``: what the Haar
     model said of the Haar reconstruction, and how it differs from the raw
@@ -185,7 +200,7 @@ def strongest_signal(model: Detector, f: torch.Tensor, names: list[str]) -> list
     """
     z = ((f - model.mean) / model.scale).detach().requires_grad_(True)
     model.net(z).sum().backward()
-    contribution = (z.grad * z).detach()
+    contribution = (z.grad * (z - model.reference)).detach()
     groups = signal_groups(names)
     labels = sorted(set(groups), key=groups.index)
     index = torch.tensor([labels.index(g) for g in groups])

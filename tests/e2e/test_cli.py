@@ -280,3 +280,52 @@ def test_watch_screens_files_as_they_land_and_resumes_without_repeats(workdir, t
     ids = [json.loads(l)["id"] for l in (out / "records.jsonl").read_text().splitlines()]  # every line whole
     assert len(ids) == len(set(ids)) == 15
     assert {Path(i).name for i in ids} == {f"img{i:03d}.png" for i in [*range(9), *range(10, 15)]} | {"notes.txt"}
+
+
+def test_fit_detector_on_a_corpus_then_screening_uses_it_and_names_signals(workdir, tmp_path, sample):
+    import shutil
+
+    import numpy as np
+    import torch
+
+    from shared import attacks, corpus as corpus_files, detector
+    from shared.model_store import ModelStore
+
+    repo = Path(__file__).resolve().parents[2]
+    weights = tmp_path / "weights"
+    shutil.copytree(repo / "weights", weights, ignore=shutil.ignore_patterns("ablation"))
+    env = {**workdir, "WAVESHIELD_WEIGHTS_DIR": str(weights)}
+    # A corpus as `waveshield corpus` writes it: FGSM on 300 sample images; the other 200 are held out.
+    standard = ModelStore(weights).get("standard")
+    x, y = sample.to_tensor()[:300], torch.from_numpy(sample.labels[:300])
+    attack = {"name": "fgsm", "params": {"eps": 0.01}}
+    adversarial = attacks.get("fgsm")(standard, x, y, eps=0.01)
+    lines = corpus_files.manifest_lines(standard, x, adversarial, y, sample.ids[:300], attack, seed=0,
+                                        model_sha256="0" * 64)
+    corpus_files.write_shard(tmp_path / "corpus", attack, 0, adversarial.numpy(), y.numpy(), sample.ids[:300], lines,
+                             "float32")
+    held = tmp_path / "held.npz"
+    np.savez(held, x=sample.images[300:500], y=sample.labels[300:500])
+    fitted = run(["fit-detector", "--corpus", str(tmp_path / "corpus"), "--clean", "sample", "--n-clean", "300",
+                  "--calibration", str(held), "--n-calibration", "200", "--out", str(tmp_path / "report")], env)
+    assert fitted.returncode == 0, fitted.stderr
+    _, card = detector.load(weights / "detector.safetensors")
+    assert card["features"] == detector.feature_names() and card["calibrated_on"]["images"] == 100
+    assert json.loads((weights / "screening.json").read_text())["score"] == "detector"
+    assert card["auroc"]["fgsm eps=0.01"] > 0.6  # it learned something that carries over to unseen images
+    table = (tmp_path / "report" / "detector.md").read_text()
+    assert "| pgd eps=0.01 | no (held out) |" in table and (tmp_path / "report" / "roc.png").stat().st_size > 0
+
+    attacked = tmp_path / "attacked.npz"  # FGSM on the held-out images, delivered in 8 bits
+    held_x, held_y = sample.to_tensor()[300:500], torch.from_numpy(sample.labels[300:500])
+    np.savez(attacked, x=(attacks.get("fgsm")(standard, held_x, held_y, eps=0.01) * 255).round().byte()
+             .permute(0, 2, 3, 1).numpy(), y=held_y.numpy())
+    rates = {}
+    for name, path in (("clean", held), ("attacked", attacked)):
+        screened = run(["screen", str(path), "--local", "--out", str(tmp_path / name)], env)
+        assert screened.returncode == 0, screened.stderr
+        records = [json.loads(l) for l in (tmp_path / name / "records.jsonl").read_text().splitlines()]
+        groups = set(detector.signal_groups(card["features"]))
+        assert len(records) == 200 and all(r["signal"] in groups and 0 <= r["suspicion"] <= 1 for r in records)
+        rates[name] = sum(r["flagged"] for r in records) / len(records)
+    assert rates["attacked"] > rates["clean"] + 0.1, rates

@@ -75,3 +75,58 @@ def test_screen_on_workers_gives_one_record_per_item_equal_to_local(redis_client
     # The stages that ran left their done-markers: one fused task per batch, or DWT then classify.
     ran = {k.decode().split(":")[4] for k in redis_client.scan_iter(match=f"ws:job:{job}:done:*")}
     assert ran == ({"screen_fused"} if mode == "fused" else {"screen_dwt", "screen_classify"})
+
+
+@pytest.fixture()
+def detector_weights(tiny_weights, tmp_path, sample):
+    """The tiny models plus a detector fitted on their features, selected by screening.json."""
+    import functools
+    import json
+    import shutil
+
+    import torch
+
+    from shared import attacks, defences, detector
+    from shared.model_store import ModelStore
+
+    weights = tmp_path / "weights"
+    shutil.copytree(tiny_weights, weights)
+    store = ModelStore(weights)
+    options = functools.lru_cache(maxsize=None)(lambda name: defences.get(name, weights))
+    x, y = sample.to_tensor()[:200], torch.from_numpy(sample.labels[:200])
+    adversarial = attacks.get("fgsm")(store.get("standard"), x, y, eps=0.03)
+    model = detector.fit(detector.features(x, store.get, options), detector.features(adversarial, store.get, options),
+                         epochs=100)
+    detector.save(model, weights / detector.WEIGHTS_NAME, {"features": detector.feature_names()})
+    (weights / "screening.json").write_text(json.dumps({"score": "detector", "threshold": 0.5}))
+    return weights
+
+
+def test_screen_with_the_learned_detector_on_workers_equals_local(redis_client, redis_url, worker_env, detector_weights,
+                                                                   incoming, tmp_path, monkeypatch):
+    from workers.app import app, use_broker
+
+    from .conftest import QUEUES, Workers
+
+    pool = Workers({**worker_env, "WAVESHIELD_WEIGHTS_DIR": str(detector_weights)}, tmp_path)
+    try:
+        for queue in QUEUES:
+            pool.start(queue)
+        monkeypatch.setenv("REDIS_URL", redis_url)
+        monkeypatch.setenv("WAVESHIELD_WEIGHTS_DIR", str(detector_weights))
+        monkeypatch.setenv("WAVESHIELD_DEVICE", "cpu")
+        use_broker(redis_url)
+        settings = load_settings()
+        image_set = load_many(incoming)
+        job = screen_mod.submit_screen(redis_client, app, image_set, settings, batch_size=16)
+        state = producer.wait(redis_client, job, timeout_s=300)
+    finally:
+        pool.stop_all()
+    assert state["status"] == "complete" and not state["errors"]
+    local = {r["id"]: r for r in screen_mod.screen_local(image_set, settings, batch_size=16)}
+    records = [r for r in Pipeline(redis_client).screen_records(job) if r["error"] is None]
+    assert len(records) == len(image_set) and {r["signal"] for r in records} != {"disagreement"}
+    for r in records:
+        assert r["signal"] == local[r["id"]]["signal"] and r["label"] == local[r["id"]]["label"]
+        assert abs(r["suspicion"] - local[r["id"]]["suspicion"]) < 1e-4
+        assert r["flagged"] == (r["suspicion"] > 0.5)

@@ -9,6 +9,7 @@ from scipy.stats import mannwhitneyu
 
 from shared import attacks, defences, detector
 from shared.model_store import ModelStore
+from shared.models import ModelCardError
 
 from .test_shipped_weights import WEIGHTS
 
@@ -54,3 +55,61 @@ def test_auroc_equals_the_mann_whitney_statistic(ties):
         clean, adversarial = np.round(clean, 1), np.round(adversarial, 1)
     u = mannwhitneyu(adversarial, clean).statistic
     assert detector.auroc(torch.tensor(clean), torch.tensor(adversarial)) == pytest.approx(u / (300 * 200), abs=1e-12)
+
+
+def test_save_load_round_trip_verifies_the_hash(tmp_path):
+    generator = torch.Generator().manual_seed(0)
+    clean, adversarial = torch.randn(100, 4, generator=generator), torch.randn(100, 4, generator=generator) + 1
+    model = detector.fit(clean, adversarial, hidden=8, epochs=50)
+    names = ["standard@raw:top_prob", "haar@haar:tv_to_raw", "haar@haar:entropy", "haar:removed"]
+    card = detector.save(model, tmp_path / "detector.safetensors", {"features": names, "threshold": 0.5})
+    loaded, loaded_card = detector.load(tmp_path / "detector.safetensors")
+    assert loaded_card == card and card["hidden"] == 8 and card["n_features"] == 4
+    assert torch.equal(loaded.score(adversarial), model.score(adversarial))
+    signals = detector.strongest_signal(loaded, adversarial, names)
+    assert len(signals) == 100 and set(signals) <= {"standard@raw", "haar@haar", "haar:removed"}
+    with pytest.raises(ValueError, match="names 3 features"):
+        detector.save(model, tmp_path / "other.safetensors", {"features": names[:3]})
+    raw = bytearray((tmp_path / "detector.safetensors").read_bytes())
+    raw[-1] ^= 1
+    (tmp_path / "detector.safetensors").write_bytes(bytes(raw))
+    with pytest.raises(ModelCardError, match="sha256 differs"):
+        detector.load(tmp_path / "detector.safetensors")
+    with pytest.raises(ModelCardError, match="waveshield fit-detector"):
+        detector.load(tmp_path / "missing.safetensors")
+
+
+def test_the_strongest_signal_is_the_one_that_moves_the_score():
+    # Only the second feature differs between the classes: every adversarial image's reason is its signal.
+    generator = torch.Generator().manual_seed(0)
+    clean = torch.randn(300, 3, generator=generator)
+    adversarial = clean.clone()
+    adversarial[:, 1] += 4
+    model = detector.fit(clean, adversarial, hidden=0, epochs=300)
+    names = ["standard@raw:margin", "haar@haar:tv_to_raw", "daubechies:removed"]
+    assert set(detector.strongest_signal(model, adversarial, names)) == {"haar@haar"}
+
+
+def test_the_attacker_who_knows_the_detector_lowers_its_score_and_the_screened_accuracy(sample, shipped):
+    from shared.adaptive_screening import evade_screening
+
+    get_model, options = shipped
+    x, y = sample.to_tensor()[:96], torch.from_numpy(sample.labels[:96])
+    fgsm = attacks.get("fgsm")(get_model("standard"), x, y, eps=0.01)
+    model = detector.fit(detector.features(x, get_model, options), detector.features(fgsm, get_model, options))
+    eps = 0.01
+
+    def run(weight):
+        adversarial = evade_screening(x[:32], y[:32], get_model, options, model, eps=eps, steps=5, weight=weight)
+        f, logits = detector.features(adversarial, get_model, options, with_logits=True)
+        return adversarial, model.score(f).mean(), (logits["haar@haar"].argmax(1) == y[:32]).float().mean()
+
+    blind, blind_score, blind_accuracy = run(0.0)  # BPDA PGD on the screened label only
+    aware, aware_score, aware_accuracy = run(4.0)
+    assert (aware - x[:32]).abs().max() <= eps + 1e-6 and aware.min() >= 0 and aware.max() <= 1
+    assert aware_score < blind_score  # knowing the detector, it hides better
+    clean_accuracy = (detector.features(x[:32], get_model, options, with_logits=True)[1]["haar@haar"].argmax(1)
+                      == y[:32]).float().mean()
+    assert blind_accuracy < clean_accuracy and aware_accuracy < clean_accuracy
+    again, _, _ = run(4.0)
+    assert torch.equal(again, aware)  # seeded start: the same images

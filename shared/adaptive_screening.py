@@ -1,0 +1,80 @@
+"""The attacker who knows the screening: PGD through the DWT (BPDA) that also lowers the detector's score.
+
+Screening reports the defended path's label (the DWT-trained model on the
+reconstruction) and flags an image whose detector score is over the
+threshold. An attacker who knows both wants the label wrong *and* the image
+unflagged, so each step ascends
+
+    cross-entropy(defended path, true label) + weight * log P_detector(clean)
+
+(both in nats; ``weight`` trades one aim against the other). The
+reconstructions are BPDA: their forward pass is the real DWT, their backward
+pass the identity (Athalye, Carlini and Wagner, ICML 2018,
+https://arxiv.org/abs/1802.00420), and the detector's features are
+differentiated through every path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+
+from .attacks._base import check_inputs, eval_mode, project_linf
+from .detector import Detector, differentiable_features
+from .evaluation import defend
+
+
+def bpda_reconstruct(defence_options: Callable) -> Callable:
+    """``(defence name, images) -> reconstruction`` whose gradient is the identity's."""
+    def reconstruct(name: str, images: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            rec = defend(images.detach(), defence_options(name))
+        return images + (rec - images).detach()
+    return reconstruct
+
+
+def evade_screening(images: torch.Tensor, labels: torch.Tensor, get_model: Callable, defence_options: Callable,
+                    detector: Detector, *, eps: float, steps: int = 20, alpha: float | None = None,
+                    weight: float = 1.0, screened_path: str = "haar@haar", seed: int = 0) -> torch.Tensor:
+    """L-inf PGD (random start) against the screened label and the detector at once.
+
+    Parameters
+    ----------
+    images, labels : torch.Tensor
+        (N, 3, H, W) in [0, 1]; true classes.
+    get_model, defence_options : callable
+        As for :func:`shared.detector.features`.
+    detector : Detector
+        The detector to evade.
+    eps, steps, alpha : float, int, float
+        The L-inf radius, the number of steps and their size (default eps / 4).
+    weight : float
+        Weight of looking clean to the detector against the label being wrong.
+    screened_path : str
+        The path whose label screening reports.
+    seed : int
+        Seed of the random start.
+
+    Returns
+    -------
+    torch.Tensor
+        Detached adversarial images within ``eps`` of ``images``, in [0, 1].
+    """
+    images, labels = check_inputs(images, labels, eps)
+    alpha = eps / 4 if alpha is None else alpha
+    reconstruct = bpda_reconstruct(defence_options)
+    generator = torch.Generator(device=images.device).manual_seed(int(seed))
+    noise = torch.rand(images.shape, generator=generator, device=images.device, dtype=images.dtype)
+    adversarial = project_linf(images + (2 * noise - 1) * eps, images, eps)
+    models = [get_model(name) for name in ("standard", "haar", "daubechies")]
+    with eval_mode(models[0]), eval_mode(models[1]), eval_mode(models[2]), eval_mode(detector):
+        for _ in range(steps):
+            adversarial.requires_grad_(True)
+            f, logits = differentiable_features(adversarial, get_model, reconstruct)
+            objective = F.cross_entropy(logits[screened_path], labels, reduction="sum") \
+                - weight * F.softplus(detector(f)).sum()  # softplus(logit) = -log P(clean)
+            grad, = torch.autograd.grad(objective, adversarial)
+            adversarial = project_linf(adversarial.detach() + alpha * grad.sign(), images, eps)
+    return adversarial

@@ -51,8 +51,9 @@ def run_fit(*, corpora: list[Path], clean: str, n_clean: int, calibration: str, 
     """Train on the corpora's successful attacks and clean images, calibrate and measure on held-back images.
 
     The calibration images are split in two: the threshold comes from the
-    clean scores of the first half, and every rate reported (false positives,
-    detection, AUROC) is measured on the second, which the threshold never saw.
+    clean scores of the images at even positions, and every rate reported
+    (false positives, detection, AUROC, screened accuracy) is measured on the
+    others, which the threshold never saw.
     Writes ``detector.safetensors`` and its card into the weights directory,
     switches ``screening.json`` to the detector, and writes ``detector.md``
     and ``roc.png`` into ``out``.
@@ -77,24 +78,29 @@ def run_fit(*, corpora: list[Path], clean: str, n_clean: int, calibration: str, 
         for _, x, y, before in corpus_shards(folder):
             x = quantise(x)
             fooled = (before == y) & (predict(x) != y)  # the attacks that work, once delivered in 8 bits
-            positives.append(feats(x[fooled]))
-            used += int(fooled.sum())
+            if fooled.any():
+                positives.append(feats(x[fooled]))
+                used += int(fooled.sum())
         manifest = Path(folder) / "manifest.jsonl"
         sources.append({"corpus": str(folder), "attacks": sorted(p.name for p in Path(folder).iterdir() if p.is_dir()),
                         "manifest_sha256": sha256_file(manifest) if manifest.is_file() else None,
                         "successful_images_used": used})
     clean_set = load_images(clean, limit=n_clean)
     negatives = feats(clean_set.to_tensor())
+    if not positives:
+        raise ValueError("no corpus image fools the standard model once quantised to 8 bits: nothing to learn from")
     model = detector.fit(negatives, torch.cat(positives), hidden=hidden, epochs=epochs)
 
     held = load_images(calibration, limit=n_calibration)
     if held.labels is None:
         raise ValueError(f"{calibration}: measuring the detector needs labelled images (the attacks need true classes)")
     x, y = held.to_tensor(), torch.from_numpy(held.labels)
-    half = len(x) // 2
+    # Every other image sets the threshold, the rest measure: sources come in class order, so two
+    # halves would hold different classes; alternating keeps both balanced.
     clean_scores = model.score(feats(x))
-    threshold = screening.calibrate(clean_scores[:half].numpy(), fpr)
-    x, y, test_clean = x[half:], y[half:], clean_scores[half:]  # what follows never saw the threshold being set
+    threshold = screening.calibrate(clean_scores[0::2].numpy(), fpr)
+    calibrated_on = len(clean_scores[0::2])
+    x, y, test_clean = x[1::2], y[1::2], clean_scores[1::2]  # what follows never saw the threshold being set
     screened_path = chosen_paths(settings)
 
     def screened(images):
@@ -135,8 +141,9 @@ def run_fit(*, corpora: list[Path], clean: str, n_clean: int, calibration: str, 
     card = {"features": detector.feature_names(), "paths": list(detector.PATHS), "epochs": epochs,
             "trained_on": {"corpora": sources, "clean": {"data": str(clean), "images": len(clean_set)}},
             "threshold": threshold, "fpr": fpr, "measured_fpr": measured_fpr,
-            "calibrated_on": {"data": str(calibration), "images": half},
-            "measured_on": {"data": str(calibration), "images": len(x) - half, "quantised_to_uint8": True},
+            "calibrated_on": {"data": str(calibration), "images": calibrated_on, "which": "even positions"},
+            "measured_on": {"data": str(calibration), "images": len(x), "which": "odd positions",
+                            "quantised_to_uint8": True},
             "detection_of_fooling": {r["attack"]: r["detected"] for r in rows[1:]},
             "auroc": {r["attack"]: r["auroc"] for r in rows[1:]},
             "screened": {r["attack"]: {k: r[k] for k in ("screened_accuracy", "flagged_of_wrong", "evaded")}

@@ -200,6 +200,7 @@ def test_calibrate_then_screen_local_and_no_wait_results(workdir, tmp_path):
     assert calibrated.returncode == 0, calibrated.stderr
     settings = json.loads((weights / "screening.json").read_text())
     assert settings["measured_fpr"] <= 0.1 and set(settings["detection"]) >= {"fgsm eps=0.004", "deepfool"}
+    assert settings["score"] == "disagreement"  # calibrating the hand-made score selects it
     assert set(settings["detection_of_fooling"]) == set(settings["detection"])
 
     (tmp_path / "in").mkdir()

@@ -100,16 +100,16 @@ def test_the_attacker_who_knows_the_detector_lowers_its_score_and_the_screened_a
     eps = 0.01
 
     def run(weight):
-        adversarial = evade_screening(x[:32], y[:32], get_model, options, model, eps=eps, steps=5, weight=weight)
+        adversarial = evade_screening(x[:24], y[:24], get_model, options, model, eps=eps, steps=4, weight=weight)
         f, logits = detector.features(adversarial, get_model, options, with_logits=True)
-        return adversarial, model.score(f).mean(), (logits["haar@haar"].argmax(1) == y[:32]).float().mean()
+        return adversarial, model.score(f).mean(), (logits["haar@haar"].argmax(1) == y[:24]).float().mean()
 
     blind, blind_score, blind_accuracy = run(0.0)  # BPDA PGD on the screened label only
     aware, aware_score, aware_accuracy = run(4.0)
-    assert (aware - x[:32]).abs().max() <= eps + 1e-6 and aware.min() >= 0 and aware.max() <= 1
+    assert (aware - x[:24]).abs().max() <= eps + 1e-6 and aware.min() >= 0 and aware.max() <= 1
     assert aware_score < blind_score  # knowing the detector, it hides better
-    clean_accuracy = (detector.features(x[:32], get_model, options, with_logits=True)[1]["haar@haar"].argmax(1)
-                      == y[:32]).float().mean()
+    clean_accuracy = (detector.features(x[:24], get_model, options, with_logits=True)[1]["haar@haar"].argmax(1)
+                      == y[:24]).float().mean()
     assert blind_accuracy < clean_accuracy and aware_accuracy < clean_accuracy
     again, _, _ = run(4.0)
     assert torch.equal(again, aware)  # seeded start: the same images

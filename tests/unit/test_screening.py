@@ -34,3 +34,26 @@ def test_score_is_total_variation_and_records_flag_above_threshold():
     assert records[1]["label"] == "cat" and records[1]["raw_label"] == "dog"
     summary = screening.summary(records + [screening.error_record("c", "empty file")])
     assert summary == {"images": 3, "screened": 2, "flagged": 1, "errors": 1, "labels": {"cat": 2}}
+
+
+def test_screening_settings_refuse_an_unknown_score_and_a_missing_detector(tmp_path):
+    import json
+    import shutil
+
+    from producers.screen import screening_settings
+    from shared.models import ModelCardError
+    from shared.settings import load as load_settings
+
+    from .test_shipped_weights import WEIGHTS
+
+    for name in ("standard", "haar", "daubechies", "defences"):
+        for path in WEIGHTS.glob(f"{name}.*"):
+            shutil.copy(path, tmp_path)
+    settings = load_settings({"WAVESHIELD_WEIGHTS_DIR": str(tmp_path)})
+    assert screening_settings(settings)["score"] == "disagreement"  # no screening.json: the hand-made score
+    (tmp_path / "screening.json").write_text(json.dumps({"score": "magic"}))
+    with pytest.raises(ValueError, match="unknown score 'magic'"):
+        screening_settings(settings)
+    (tmp_path / "screening.json").write_text(json.dumps({"score": "detector"}))
+    with pytest.raises(ModelCardError, match="train it: waveshield fit-detector"):
+        screening_settings(settings)

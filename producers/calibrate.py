@@ -17,6 +17,7 @@ from shared.settings import Settings, resolve_device
 def run_calibration(*, data: str, n: int, fpr: float, settings: Settings, out: Path) -> dict:
     """Score clean and attacked images, set the threshold, write screening.json and calibration.md."""
     chosen = {**screening.load_settings(settings.weights_dir)}
+    chosen.pop("disagreement", None)  # an earlier calibration of this score, set aside by fit-detector
     device = resolve_device(settings.device)
     store = ModelStore(settings.weights_dir, device)
     for name in (chosen["raw_model"], chosen["defended_model"]):

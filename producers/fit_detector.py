@@ -47,7 +47,7 @@ def corpus_shards(folder: Path):
 
 
 def run_fit(*, corpora: list[Path], clean: str, n_clean: int, calibration: str, n_calibration: int, fpr: float,
-            settings: Settings, out: Path, hidden: int = 64, epochs: int = 300) -> dict:
+            settings: Settings, out: Path, hidden: int = 64, epochs: int = 300, paths=detector.PATHS) -> dict:
     """Train on the corpora's successful attacks and clean images, calibrate and measure on held-back images.
 
     The calibration images are split in two: the threshold comes from the
@@ -56,17 +56,19 @@ def run_fit(*, corpora: list[Path], clean: str, n_clean: int, calibration: str, 
     others, which the threshold never saw.
     Writes ``detector.safetensors`` and its card into the weights directory,
     switches ``screening.json`` to the detector, and writes ``detector.md``
-    and ``roc.png`` into ``out``.
+    and ``roc.png`` into ``out``. ``paths`` chooses the model paths the
+    detector reads (fewer, faster screening).
     """
+    paths = detector.check_paths(paths)
     device = resolve_device(settings.device)
     store = ModelStore(settings.weights_dir, device)
-    for name in ("standard", *detector.DEFENCES):
+    for name in sorted({p.split("@")[0] for p in paths}):
         store.require(name, "the detector")
     options = functools.lru_cache(maxsize=None)(lambda name: defences.get(name, settings.weights_dir))
     standard = store.get("standard")
 
     def feats(x):
-        return _batches(x.to(device), lambda b: detector.features(b, store.get, options).cpu())
+        return _batches(x.to(device), lambda b: detector.features(b, store.get, options, paths=paths).cpu())
 
     def predict(x):
         with torch.no_grad():
@@ -101,13 +103,14 @@ def run_fit(*, corpora: list[Path], clean: str, n_clean: int, calibration: str, 
     threshold = screening.calibrate(clean_scores[0::2].numpy(), fpr)
     calibrated_on = len(clean_scores[0::2])
     x, y, test_clean = x[1::2], y[1::2], clean_scores[1::2]  # what follows never saw the threshold being set
-    screened_path = chosen_paths(settings)
+    screened_path = chosen_paths(settings, paths)
 
     def screened(images):
         """The detector's scores and the label screening reports (the defended path's)."""
         f, labels = [], []
         for i in range(0, len(images), BATCH):
-            fb, logits = detector.features(images[i:i + BATCH].to(device), store.get, options, with_logits=True)
+            fb, logits = detector.features(images[i:i + BATCH].to(device), store.get, options, with_logits=True,
+                                           paths=paths)
             f.append(fb.cpu())
             labels.append(logits[screened_path].argmax(1).cpu())
         return model.score(torch.cat(f)), torch.cat(labels)
@@ -135,10 +138,10 @@ def run_fit(*, corpora: list[Path], clean: str, n_clean: int, calibration: str, 
     for eps in ADAPTIVE_EPS:
         adversarial = quantise(torch.cat([
             evade_screening(x[i:i + BATCH].to(device), y[i:i + BATCH].to(device), store.get, options, model, eps=eps,
-                            screened_path=screened_path).cpu() for i in range(0, len(x), BATCH)]))
+                            screened_path=screened_path, paths=paths).cpu() for i in range(0, len(x), BATCH)]))
         adaptive.append({"attack": f"evade eps={eps}", **outcome(*screened(adversarial))})
     measured_fpr = float((test_clean > threshold).float().mean())
-    card = {"features": detector.feature_names(), "paths": list(detector.PATHS), "epochs": epochs,
+    card = {"features": detector.feature_names(paths=paths), "paths": list(paths), "epochs": epochs,
             "trained_on": {"corpora": sources, "clean": {"data": str(clean), "images": len(clean_set)}},
             "threshold": threshold, "fpr": fpr, "measured_fpr": measured_fpr,
             "calibrated_on": {"data": str(calibration), "images": calibrated_on, "which": "even positions"},
@@ -149,21 +152,29 @@ def run_fit(*, corpora: list[Path], clean: str, n_clean: int, calibration: str, 
             "screened": {r["attack"]: {k: r[k] for k in ("screened_accuracy", "flagged_of_wrong", "evaded")}
                          for r in rows + adaptive}}
     card = detector.save(model, settings.weights_dir / detector.WEIGHTS_NAME, card)
-    chosen = screening.load_settings(settings.weights_dir)
-    if chosen["score"] == "disagreement":  # keep the hand-made score's calibration beside the detector's
-        chosen["disagreement"] = {k: chosen[k] for k in ("threshold", "fpr", "measured_fpr") if k in chosen}
-    chosen.update(score="detector", threshold=threshold, fpr=fpr, measured_fpr=measured_fpr)
-    (settings.weights_dir / screening.FILENAME).write_text(json.dumps(chosen, indent=2) + "\n")
+    select_detector(settings.weights_dir, card)
     _write_report(out, rows, adaptive, curves, card)
     return card
 
 
-def chosen_paths(settings: Settings) -> str:
-    """The path whose label screening reports, e.g. ``haar@haar``, from screening.json."""
+def select_detector(weights_dir: Path, card: dict) -> dict:
+    """Make screening.json select the detector of ``card``, keeping the hand-made score's calibration aside."""
+    chosen = screening.load_settings(weights_dir)
+    if chosen["score"] == "disagreement":
+        chosen["disagreement"] = {k: chosen.pop(k) for k in screening.CALIBRATION_KEYS if k in chosen}
+    chosen.update(score="detector", **{k: card[k] for k in ("threshold", "fpr", "measured_fpr", "calibrated_on",
+                                                              "detection_of_fooling")})
+    (Path(weights_dir) / screening.FILENAME).write_text(json.dumps(chosen, indent=2) + "\n")
+    return chosen
+
+
+def chosen_paths(settings: Settings, paths) -> str:
+    """The path whose label screening reports, e.g. ``haar@haar``, from screening.json; it must be in ``paths``."""
     chosen = screening.load_settings(settings.weights_dir)
     path = f"{chosen['defended_model']}@{chosen['defence']}"
-    if path not in detector.PATHS:
-        raise ValueError(f"screening.json names {path}; the detector reads {', '.join(detector.PATHS)}")
+    if path not in paths:
+        raise ValueError(f"screening reports the label of {path}; the detector's paths must include it "
+                         f"(they are {', '.join(paths)})")
     return path
 
 

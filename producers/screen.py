@@ -30,11 +30,12 @@ def screening_settings(settings: Settings) -> dict:
     store = ModelStore(settings.weights_dir)
     names = (chosen["raw_model"], chosen["defended_model"])
     if chosen["score"] == "detector":
-        names = ("standard", *detector.DEFENCES)
-        chosen["detector_sha256"] = store.detector()[1]["sha256"]
-        if f"{chosen['raw_model']}@raw" not in detector.PATHS or \
-                f"{chosen['defended_model']}@{chosen['defence']}" not in detector.PATHS:
-            raise ValueError(f"the detector reads the paths {', '.join(detector.PATHS)}; screening.json names "
+        card = store.detector()[1]
+        paths = card.get("paths", detector.PATHS)
+        names = sorted({p.split("@")[0] for p in paths})
+        chosen["detector_sha256"] = card["sha256"]
+        if f"{chosen['raw_model']}@raw" not in paths or f"{chosen['defended_model']}@{chosen['defence']}" not in paths:
+            raise ValueError(f"the detector reads the paths {', '.join(paths)}; screening.json names "
                              f"{chosen['raw_model']}@raw and {chosen['defended_model']}@{chosen['defence']}")
     for name in names:
         store.require(name, "screening")

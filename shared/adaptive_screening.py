@@ -16,13 +16,14 @@ differentiated through every path.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 
 from .attacks._base import check_inputs, eval_mode, project_linf
-from .detector import Detector, differentiable_features
+from .detector import PATHS, Detector, differentiable_features
 from .evaluation import defend
 
 
@@ -37,7 +38,8 @@ def bpda_reconstruct(defence_options: Callable) -> Callable:
 
 def evade_screening(images: torch.Tensor, labels: torch.Tensor, get_model: Callable, defence_options: Callable,
                     detector: Detector, *, eps: float, steps: int = 20, alpha: float | None = None,
-                    weight: float = 1.0, screened_path: str = "haar@haar", seed: int = 0) -> torch.Tensor:
+                    weight: float = 1.0, screened_path: str = "haar@haar", seed: int = 0,
+                    paths=PATHS) -> torch.Tensor:
     """L-inf PGD (random start) against the screened label and the detector at once.
 
     Parameters
@@ -56,6 +58,8 @@ def evade_screening(images: torch.Tensor, labels: torch.Tensor, get_model: Calla
         The path whose label screening reports.
     seed : int
         Seed of the random start.
+    paths : sequence of str
+        The detector's paths (its card's ``paths``).
 
     Returns
     -------
@@ -68,11 +72,12 @@ def evade_screening(images: torch.Tensor, labels: torch.Tensor, get_model: Calla
     generator = torch.Generator(device=images.device).manual_seed(int(seed))
     noise = torch.rand(images.shape, generator=generator, device=images.device, dtype=images.dtype)
     adversarial = project_linf(images + (2 * noise - 1) * eps, images, eps)
-    models = [get_model(name) for name in ("standard", "haar", "daubechies")]
-    with eval_mode(models[0]), eval_mode(models[1]), eval_mode(models[2]), eval_mode(detector):
+    with contextlib.ExitStack() as stack:
+        for model in {*(get_model(p.split("@")[0]) for p in paths), detector}:
+            stack.enter_context(eval_mode(model))
         for _ in range(steps):
             adversarial.requires_grad_(True)
-            f, logits = differentiable_features(adversarial, get_model, reconstruct)
+            f, logits = differentiable_features(adversarial, get_model, reconstruct, paths=paths)
             objective = F.cross_entropy(logits[screened_path], labels, reduction="sum") \
                 - weight * F.softplus(detector(f)).sum()  # softplus(logit) = -log P(clean)
             grad, = torch.autograd.grad(objective, adversarial)

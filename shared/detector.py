@@ -38,12 +38,28 @@ DEFENCES = ("haar", "daubechies")
 PATHS = ("standard@raw", *(f"{d}@{d}" for d in DEFENCES), *(f"standard@{d}" for d in DEFENCES))
 
 
-def feature_names(classes: int = 10) -> list[str]:
+def check_paths(paths) -> tuple[str, ...]:
+    """Validate a choice of paths: known ones, ``standard@raw`` first; return it as a tuple."""
+    paths = tuple(paths)
+    unknown = [p for p in paths if p not in PATHS]
+    if unknown or not paths or paths[0] != "standard@raw" or len(set(paths)) != len(paths):
+        raise ValueError(f"detector paths must start with standard@raw and name each of {', '.join(PATHS)} at most "
+                         f"once; got {', '.join(paths) or 'none'}")
+    return paths
+
+
+def _defences(paths) -> list[str]:
+    """The reconstructions that ``paths`` read, in :data:`DEFENCES` order."""
+    return [d for d in DEFENCES if any(p.endswith(f"@{d}") for p in paths)]
+
+
+def feature_names(classes: int = 10, paths=PATHS) -> list[str]:
     """The names of the columns :func:`features` returns, in order, for ``classes`` output classes."""
-    names = [f"{p}:{s}" for p in PATHS for s in (*(f"logp_{k}" for k in range(classes)), "top_prob", "entropy",
+    paths = check_paths(paths)
+    names = [f"{p}:{s}" for p in paths for s in (*(f"logp_{k}" for k in range(classes)), "top_prob", "entropy",
                                                    "margin")]
-    names += [f"{p}:{s}" for p in PATHS[1:] for s in ("tv_to_raw", "logp_raw_label", "label_differs")]
-    names += [f"{d}:removed" for d in DEFENCES]
+    names += [f"{p}:{s}" for p in paths[1:] for s in ("tv_to_raw", "logp_raw_label", "label_differs")]
+    names += [f"{d}:removed" for d in _defences(paths)]
     return names
 
 
@@ -54,7 +70,8 @@ def _summary(logits: torch.Tensor) -> list[torch.Tensor]:
 
 
 @torch.no_grad()
-def features(x: torch.Tensor, get_model: Callable, defence_options: Callable, *, with_logits: bool = False):
+def features(x: torch.Tensor, get_model: Callable, defence_options: Callable, *, with_logits: bool = False,
+             paths=PATHS):
     """The detector's features of a batch of images.
 
     Parameters
@@ -68,6 +85,9 @@ def features(x: torch.Tensor, get_model: Callable, defence_options: Callable, *,
     with_logits : bool
         Also return each path's logits, keyed by path (``standard@raw``,
         ``haar@haar``...), so that a caller needs no second forward pass.
+    paths : sequence of str
+        The paths to compute (a detector's card names its own); fewer paths,
+        fewer forward passes.
 
     Returns
     -------
@@ -75,27 +95,27 @@ def features(x: torch.Tensor, get_model: Callable, defence_options: Callable, *,
         (N, F) float32, columns named by :func:`feature_names`; with
         ``with_logits``, a pair (features, logits).
     """
-    f, logits = differentiable_features(x, get_model, lambda name, images: defend(images, defence_options(name)))
+    f, logits = differentiable_features(x, get_model, lambda name, images: defend(images, defence_options(name)),
+                                        paths=paths)
     return (f, logits) if with_logits else f
 
 
-def differentiable_features(x: torch.Tensor, get_model: Callable, reconstruct: Callable):
+def differentiable_features(x: torch.Tensor, get_model: Callable, reconstruct: Callable, *, paths=PATHS):
     """:func:`features` with gradients, and with the reconstruction given: ``reconstruct(defence name, images)``.
 
     An attacker who knows the detector differentiates through this, with a
     BPDA reconstruction (identity in the backward pass). Returns (features, logits).
     """
-    standard = get_model("standard")
-    reconstructions = {d: reconstruct(d, x) for d in DEFENCES}
-    logits = {"standard@raw": standard(x)}
-    for d, rec in reconstructions.items():
-        logits[f"{d}@{d}"] = get_model(d)(rec)
-    for d, rec in reconstructions.items():
-        logits[f"standard@{d}"] = standard(rec)
-    columns = [c for p in PATHS for c in _summary(logits[p].float())]
+    paths = check_paths(paths)
+    reconstructions = {d: reconstruct(d, x) for d in _defences(paths)}
+    logits = {}
+    for path in paths:
+        model, source = path.split("@")
+        logits[path] = get_model(model)(x if source == "raw" else reconstructions[source])
+    columns = [c for p in paths for c in _summary(logits[p].float())]
     p_raw = logits["standard@raw"].float().softmax(1)
     raw_label = p_raw.argmax(1, keepdim=True)
-    for p in PATHS[1:]:
+    for p in paths[1:]:
         logp = logits[p].float().log_softmax(1)
         columns += [0.5 * (logp.exp() - p_raw).abs().sum(1), logp.gather(1, raw_label).squeeze(1),
                     (logp.argmax(1, keepdim=True) != raw_label).float().squeeze(1)]

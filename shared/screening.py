@@ -31,6 +31,8 @@ FILENAME = "screening.json"
 DEFAULT = {"threshold": 0.5, "fpr": None, "defence": "haar", "defended_model": "haar", "raw_model": "standard",
            "score": "disagreement"}
 SCORES = ("disagreement", "detector")
+#: What a calibration writes into screening.json beside the score's name.
+CALIBRATION_KEYS = ("threshold", "fpr", "measured_fpr", "detection", "detection_of_fooling", "calibrated_on")
 
 
 @torch.no_grad()
@@ -78,7 +80,8 @@ def screen_batch(plan: dict, x: torch.Tensor, get_model, defence_options, get_de
         from . import detector
 
         model, card = get_detector(plan["detector_sha256"])
-        f, logits = detector.features(x, get_model, defence_options, with_logits=True)
+        f, logits = detector.features(x, get_model, defence_options, with_logits=True,
+                                      paths=card.get("paths", detector.PATHS))
         p_raw = logits[f"{plan['raw_model']}@raw"].softmax(1)
         p_def = logits[f"{plan['defended_model']}@{plan['defence']}"].softmax(1)
         with torch.enable_grad():

@@ -113,3 +113,17 @@ def test_the_attacker_who_knows_the_detector_lowers_its_score_and_the_screened_a
     assert blind_accuracy < clean_accuracy and aware_accuracy < clean_accuracy
     again, _, _ = run(4.0)
     assert torch.equal(again, aware)  # seeded start: the same images
+
+
+def test_a_detector_on_fewer_paths_computes_only_those(sample, shipped):
+    get_model, options = shipped
+    x = sample.to_tensor()[:8]
+    paths = ("standard@raw", "haar@haar")
+    f, logits = detector.features(x, get_model, options, with_logits=True, paths=paths)
+    full = detector.features(x, get_model, options)
+    names, all_names = detector.feature_names(paths=paths), detector.feature_names()
+    assert set(logits) == set(paths) and f.shape == (8, len(names)) and set(names) < set(all_names)
+    assert torch.allclose(f, full[:, [all_names.index(n) for n in names]])  # the same columns as the full set
+    for bad in (("haar@haar",), ("standard@raw", "standard@raw"), ("standard@raw", "haar@daubechies")):
+        with pytest.raises(ValueError, match="must start with standard@raw"):
+            detector.feature_names(paths=bad)

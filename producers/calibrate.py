@@ -45,8 +45,8 @@ def run_calibration(*, data: str, n: int, fpr: float, settings: Settings, out: P
         # An attacked image that does not fool the standard model is no threat: the rate that matters.
         detection_fooling[label] = float((suspicion[fooled] > threshold).mean()) if fooled.any() else float("nan")
     # This command calibrates the hand-made score, and so makes screening use it again.
-    result = {**chosen, "score": "disagreement", "threshold": threshold, "fpr": fpr, "measured_fpr": float((clean > threshold).mean()),
-              "detection": detection, "detection_of_fooling": detection_fooling,
+    result = {**chosen, "score": "disagreement", "threshold": threshold, "fpr": fpr,
+              "measured_fpr": float((clean > threshold).mean()), "detection": detection, "detection_of_fooling": detection_fooling,
               "calibrated_on": {"data": str(data), "images": len(x)}}
     (settings.weights_dir / screening.FILENAME).write_text(json.dumps(result, indent=2) + "\n")
     out.mkdir(parents=True, exist_ok=True)

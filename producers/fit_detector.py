@@ -35,7 +35,7 @@ def _batches(x: torch.Tensor, fn) -> torch.Tensor:
 
 
 def corpus_shards(folder: Path):
-    """Yield ``(attack folder name, x, y, pred_before)`` of every shard of a corpus written by `waveshield corpus`."""
+    """Yield ``(x, y, pred_before)`` of every shard of a corpus written by `waveshield corpus`."""
     shards = sorted(Path(folder).glob("*/shard-*.npz"))
     if not shards:
         raise ValueError(f"{folder}: no corpus shards (<attack>/shard-NNNNN.npz) found; generate one with waveshield corpus")
@@ -43,11 +43,11 @@ def corpus_shards(folder: Path):
         with np.load(npz, allow_pickle=False) as arrays:
             x, y = torch.from_numpy(arrays["x"].astype(np.float32)), torch.from_numpy(arrays["y"])
         lines = [json.loads(line) for line in npz.with_suffix(".jsonl").read_text().splitlines()]
-        yield npz.parent.name, x, y, torch.tensor([line["pred_before"] for line in lines])
+        yield x, y, torch.tensor([line["pred_before"] for line in lines])
 
 
 def run_fit(*, corpora: list[Path], clean: str, n_clean: int, calibration: str, n_calibration: int, fpr: float,
-            settings: Settings, out: Path, hidden: int = 64, epochs: int = 300, paths=detector.PATHS) -> dict:
+            settings: Settings, out: Path, hidden: int = 64, epochs: int = 300, paths=None) -> dict:
     """Train on the corpora's successful attacks and clean images, calibrate and measure on held-back images.
 
     The calibration images are split in two: the threshold comes from the
@@ -57,9 +57,10 @@ def run_fit(*, corpora: list[Path], clean: str, n_clean: int, calibration: str, 
     Writes ``detector.safetensors`` and its card into the weights directory,
     switches ``screening.json`` to the detector, and writes ``detector.md``
     and ``roc.png`` into ``out``. ``paths`` chooses the model paths the
-    detector reads (fewer, faster screening).
+    detector reads (fewer, faster screening; default: all of
+    :data:`shared.detector.PATHS`).
     """
-    paths = detector.check_paths(paths)
+    paths = detector.check_paths(paths or detector.PATHS)
     device = resolve_device(settings.device)
     store = ModelStore(settings.weights_dir, device)
     for name in sorted({p.split("@")[0] for p in paths}):
@@ -77,7 +78,7 @@ def run_fit(*, corpora: list[Path], clean: str, n_clean: int, calibration: str, 
     positives, sources = [], []
     for folder in corpora:
         used = 0
-        for _, x, y, before in corpus_shards(folder):
+        for x, y, before in corpus_shards(folder):
             x = quantise(x)
             fooled = (before == y) & (predict(x) != y)  # the attacks that work, once delivered in 8 bits
             if fooled.any():
@@ -97,12 +98,6 @@ def run_fit(*, corpora: list[Path], clean: str, n_clean: int, calibration: str, 
     if held.labels is None:
         raise ValueError(f"{calibration}: measuring the detector needs labelled images (the attacks need true classes)")
     x, y = held.to_tensor(), torch.from_numpy(held.labels)
-    # Every other image sets the threshold, the rest measure: sources come in class order, so two
-    # halves would hold different classes; alternating keeps both balanced.
-    clean_scores = model.score(feats(x))
-    threshold = screening.calibrate(clean_scores[0::2].numpy(), fpr)
-    calibrated_on = len(clean_scores[0::2])
-    x, y, test_clean = x[1::2], y[1::2], clean_scores[1::2]  # what follows never saw the threshold being set
     screened_path = chosen_paths(settings, paths)
 
     def screened(images):
@@ -121,9 +116,15 @@ def run_fit(*, corpora: list[Path], clean: str, n_clean: int, calibration: str, 
                 "flagged_of_wrong": float((scores[wrong] > threshold).float().mean()) if wrong.any() else float("nan"),
                 "evaded": float((wrong & (scores <= threshold)).float().mean())}
 
+    # Every other image sets the threshold, the rest measure: sources come in class order, so two
+    # halves would hold different classes; alternating keeps both balanced.
+    clean_scores, clean_labels = screened(x)
+    threshold = screening.calibrate(clean_scores[0::2].numpy(), fpr)
+    calibrated_on = len(clean_scores[0::2])
+    x, y, test_clean = x[1::2], y[1::2], clean_scores[1::2]  # what follows never saw the threshold being set
     right = predict(x) == y
     rows, curves = [{"attack": "clean", "trained_on": True, "fooling_images": 0, "detected": float("nan"),
-                     "auroc": float("nan"), **outcome(*screened(x))}], {}
+                     "auroc": float("nan"), **outcome(test_clean, clean_labels[1::2])}], {}
     for name, params in TRAINED + HELD_OUT:
         adversarial = quantise(torch.cat([attacks.get(name)(standard, x[i:i + BATCH].to(device), y[i:i + BATCH].to(device),
                                                             **params).cpu() for i in range(0, len(x), BATCH)]))

@@ -96,12 +96,13 @@ def wait(client: redis.Redis, job: str, progress: Callable[[dict], None] | None 
         if state["status"] == "complete":
             return state
         now = time.monotonic()
-        if state["done"] != last_done:
+        progressed = state["done"] != last_done
+        if progressed:
             last_done, last_change, idle_since, may_redrive = state["done"], now, None, True
         elif now - last_change > stall_timeout_s:
             raise JobFailed(f"job {job} made no progress for {stall_timeout_s:.0f} s ({state['done']}/{state['expected']}"
                             " done); are workers running for every queue? (waveshield status)")
-        if app is not None and may_redrive:
+        if app is not None and may_redrive and not progressed:  # look at the queues only while it stands still
             idle_since = None if pipe.in_flight() else (idle_since or now)
             if idle_since is not None and now - idle_since >= redrive_after_s:
                 redrive(pipe, app, job)

@@ -22,7 +22,8 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from .attacks._base import check_inputs, eval_mode, project_linf
+from .attacks._base import check_inputs, eval_mode, project_linf, random_start
+from .attacks.bpda import straight_through
 from .detector import PATHS, Detector, differentiable_features
 from .evaluation import defend
 
@@ -30,9 +31,7 @@ from .evaluation import defend
 def bpda_reconstruct(defence_options: Callable) -> Callable:
     """``(defence name, images) -> reconstruction`` whose gradient is the identity's."""
     def reconstruct(name: str, images: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad():
-            rec = defend(images.detach(), defence_options(name))
-        return images + (rec - images).detach()
+        return straight_through(images, lambda t: defend(t, defence_options(name)))
     return reconstruct
 
 
@@ -69,9 +68,7 @@ def evade_screening(images: torch.Tensor, labels: torch.Tensor, get_model: Calla
     images, labels = check_inputs(images, labels, eps)
     alpha = eps / 4 if alpha is None else alpha
     reconstruct = bpda_reconstruct(defence_options)
-    generator = torch.Generator(device=images.device).manual_seed(int(seed))
-    noise = torch.rand(images.shape, generator=generator, device=images.device, dtype=images.dtype)
-    adversarial = project_linf(images + (2 * noise - 1) * eps, images, eps)
+    adversarial = random_start(images, eps, seed)
     with contextlib.ExitStack() as stack:
         for model in {*(get_model(p.split("@")[0]) for p in paths), detector}:
             stack.enter_context(eval_mode(model))

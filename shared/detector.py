@@ -1,6 +1,6 @@
 """A learned detector of adversarial images, on what the screening pipeline already computes.
 
-Features, per image (class-agnostic, so that they carry over between classes):
+Features, per image:
 
 - five paths: the standard model on the raw image, each DWT-trained model on
   its reconstruction, and the standard model on each reconstruction; of each,
@@ -218,9 +218,10 @@ def strongest_signal(model: Detector, f: torch.Tensor, names: list[str]) -> list
     model said of the Haar reconstruction, and how it differs from the raw
     image's) or a reconstruction's change (``haar:removed``).
     """
-    z = ((f - model.mean) / model.scale).detach().requires_grad_(True)
-    model.net(z).sum().backward()
-    contribution = (z.grad * (z - model.reference)).detach()
+    with torch.enable_grad():
+        z = ((f - model.mean) / model.scale).detach().requires_grad_(True)
+        grad, = torch.autograd.grad(model.net(z).sum(), z)
+    contribution = grad * (z.detach() - model.reference)
     groups = signal_groups(names)
     labels = sorted(set(groups), key=groups.index)
     index = torch.tensor([labels.index(g) for g in groups])

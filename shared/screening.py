@@ -84,9 +84,7 @@ def screen_batch(plan: dict, x: torch.Tensor, get_model, defence_options, get_de
                                       paths=card.get("paths", detector.PATHS))
         p_raw = logits[f"{plan['raw_model']}@raw"].softmax(1)
         p_def = logits[f"{plan['defended_model']}@{plan['defence']}"].softmax(1)
-        with torch.enable_grad():
-            signals = detector.strongest_signal(model, f, card["features"])
-        return p_raw, p_def, model.score(f), signals
+        return p_raw, p_def, model.score(f), detector.strongest_signal(model, f, card["features"])
     if reconstructed is None:
         reconstructed = defend(x, defence_options(plan["defence"]))
     p_raw, p_def, suspicion = score(get_model(plan["raw_model"]), get_model(plan["defended_model"]), x, reconstructed)

@@ -119,9 +119,8 @@ def calibrate(data, n, fpr, out):
               help="Labelled held-out images: every other one sets the threshold, the rest measure it.")
 @click.option("--n-calibration", default=2000, show_default=True)
 @click.option("--fpr", default=0.05, show_default=True, help="False-positive rate allowed on clean images.")
-@click.option("--paths", default=",".join(("standard@raw", "haar@haar", "daubechies@daubechies", "standard@haar",
-                                            "standard@daubechies")), show_default=True,
-              help="Model paths the detector reads (MODEL@raw or MODEL@DEFENCE); fewer paths, faster screening.")
+@click.option("--paths", default=None, help="Model paths the detector reads, comma-separated (MODEL@raw or "
+              "MODEL@DEFENCE), standard@raw first; fewer paths, faster screening [default: all five].")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Where detector.md and roc.png go [default: $WAVESHIELD_OUTPUT_DIR/detector].")
 def fit_detector(corpora, clean, n_clean, calibration, n_calibration, fpr, paths, out):
@@ -132,7 +131,7 @@ def fit_detector(corpora, clean, n_clean, calibration, n_calibration, fpr, paths
     out = out or cfg.output_dir / "detector"
     card = run_fit(corpora=list(corpora), clean=clean, n_clean=n_clean, calibration=calibration,
                    n_calibration=n_calibration, fpr=fpr, settings=cfg, out=out,
-                   paths=[p.strip() for p in paths.split(",") if p.strip()])
+                   paths=[p.strip() for p in paths.split(",") if p.strip()] if paths else None)
     click.echo(f"threshold {card['threshold']:.4f} (false positives on held-back clean images: "
                f"{100 * card['measured_fpr']:.1f} %)")
     for attack, rate in card["detection_of_fooling"].items():

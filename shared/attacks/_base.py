@@ -58,6 +58,13 @@ def project_linf(adversarial: torch.Tensor, original: torch.Tensor, eps: float) 
     return torch.minimum(torch.maximum(adversarial, lower), upper).detach()
 
 
+def random_start(images: torch.Tensor, eps: float, seed: int) -> torch.Tensor:
+    """A uniform draw in the eps ball around ``images`` (clipped to [0, 1]), from a generator seeded with ``seed``."""
+    generator = torch.Generator(device=images.device).manual_seed(int(seed))
+    noise = torch.rand(images.shape, generator=generator, device=images.device, dtype=images.dtype)
+    return project_linf(images + (2 * noise - 1) * eps, images, eps)
+
+
 def signed_gradient_steps(model, start: torch.Tensor, images: torch.Tensor, labels: torch.Tensor, *, eps: float,
                           alpha: float, steps: int) -> torch.Tensor:
     """``steps`` steps of ``alpha * sign(grad)`` from ``start``, each projected into the eps ball of ``images``.

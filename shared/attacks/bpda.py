@@ -29,6 +29,11 @@ class _StraightThrough(torch.autograd.Function):
         return grad_output, None  # identity: d defence(x) / dx ~ I
 
 
+def straight_through(images: torch.Tensor, defence: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+    """``defence(images)`` in the forward pass, the identity in the backward pass."""
+    return _StraightThrough.apply(images, defence)
+
+
 class BPDA(nn.Module):
     """``model(defence(x))`` whose gradient flows through the defence as the identity.
 
@@ -46,4 +51,4 @@ class BPDA(nn.Module):
         self.defence = defence
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.model(_StraightThrough.apply(images, self.defence))
+        return self.model(straight_through(images, self.defence))

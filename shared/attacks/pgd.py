@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import torch
 
-from ._base import check_inputs, project_linf, signed_gradient_steps
+from ._base import check_inputs, random_start, signed_gradient_steps
 
 
 def pgd(
@@ -53,7 +53,5 @@ def pgd(
     alpha = eps / 4 if alpha is None else alpha
     if steps < 1 or alpha <= 0:
         raise ValueError(f"PGD needs steps >= 1 and alpha > 0, got steps={steps}, alpha={alpha}")
-    generator = torch.Generator(device=images.device).manual_seed(int(seed))
-    noise = torch.rand(images.shape, generator=generator, device=images.device, dtype=images.dtype)
-    start = project_linf(images + (2 * noise - 1) * eps, images, eps)
-    return signed_gradient_steps(model, start, images, labels, eps=eps, alpha=alpha, steps=steps)
+    return signed_gradient_steps(model, random_start(images, eps, seed), images, labels, eps=eps, alpha=alpha,
+                                 steps=steps)

@@ -32,8 +32,10 @@ def test_features_are_named_finite_and_move_under_attack(sample, shipped):
     assert (attacked[:, column["haar:removed"]] > clean[:, column["haar:removed"]]).float().mean() > 0.9
     assert torch.allclose(clean[:, [column[f"standard@raw:logp_{k}"] for k in range(10)]].exp().sum(1), torch.ones(64))
     assert attacked[:, column["standard@raw:top_prob"]].mean() < clean[:, column["standard@raw:top_prob"]].mean()
-    # A path's label differs from the raw one exactly when its log-probability of the raw label is not its top.
+    # A path's label_differs is 1 exactly when its top class is not the raw path's.
     assert set(clean[:, column["haar@haar:label_differs"]].unique().tolist()) <= {0.0, 1.0}
+    top = {p: attacked[:, [column[f"{p}:logp_{k}"] for k in range(10)]].argmax(1) for p in ("standard@raw", "haar@haar")}
+    assert torch.equal(attacked[:, column["haar@haar:label_differs"]].bool(), top["haar@haar"] != top["standard@raw"])
 
 
 def test_fit_separates_two_feature_clouds_and_saves_its_standardisation(sample):

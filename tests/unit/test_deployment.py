@@ -58,3 +58,14 @@ def test_grace_period_outlasts_the_soft_shutdown(services):
         if _queue_of(service):
             value = service["stop_grace_period"]
             assert int(value[:-1]) * seconds[value[-1]] > app.conf.worker_soft_shutdown_timeout
+
+
+def test_services_scale_by_count(services):
+    # `--scale` starts several containers of a service: a fixed container name or host port would collide,
+    # and a node name without the container's hostname (%h) would make the replicas one Celery node.
+    for name, service in services.items():
+        assert "container_name" not in service, name
+        if _queue_of(service):
+            command = service["command"]
+            assert command[command.index("-n") + 1].endswith("@%h"), name
+            assert "ports" not in service, name

@@ -50,11 +50,15 @@ class Workers:
         self.env, self.log_dir, self.procs = env, log_dir, {}
 
     def start(self, queue: str) -> None:
-        log = open(self.log_dir / f"{queue}.log", "ab")
-        self.procs[queue] = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "workers", "worker", "-Q", queue, "-n", f"{queue}@%h",
-             "--concurrency", "1", "--pool", "prefork", "--loglevel", "WARNING", "--without-mingle", "--without-gossip"],
-            cwd=REPO, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.spawn(queue, [sys.executable, "-m", "celery", "-A", "workers", "worker", "-Q", queue, "-n", f"{queue}@%h",
+                           "--concurrency", "1", "--pool", "prefork", "--loglevel", "WARNING", "--without-mingle",
+                           "--without-gossip"])
+
+    def spawn(self, name: str, command: list[str]) -> None:
+        """Start ``command`` as the worker ``name``, logging to ``name``.log."""
+        log = open(self.log_dir / f"{name}.log", "ab")
+        self.procs[name] = subprocess.Popen(command, cwd=REPO, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+                                            start_new_session=True)
 
     def kill(self, queue: str) -> None:
         """kill -9 the worker and its pool child."""

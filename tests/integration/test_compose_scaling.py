@@ -10,9 +10,6 @@ the collector once, one staged job, real Redis.
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
 import sys
 
 import pytest
@@ -22,7 +19,7 @@ from producers import submit as producer
 from shared.evaluation import paper_plan
 from shared.settings import load as load_settings
 
-from .conftest import REPO, local_counts, pipeline_counts, wait_for
+from .conftest import REPO, Workers, local_counts, pipeline_counts, wait_for
 
 COMPOSE = yaml.safe_load((REPO / "docker-compose.yml").read_text())
 SCALE = {"worker-attack": 2, "worker-dwt": 2, "worker-classify": 2, "collector": 1}
@@ -50,24 +47,15 @@ def _compose_environment() -> dict:
 
 @pytest.fixture()
 def scaled_services(worker_env, tmp_path):
-    env = {**worker_env, **_compose_environment()}
-    procs = []
+    pool = Workers({**worker_env, **_compose_environment()}, tmp_path)
     try:
         for service, count in SCALE.items():
             for replica in range(1, count + 1):
-                log = open(tmp_path / f"{service}-{replica}.log", "ab")
-                procs.append(subprocess.Popen(_replica_command(service, replica), cwd=REPO, env=env, stdout=log,
-                                              stderr=subprocess.STDOUT, start_new_session=True))
+                pool.spawn(f"{service}-{replica}", _replica_command(service, replica))
         yield [f"{_queue(service)}@{service}-{replica}" for service, count in SCALE.items()
                for replica in range(1, count + 1)]
     finally:
-        for proc in procs:
-            try:
-                os.killpg(proc.pid, signal.SIGTERM)
-                proc.wait(20)
-            except (ProcessLookupError, subprocess.TimeoutExpired):
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+        pool.stop_all()
 
 
 def test_scaled_services_share_their_queues_and_counts_equal_local(redis_client, redis_url, scaled_services, sample,

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from shared import attacks, defences, detector, figures, screening
+from shared import attacks, benign_changes, defences, detector, figures, screening
 from shared.adaptive_screening import evade_screening
 from shared.data import load_images
 from shared.evaluation import PAPER_EPS, attack_id
@@ -23,6 +23,9 @@ HELD_OUT = [("pgd", {"eps": 0.01}), ("fgsm", {"eps": round(8 / 255, 6)}), ("bim"
 #: The eps of the attacker who knows the detector (:mod:`shared.adaptive_screening`).
 ADAPTIVE_EPS = (0.01, round(8 / 255, 6))
 BATCH = 500
+#: What a detector reads unless told otherwise: the colour statistic, and the two model paths screening
+#: computes anyway (the standard model on the raw image, the reported one), so that it costs no extra pass.
+DEFAULT_STATISTICS = ("chroma",)
 
 
 def quantise(x: torch.Tensor) -> torch.Tensor:
@@ -47,7 +50,8 @@ def corpus_shards(folder: Path):
 
 
 def run_fit(*, corpora: list[Path], clean: str, n_clean: int, calibration: str, n_calibration: int, fpr: float,
-            settings: Settings, out: Path, hidden: int = 64, epochs: int = 300, paths=None) -> dict:
+            settings: Settings, out: Path, hidden: int = 64, epochs: int = 300, paths=None,
+            statistics=DEFAULT_STATISTICS) -> dict:
     """Train on the corpora's successful attacks and clean images, calibrate and measure on held-back images.
 
     The calibration images are split in two: the threshold comes from the
@@ -57,10 +61,14 @@ def run_fit(*, corpora: list[Path], clean: str, n_clean: int, calibration: str, 
     Writes ``detector.safetensors`` and its card into the weights directory,
     switches ``screening.json`` to the detector, and writes ``detector.md``
     and ``roc.png`` into ``out``. ``paths`` chooses the model paths the
-    detector reads (fewer, faster screening; default: all of
-    :data:`shared.detector.PATHS`).
+    detector reads (more, slower screening; default: ``standard@raw`` and
+    the path whose label screening reports), ``statistics`` the pixel
+    statistics (:data:`shared.detector.STATISTICS`).
     """
-    paths = detector.check_paths(paths or detector.PATHS)
+    paths = detector.check_paths(paths or ("standard@raw", reported_path(settings)))
+    statistics = detector.check_statistics(statistics)
+    reading = {"paths": paths, "statistics": statistics}
+    screened_path = chosen_paths(settings, paths)
     device = resolve_device(settings.device)
     store = ModelStore(settings.weights_dir, device)
     for name in sorted({p.split("@")[0] for p in paths}):
@@ -69,7 +77,7 @@ def run_fit(*, corpora: list[Path], clean: str, n_clean: int, calibration: str, 
     standard = store.get("standard")
 
     def feats(x):
-        return _batches(x.to(device), lambda b: detector.features(b, store.get, options, paths=paths).cpu())
+        return _batches(x.to(device), lambda b: detector.features(b, store.get, options, **reading).cpu())
 
     def predict(x):
         with torch.no_grad():
@@ -98,14 +106,13 @@ def run_fit(*, corpora: list[Path], clean: str, n_clean: int, calibration: str, 
     if held.labels is None:
         raise ValueError(f"{calibration}: measuring the detector needs labelled images (the attacks need true classes)")
     x, y = held.to_tensor(), torch.from_numpy(held.labels)
-    screened_path = chosen_paths(settings, paths)
 
     def screened(images):
         """The detector's scores and the label screening reports (the defended path's)."""
         f, labels = [], []
         for i in range(0, len(images), BATCH):
             fb, logits = detector.features(images[i:i + BATCH].to(device), store.get, options, with_logits=True,
-                                           paths=paths)
+                                           **reading)
             f.append(fb.cpu())
             labels.append(logits[screened_path].argmax(1).cpu())
         return model.score(torch.cat(f)), torch.cat(labels)
@@ -137,12 +144,18 @@ def run_fit(*, corpora: list[Path], clean: str, n_clean: int, calibration: str, 
         curves[label] = _roc_points(test_clean, scores[fooled])
     adaptive = []
     for eps in ADAPTIVE_EPS:
-        adversarial = quantise(torch.cat([
-            evade_screening(x[i:i + BATCH].to(device), y[i:i + BATCH].to(device), store.get, options, model, eps=eps,
-                            screened_path=screened_path, paths=paths).cpu() for i in range(0, len(x), BATCH)]))
-        adaptive.append({"attack": f"evade eps={eps}", **outcome(*screened(adversarial))})
+        for grey in (False, True):
+            adversarial = quantise(torch.cat([
+                evade_screening(x[i:i + BATCH].to(device), y[i:i + BATCH].to(device), store.get, options, model,
+                                eps=eps, screened_path=screened_path, grey=grey, **reading).cpu()
+                for i in range(0, len(x), BATCH)]))
+            label = f"evade eps={eps}" + (", grey" if grey else "")
+            adaptive.append({"attack": label, **outcome(*screened(adversarial))})
+    benign = {name: float((screened(change(x))[0] > threshold).float().mean())
+              for name, change in benign_changes.CHANGES.items()}
     measured_fpr = float((test_clean > threshold).float().mean())
-    card = {"features": detector.feature_names(paths=paths), "paths": list(paths), "epochs": epochs,
+    card = {"features": detector.feature_names(paths=paths, statistics=statistics), "paths": list(paths),
+            "statistics": list(statistics), "epochs": epochs,
             "trained_on": {"corpora": sources, "clean": {"data": str(clean), "images": len(clean_set)}},
             "threshold": threshold, "fpr": fpr, "measured_fpr": measured_fpr,
             "calibrated_on": {"data": str(calibration), "images": calibrated_on, "which": "even positions"},
@@ -151,7 +164,8 @@ def run_fit(*, corpora: list[Path], clean: str, n_clean: int, calibration: str, 
             "detection_of_fooling": {r["attack"]: r["detected"] for r in rows[1:]},
             "auroc": {r["attack"]: r["auroc"] for r in rows[1:]},
             "screened": {r["attack"]: {k: r[k] for k in ("screened_accuracy", "flagged_of_wrong", "evaded")}
-                         for r in rows + adaptive}}
+                         for r in rows + adaptive},
+            "flagged_after_benign_changes": benign}
     card = detector.save(model, settings.weights_dir / detector.WEIGHTS_NAME, card)
     select_detector(settings.weights_dir, card)
     _write_report(out, rows, adaptive, curves, card)
@@ -169,10 +183,15 @@ def select_detector(weights_dir: Path, card: dict) -> dict:
     return chosen
 
 
-def chosen_paths(settings: Settings, paths) -> str:
-    """The path whose label screening reports, e.g. ``haar@haar``, from screening.json; it must be in ``paths``."""
+def reported_path(settings: Settings) -> str:
+    """The path whose label screening reports, e.g. ``haar@haar``, from screening.json."""
     chosen = screening.load_settings(settings.weights_dir)
-    path = f"{chosen['defended_model']}@{chosen['defence']}"
+    return f"{chosen['defended_model']}@{chosen['defence']}"
+
+
+def chosen_paths(settings: Settings, paths) -> str:
+    """:func:`reported_path`, checked to be one of ``paths``."""
+    path = reported_path(settings)
     if path not in paths:
         raise ValueError(f"screening reports the label of {path}; the detector's paths must include it "
                          f"(they are {', '.join(paths)})")
@@ -202,7 +221,8 @@ def _write_report(out: Path, rows: list[dict], adaptive: list[dict], curves: dic
              f"Trained on {sum(s['successful_images_used'] for s in card['trained_on']['corpora'])} successful attacked "
              f"images from {len(card['trained_on']['corpora'])} corpus folder(s) and {clean['images']} clean images "
              f"({clean['data']}); a {card['hidden']}-wide MLP on {card['n_features']} features of the standard and "
-             f"DWT-trained models' outputs ({', '.join(card['paths'])}).", "",
+             f"DWT-trained models' outputs ({', '.join(card['paths'])})"
+             + (f" and of the pixels ({', '.join(card['statistics'])})" if card["statistics"] else "") + ".", "",
              f"Threshold {card['threshold']:.4f}, set on {card['calibrated_on']['images']} clean images of "
              f"{card['calibrated_on']['data']} for {100 * card['fpr']:.1f} % false positives; measured on the other "
              f"{card['measured_on']['images']}: {100 * card['measured_fpr']:.1f} % false positives. Attacks are crafted "
@@ -218,9 +238,17 @@ def _write_report(out: Path, rows: list[dict], adaptive: list[dict], curves: dic
     lines += ["", "## The attacker who knows the detector", "",
               "PGD (random start, 20 steps of eps/4) through both DWTs with BPDA, ascending the cross-entropy of the "
               "reported label plus the log-probability the detector gives *clean* "
-              "(`shared/adaptive_screening.py`); 8-bit delivery as above.", "",
+              "(`shared/adaptive_screening.py`); 8-bit delivery as above. *Grey*: the same step on all three channels "
+              "of a pixel, which leaves the colour differences as they were.", "",
               "| attack | screened accuracy | flagged, of the wrongly labelled | evaded |", "| --- | --- | --- | --- |"]
     lines += [f"| {r['attack']} | {pct(r['screened_accuracy'])} | {pct(r['flagged_of_wrong'])} | {pct(r['evaded'])} |"
               for r in adaptive]
+    lines += ["", "## Clean images, changed without an attack", "",
+              "The measured clean images again, after a change an ordinary source might make "
+              "(`shared/benign_changes.py`); the share flagged at the same threshold. Far above the false-positive "
+              "rate, the detector sees that change as manipulation: calibrate and fit it on clean images of your "
+              "own source.", "",
+              "| change | flagged |", "| --- | --- |"]
+    lines += [f"| {name} | {pct(rate)} |" for name, rate in card["flagged_after_benign_changes"].items()]
     lines += ["", "![ROC](roc.png)", ""]
     (out / "detector.md").write_text("\n".join(lines))

@@ -31,7 +31,7 @@ def screening_settings(settings: Settings) -> dict:
     names = (chosen["raw_model"], chosen["defended_model"])
     if chosen["score"] == "detector":
         card = store.detector()[1]
-        paths = card.get("paths", detector.PATHS)
+        paths = detector.reads(card)["paths"]
         names = sorted({p.split("@")[0] for p in paths})
         chosen["detector_sha256"] = card["sha256"]
         if f"{chosen['raw_model']}@raw" not in paths or f"{chosen['defended_model']}@{chosen['defence']}" not in paths:

@@ -11,7 +11,8 @@ unflagged, so each step ascends
 reconstructions are BPDA: their forward pass is the real DWT, their backward
 pass the identity (Athalye, Carlini and Wagner, ICML 2018,
 https://arxiv.org/abs/1802.00420), and the detector's features are
-differentiated through every path.
+differentiated through every path, its pixel counts through a triangular
+kernel on the unrounded pixels (their forward pass counts exactly).
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ def bpda_reconstruct(defence_options: Callable) -> Callable:
 def evade_screening(images: torch.Tensor, labels: torch.Tensor, get_model: Callable, defence_options: Callable,
                     detector: Detector, *, eps: float, steps: int = 20, alpha: float | None = None,
                     weight: float = 1.0, screened_path: str = "haar@haar", seed: int = 0,
-                    paths=PATHS) -> torch.Tensor:
+                    paths=PATHS, statistics=(), grey: bool = False) -> torch.Tensor:
     """L-inf PGD (random start) against the screened label and the detector at once.
 
     Parameters
@@ -57,8 +58,15 @@ def evade_screening(images: torch.Tensor, labels: torch.Tensor, get_model: Calla
         The path whose label screening reports.
     seed : int
         Seed of the random start.
-    paths : sequence of str
-        The detector's paths (its card's ``paths``).
+    paths, statistics : sequence of str
+        What the detector reads (its card's ``paths`` and ``statistics``);
+        pixel statistics are differentiated as :func:`shared.detector.chroma_cooccurrence` says.
+    grey : bool
+        Move the three channels of a pixel by the same amount (the gradient
+        summed over channels; one random start for all three): the colour
+        differences, and so a chroma statistic, stay as they were, up to
+        clipping at black and white. What an attacker who knows that the
+        detector reads colour differences does.
 
     Returns
     -------
@@ -68,15 +76,22 @@ def evade_screening(images: torch.Tensor, labels: torch.Tensor, get_model: Calla
     images, labels = check_inputs(images, labels, eps)
     alpha = eps / 4 if alpha is None else alpha
     reconstruct = bpda_reconstruct(defence_options)
-    adversarial = random_start(images, eps, seed)
+    if grey:
+        start = random_start(images[:, :1], eps, seed) - images[:, :1]  # one draw per pixel, for all channels
+        adversarial = project_linf(images + start, images, eps)
+    else:
+        adversarial = random_start(images, eps, seed)
     with contextlib.ExitStack() as stack:
         for model in {*(get_model(p.split("@")[0]) for p in paths), detector}:
             stack.enter_context(eval_mode(model))
         for _ in range(steps):
             adversarial.requires_grad_(True)
-            f, logits = differentiable_features(adversarial, get_model, reconstruct, paths=paths)
+            f, logits = differentiable_features(adversarial, get_model, reconstruct, paths=paths,
+                                                statistics=statistics)
             objective = F.cross_entropy(logits[screened_path], labels, reduction="sum") \
                 - weight * F.softplus(detector(f)).sum()  # softplus(logit) = -log P(clean)
             grad, = torch.autograd.grad(objective, adversarial)
+            if grey:
+                grad = grad.sum(1, keepdim=True)
             adversarial = project_linf(adversarial.detach() + alpha * grad.sign(), images, eps)
     return adversarial

@@ -7,8 +7,8 @@ part of the perturbation, so the two outputs disagree more on it than on a
 clean image. Two scores, both 0 to 1, higher = more suspicious:
 
 - ``detector`` (once ``waveshield fit-detector`` has run): the learned
-  detector's probability (:mod:`shared.detector`), from both DWT paths and
-  the standard model on the reconstructions;
+  detector's probability (:mod:`shared.detector`), from the model paths its
+  card names and, by default, the smoothness of the image's colours;
 - ``disagreement``: the total variation distance between the two softmax
   outputs, 0 (identical) to 1 (disjoint).
 
@@ -80,8 +80,7 @@ def screen_batch(plan: dict, x: torch.Tensor, get_model, defence_options, get_de
         from . import detector
 
         model, card = get_detector(plan["detector_sha256"])
-        f, logits = detector.features(x, get_model, defence_options, with_logits=True,
-                                      paths=card.get("paths", detector.PATHS))
+        f, logits = detector.features(x, get_model, defence_options, with_logits=True, **detector.reads(card))
         p_raw = logits[f"{plan['raw_model']}@raw"].softmax(1)
         p_def = logits[f"{plan['defended_model']}@{plan['defence']}"].softmax(1)
         return p_raw, p_def, model.score(f), detector.strongest_signal(model, f, card["features"])

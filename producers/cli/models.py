@@ -120,10 +120,13 @@ def calibrate(data, n, fpr, out):
 @click.option("--n-calibration", default=2000, show_default=True)
 @click.option("--fpr", default=0.05, show_default=True, help="False-positive rate allowed on clean images.")
 @click.option("--paths", default=None, help="Model paths the detector reads, comma-separated (MODEL@raw or "
-              "MODEL@DEFENCE), standard@raw first; fewer paths, faster screening [default: all five].")
+              "MODEL@DEFENCE), standard@raw first; more paths, slower screening [default: standard@raw and the "
+              "path screening reports, which it computes anyway].")
+@click.option("--statistics", default="chroma", show_default=True,
+              help="Pixel statistics the detector reads besides the paths, comma-separated, or 'none'.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Where detector.md and roc.png go [default: $WAVESHIELD_OUTPUT_DIR/detector].")
-def fit_detector(corpora, clean, n_clean, calibration, n_calibration, fpr, paths, out):
+def fit_detector(corpora, clean, n_clean, calibration, n_calibration, fpr, paths, statistics, out):
     """Train the learned detector on corpora, calibrate it, and make screening use it."""
     from producers.fit_detector import run_fit
 
@@ -131,7 +134,8 @@ def fit_detector(corpora, clean, n_clean, calibration, n_calibration, fpr, paths
     out = out or cfg.output_dir / "detector"
     card = run_fit(corpora=list(corpora), clean=clean, n_clean=n_clean, calibration=calibration,
                    n_calibration=n_calibration, fpr=fpr, settings=cfg, out=out,
-                   paths=[p.strip() for p in paths.split(",") if p.strip()] if paths else None)
+                   paths=[p.strip() for p in paths.split(",") if p.strip()] if paths else None,
+                   statistics=[] if statistics.strip() == "none" else [s.strip() for s in statistics.split(",") if s.strip()])
     click.echo(f"threshold {card['threshold']:.4f} (false positives on held-back clean images: "
                f"{100 * card['measured_fpr']:.1f} %)")
     for attack, rate in card["detection_of_fooling"].items():

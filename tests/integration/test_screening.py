@@ -95,9 +95,12 @@ def detector_weights(tiny_weights, tmp_path, sample):
     options = functools.lru_cache(maxsize=None)(lambda name: defences.get(name, weights))
     x, y = sample.to_tensor()[:200], torch.from_numpy(sample.labels[:200])
     adversarial = attacks.get("fgsm")(store.get("standard"), x, y, eps=0.03)
-    model = detector.fit(detector.features(x, store.get, options), detector.features(adversarial, store.get, options),
-                         epochs=100)
-    detector.save(model, weights / detector.WEIGHTS_NAME, {"features": detector.feature_names()})
+    # All five paths (a card without "paths" reads them all) and the colour statistic.
+    reading = {"statistics": ("chroma",)}
+    model = detector.fit(detector.features(x, store.get, options, **reading),
+                         detector.features(adversarial, store.get, options, **reading), epochs=100)
+    detector.save(model, weights / detector.WEIGHTS_NAME,
+                  {"features": detector.feature_names(**reading), "statistics": ["chroma"]})
     (weights / "screening.json").write_text(json.dumps({"score": "detector", "threshold": 0.5}))
     return weights
 

@@ -61,11 +61,22 @@ def _l2(adv, x):
     return (adv - x).flatten(1).norm(dim=1)
 
 
+@pytest.fixture(scope="module")
+def torchattacks_deepfool(trained_model, correctly_classified):
+    """torchattacks' DeepFool (50 steps, overshoot 0.02) of the correctly classified images: the oracle.
+
+    It attacks one image at a time, slowly, so the tests share one run.
+    """
+    x, y = correctly_classified
+    return torchattacks.DeepFool(trained_model, steps=50, overshoot=0.02)(x, y)
+
+
 @pytest.mark.parametrize("candidates", [4, None])
-def test_deepfool_matches_or_beats_torchattacks(trained_model, correctly_classified, candidates):
+def test_deepfool_matches_or_beats_torchattacks(trained_model, correctly_classified, torchattacks_deepfool,
+                                                candidates):
     x, y = correctly_classified
     ours = attacks.deepfool(trained_model, x, y, candidates=candidates)
-    theirs = torchattacks.DeepFool(trained_model, steps=50, overshoot=0.02)(x, y)
+    theirs = torchattacks_deepfool
     with torch.no_grad():
         ours_fooled = trained_model(ours).argmax(1) != y
         theirs_fooled = trained_model(theirs).argmax(1) != y
@@ -158,8 +169,8 @@ def test_bpda_attack_beats_the_shipped_defence_better_than_transfer(sample):
     assert acc_adaptive < acc_transfer - 0.05, (acc_adaptive, acc_transfer)
 
 
-def test_deepfool_over_all_classes_equals_torchattacks(trained_model, correctly_classified):
+def test_deepfool_over_all_classes_equals_torchattacks(trained_model, correctly_classified, torchattacks_deepfool):
     x, y = correctly_classified
     ours = attacks.deepfool(trained_model, x[:16], y[:16], candidates=None)
-    theirs = torchattacks.DeepFool(trained_model, steps=50, overshoot=0.02)(x[:16], y[:16])
+    theirs = torchattacks_deepfool[:16]  # torchattacks attacks each image on its own
     assert (ours - theirs).abs().max() < 1e-4

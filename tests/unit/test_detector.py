@@ -129,3 +129,86 @@ def test_a_detector_on_fewer_paths_computes_only_those(sample, shipped):
     for bad in (("haar@haar",), ("standard@raw", "standard@raw"), ("standard@raw", "haar@daubechies")):
         with pytest.raises(ValueError, match="must start with standard@raw"):
             detector.feature_names(paths=bad)
+
+
+def _chroma_oracle(image: np.ndarray) -> np.ndarray:
+    """The chroma co-occurrences of one HxWx3 uint8 image, counted pair by pair in plain Python."""
+    q = image.astype(int)
+    colour = [q[..., 0] - q[..., 1], q[..., 1] - q[..., 2]]
+    counts = {"rows": np.zeros((5, 5)), "columns": np.zeros((5, 5))}
+    h, w = q.shape[:2]
+    for c in colour:
+        for i in range(h):
+            for j in range(w - 2):
+                a, b = c[i, j + 1] - c[i, j], c[i, j + 2] - c[i, j + 1]
+                counts["rows"][min(max(a, -2), 2) + 2, min(max(b, -2), 2) + 2] += 1
+        for i in range(h - 2):
+            for j in range(w):
+                a, b = c[i + 1, j] - c[i, j], c[i + 2, j] - c[i + 1, j]
+                counts["columns"][min(max(a, -2), 2) + 2, min(max(b, -2), 2) + 2] += 1
+    return ((counts["rows"] / counts["rows"].sum() + counts["columns"] / counts["columns"].sum()) / 2).ravel()
+
+
+def test_the_chroma_statistic_counts_as_a_plain_loop_does_and_sees_an_attack(sample, shipped):
+    get_model, _ = shipped
+    x, y = sample.to_tensor()[:32], torch.from_numpy(sample.labels[:32])
+    f = detector.chroma_cooccurrence(x)
+    for i in range(3):
+        assert np.allclose(f[i].numpy(), _chroma_oracle(sample.images[i]), atol=1e-6)
+    names = detector.feature_names(paths=("standard@raw",), statistics=("chroma",))
+    assert names[-25:] == [f"chroma:cooccur_{a}_{b}" for a in range(-2, 3) for b in range(-2, 3)]
+    assert set(detector.signal_groups(names[-25:])) == {"chroma"}
+    # A grey image has no colour differences: every pair is (0, 0).
+    grey = x[:4].mean(1, keepdim=True).expand(-1, 3, -1, -1)
+    assert torch.allclose(detector.chroma_cooccurrence(torch.round(grey * 255) / 255)[:, 12], torch.ones(4))
+    # The JPEG-decoded sample has smooth colour differences; FGSM of one grey level, in 8 bits, roughens them.
+    fgsm = torch.round(attacks.get("fgsm")(get_model("standard"), x, y, eps=0.004) * 255) / 255
+    smooth_after = detector.chroma_cooccurrence(fgsm)[:, 12]
+    assert (smooth_after < f[:, 12]).float().mean() > 0.9 and smooth_after.mean() < 0.8 * f[:, 12].mean()
+    with pytest.raises(ValueError, match="RGB"):
+        detector.chroma_cooccurrence(x[:, :1])
+
+
+def test_the_chroma_statistic_counts_exactly_forward_and_has_a_gradient_backward(sample):
+    x = sample.to_tensor()[:4]
+    moved = (x + 0.3 / 255).requires_grad_(True)  # between grey levels, as an attacker's iterate is
+    f = detector.chroma_cooccurrence(moved)
+    assert torch.equal(f.detach(), detector.chroma_cooccurrence(torch.round(moved.detach() * 255) / 255))
+    grad, = torch.autograd.grad(f[:, 12].sum(), moved)
+    assert grad.abs().sum() > 0 and torch.isfinite(grad).all()
+
+
+def test_statistics_are_validated_and_an_old_card_reads_none():
+    assert detector.reads({"features": []}) == {"paths": detector.PATHS, "statistics": ()}
+    assert detector.reads({"paths": ["standard@raw"], "statistics": ["chroma"]}) == {
+        "paths": ("standard@raw",), "statistics": ("chroma",)}
+    for bad in (("luma",), ("chroma", "chroma")):
+        with pytest.raises(ValueError, match="statistics must name"):
+            detector.feature_names(statistics=bad)
+
+
+def test_the_attacker_who_knows_a_chroma_detector_moves_grey_and_evades_it(sample, shipped):
+    from shared.adaptive_screening import evade_screening
+
+    get_model, options = shipped
+    x, y = sample.to_tensor()[:96], torch.from_numpy(sample.labels[:96])
+    reading = {"paths": ("standard@raw", "haar@haar"), "statistics": ("chroma",)}
+    fgsm = torch.round(attacks.get("fgsm")(get_model("standard"), x, y, eps=0.01) * 255) / 255
+    model = detector.fit(detector.features(x, get_model, options, **reading),
+                         detector.features(fgsm, get_model, options, **reading))
+
+    def attack(**kwargs):
+        adversarial = evade_screening(x[:24], y[:24], get_model, options, model, eps=0.01, steps=6, **reading,
+                                      **kwargs)
+        adversarial = torch.round(adversarial * 255) / 255  # delivered in 8 bits
+        f, logits = detector.features(adversarial, get_model, options, with_logits=True, **reading)
+        return adversarial, model.score(f).mean(), (logits["haar@haar"].argmax(1) == y[:24]).float().mean()
+
+    _, free_score, _ = attack(weight=0.0)
+    grey, grey_score, grey_accuracy = attack(weight=4.0, grey=True)
+    delta = grey - x[:24]
+    inside = ((x[:24] > 0.02) & (x[:24] < 0.98)).all(1)  # no channel clipped at black or white
+    assert torch.allclose(delta[:, 0][inside], delta[:, 1][inside]) and torch.allclose(delta[:, 1][inside],
+                                                                                        delta[:, 2][inside])
+    assert grey_score < free_score - 0.3  # colour differences untouched: the statistic no longer sees it
+    assert grey.sub(x[:24]).abs().max() <= 0.01 + 1 / 510 and grey_accuracy < 0.8

@@ -45,18 +45,18 @@ def test_the_shipped_detector_is_verified_and_screening_selects_it(sample):
     from shared.model_store import ModelStore
 
     model, card = detector.load(WEIGHTS / detector.WEIGHTS_NAME)
-    assert card["features"] == detector.feature_names(paths=card["paths"])
+    assert card["features"] == detector.feature_names(**detector.reads(card))
     chosen = screening.load_settings(WEIGHTS)
     assert chosen["score"] == "detector" and chosen["threshold"] == card["threshold"]
     store = ModelStore(WEIGHTS)
     options = functools.lru_cache(maxsize=None)(lambda name: defences.get(name, WEIGHTS))
     x, y = sample.to_tensor()[:300], torch.from_numpy(sample.labels[:300])
-    clean = model.score(detector.features(x, store.get, options, paths=card["paths"]))
+    clean = model.score(detector.features(x, store.get, options, **detector.reads(card)))
     adversarial = attacks.get("fgsm")(store.get("standard"), x, y, eps=0.01)
     adversarial = torch.round(adversarial * 255) / 255  # delivered in 8 bits, as it was measured
     with torch.no_grad():
         fooled = (store.get("standard")(x).argmax(1) == y) & (store.get("standard")(adversarial).argmax(1) != y)
-    attacked = model.score(detector.features(adversarial[fooled], store.get, options, paths=card["paths"]))
-    # Measured on 2,000 test images: 4.9 % of clean and 72 % of these flagged; a loose check of the artefact.
+    attacked = model.score(detector.features(adversarial[fooled], store.get, options, **detector.reads(card)))
+    # Measured on 2,000 test images: 5.4 % of clean and 100 % of these flagged; a loose check of the artefact.
     assert (clean > card["threshold"]).float().mean() <= 0.12
-    assert (attacked > card["threshold"]).float().mean() >= 0.5
+    assert (attacked > card["threshold"]).float().mean() >= 0.9

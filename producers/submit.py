@@ -10,7 +10,7 @@ import numpy as np
 import redis
 
 from shared.data import ImageSet
-from shared.pipeline import QUEUES, TASK_QUEUES, Pipeline
+from shared.pipeline import QUEUES, TASK_QUEUES, Pipeline, orphans
 from shared.pipeline.recovery import describe
 from shared.settings import Settings
 
@@ -100,8 +100,7 @@ def wait(client: redis.Redis, job: str, progress: Callable[[dict], None] | None 
         if progressed:
             last_done, last_change, idle_since, may_redrive = state["done"], now, None, True
         elif now - last_change > stall_timeout_s:
-            raise JobFailed(f"job {job} made no progress for {stall_timeout_s:.0f} s ({state['done']}/{state['expected']}"
-                            " done); are workers running for every queue? (waveshield status)")
+            raise JobFailed(stall_message(client, job, state, stall_timeout_s))
         if app is not None and may_redrive and not progressed:  # look at the queues only while it stands still
             idle_since = None if pipe.in_flight() else (idle_since or now)
             if idle_since is not None and now - idle_since >= redrive_after_s:
@@ -110,6 +109,20 @@ def wait(client: redis.Redis, job: str, progress: Callable[[dict], None] | None 
         if deadline is not None and now > deadline:
             raise TimeoutError(f"job {job} not complete after {timeout_s} s ({state['done']}/{state['expected']} cells)")
         time.sleep(poll_s)
+
+
+def stall_message(client: redis.Redis, job: str, state: dict, stall_timeout_s: float) -> str:
+    """One line: what the queues held when the job stood still, and what to do about it."""
+    counts = orphans.census(client)
+    idle = [q for q, c in counts.items() if c["workers"] == 0 and (c["queued"] or c["unacked"])]
+    if not any(c["workers"] for c in counts.values()):
+        hint = "no worker is alive: start them (waveshield up)"
+    elif idle:
+        hint = f"no worker consumes {', '.join(idle)}: start one (celery -A workers worker -Q {idle[0]})"
+    else:
+        hint = f"every queue with work has a worker; re-send the job's unfinished work: waveshield resume {job}"
+    return (f"job {job} made no progress for {stall_timeout_s:.0f} s ({state['done']}/{state['expected']} done); "
+            f"queues: {orphans.describe_census(counts)}; {hint}")
 
 
 def redrive(pipe: Pipeline, app, job: str) -> list:

@@ -4,6 +4,9 @@ from celery import Celery
 
 from shared import settings
 from shared.pipeline import QUEUES, TASK_QUEUES
+
+from .sweeper import Sweeper
+
 _cfg = settings.load()
 
 app = Celery("waveshield", broker=_cfg.redis_url or "redis://127.0.0.1:6379/0",
@@ -15,8 +18,8 @@ app.conf.update(
     task_ignore_result=True,
     # Ack after the work, one message at a time: a killed worker's task is redelivered, not lost.
     task_acks_late=True, worker_prefetch_multiplier=1, task_reject_on_worker_lost=True,
-    # An unacked message comes back after this; the same value wherever Celery reads it.
-    # The sweep that restores them runs often enough for short test timeouts.
+    # The transport's own backstop: an unacked message comes back after this (our sweep, below,
+    # hands out stranded ones within a minute); the same value wherever Celery reads it.
     broker_transport_options={"visibility_timeout": _cfg.visibility_timeout_s,
                               "unacked_restore_interval": max(1, min(10, _cfg.visibility_timeout_s // 4)),
                               "unacked_restore_throttle": 1},
@@ -42,6 +45,9 @@ app.conf.update(
     # (docker-compose's stop_grace_period is longer).
     worker_soft_shutdown_timeout=60.0,
 )
+# A message stranded by a lost connection or a dead worker goes out again within a minute
+# (workers/sweeper.py), not after the visibility timeout.
+app.steps["consumer"].add(Sweeper)
 
 
 def use_broker(url: str) -> None:

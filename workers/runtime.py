@@ -4,13 +4,19 @@ from __future__ import annotations
 
 import functools
 
+import redis
 from celery.exceptions import Reject
 
 from shared import defences, settings
 from shared.evaluation import deterministic_kernels
 from shared.model_store import ModelStore
 from shared.pipeline import TASK_QUEUES, Pipeline
+from shared.pipeline.orphans import Lease
 from shared.redis_client import CONNECTION_ERRORS, connect
+
+
+def broker_url() -> str:
+    return settings.load().redis_url or "redis://127.0.0.1:6379/0"
 
 
 @functools.lru_cache(maxsize=1)
@@ -23,21 +29,28 @@ def pipeline() -> Pipeline:
         torch.set_num_threads(cfg.torch_threads)
     device = settings.resolve_device(cfg.device)
     deterministic_kernels()
-    client = connect(cfg.redis_url or "redis://127.0.0.1:6379/0", cfg.redis_retry_s)
+    client = connect(broker_url(), cfg.redis_retry_s)
 
     store = ModelStore(cfg.weights_dir, device)
     return Pipeline(client, get_model=store.get, defence_options=lambda name: defences.get(name, cfg.weights_dir),
                     get_detector=store.detector, device=device, blob_ttl_s=cfg.blob_ttl_s)
 
 
+@functools.lru_cache(maxsize=1)
+def quick_client() -> redis.Redis:
+    """A client that fails fast instead of riding out an outage: for renewing leases and heartbeats."""
+    return redis.Redis.from_url(broker_url(), socket_timeout=5, socket_connect_timeout=2)
+
+
 def run_stage(task, stage: str, **kwargs) -> None:
-    """Run one stage for a task, send the messages it returns; give up after too many deliveries."""
+    """Run one stage for a task under its lease, send the messages it returns; give up after too many deliveries."""
     pipe = pipeline()
     try:
-        if pipe.deliveries(task.request.id) > settings.load().max_deliveries:
-            pipe.record_error(kwargs["job"], f"{stage} {kwargs}", "dropped after too many redeliveries")
-            return
-        messages = getattr(pipe, stage)(**kwargs)
+        with Lease(pipe.redis, task.request.id, renew_client=quick_client()):  # while it runs, no sweep hands its message out again
+            if pipe.deliveries(task.request.id) > settings.load().max_deliveries:
+                pipe.record_error(kwargs["job"], f"{stage} {kwargs}", "dropped after too many redeliveries")
+                return
+            messages = getattr(pipe, stage)(**kwargs)
     except CONNECTION_ERRORS as exc:  # Redis gone for longer than the retry window: hand the task back
         raise Reject(f"Redis unreachable: {exc}", requeue=True) from exc
     for name, message in messages if isinstance(messages, list) else []:

@@ -17,9 +17,7 @@ import json
 from ..evaluation import FUSED, configuration_id
 from .base import JobStore
 from .keys import QUEUES, job_key
-
-#: Celery's Redis transport keeps delivered, not yet acknowledged messages in this hash.
-UNACKED_KEY = "unacked"
+from .orphans import UNACKED_KEY
 
 
 class Recovery(JobStore):

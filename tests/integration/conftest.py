@@ -81,10 +81,9 @@ class Workers:
 def worker_env(redis_url, tiny_weights, tmp_path):
     return {**os.environ, "REDIS_URL": redis_url, "WAVESHIELD_WEIGHTS_DIR": str(tiny_weights),
             "WAVESHIELD_OUTPUT_DIR": str(tmp_path / "collector-output"),
-            "WAVESHIELD_DEVICE": "cpu", "OMP_NUM_THREADS": "1",
-            # Short, so that a killed worker's task comes back within the test; the visibility
-            # timeout stays above the longest a task may run (else it would be delivered twice).
-            "WAVESHIELD_VISIBILITY_TIMEOUT": "20", "WAVESHIELD_TASK_TIME_LIMIT": "15"}
+            # The shipped recovery settings (visibility timeout, task time limit, sweep): a killed
+            # worker's task comes back through the workers' sweep, as it does for users.
+            "WAVESHIELD_DEVICE": "cpu", "OMP_NUM_THREADS": "1"}
 
 
 @pytest.fixture()

@@ -1,11 +1,15 @@
-"""Which work a stalled job re-sends: exactly its unfinished units, for every job kind (real Redis, no workers)."""
+"""Which work a stalled job re-sends (exactly its unfinished units, for every job kind), and which stranded
+messages the workers' sweep hands out again (real Redis, no workers)."""
+
+import json
+import time
 
 import numpy as np
 import pytest
 
 from producers import submit as producer
 from shared.evaluation import paper_plan
-from shared.pipeline import Pipeline
+from shared.pipeline import Pipeline, orphans
 from shared.pipeline.recovery import UNACKED_KEY
 
 CONFIGS = ("standard+raw", "haar+haar")
@@ -88,3 +92,47 @@ def test_redrive_sends_the_unfinished_units_and_counts_them(redis_client):
     assert pipe.progress(job)["redriven"] == 1
     with pytest.raises(producer.JobFailed, match="gone from Redis"):
         producer.redrive(pipe, App(), "nosuchjob")
+
+
+def _deliver(client, tag, task_id, queue, age_s):
+    """Put a message in the transport's unacked hash as if a worker took it ``age_s`` ago."""
+    message = {"body": "", "headers": {"id": task_id, "task": f"waveshield.{queue}"}, "properties": {}}
+    client.hset(orphans.UNACKED_KEY, tag, json.dumps([message, queue, queue]))
+    client.zadd(orphans.UNACKED_INDEX_KEY, {tag: time.time() - age_s})
+
+
+def test_an_orphan_is_an_old_delivery_of_our_queues_whose_task_holds_no_lease(redis_client):
+    _deliver(redis_client, "t-old", "task-old", "attack", 120)  # stranded
+    _deliver(redis_client, "t-running", "task-running", "attack", 120)  # a long task, still running
+    _deliver(redis_client, "t-new", "task-new", "dwt", 2)  # just taken: its task has not started yet
+    _deliver(redis_client, "t-other", "task-other", "celery", 120)  # not a waveshield queue
+    redis_client.set(orphans.lease_key("task-running"), 1, ex=30)
+    assert [d.tag for d in orphans.orphans(redis_client)] == ["t-old"]
+    running = {d.tag: d.running for d in orphans.deliveries(redis_client)}
+    assert running == {"t-old": False, "t-running": True, "t-new": False, "t-other": False}
+    counts = orphans.census(redis_client)
+    assert counts["attack"] == {"queued": 0, "unacked": 2, "running": 1, "workers": 0}
+    assert counts["dwt"]["unacked"] == 1
+
+
+def test_a_lease_outlives_its_lifetime_while_renewed_and_lapses_after(redis_client):
+    key = orphans.lease_key("t1")
+    with orphans.Lease(redis_client, "t1", ttl_s=1.0, renew_s=0.2):
+        time.sleep(2.0)  # twice its lifetime
+        assert redis_client.exists(key)
+    assert redis_client.pttl(key) > 0  # left to expire, not deleted: the ack follows the task
+    time.sleep(1.2)
+    assert not redis_client.exists(key)
+
+
+def test_the_shipped_lease_is_renewed_well_inside_its_lifetime_and_outlasts_the_orphan_age():
+    # A live task's message is never handed out twice: it misses five renewals before its lease
+    # lapses, and a delivery younger than the lease's lifetime is never an orphan.
+    assert orphans.LEASE_TTL_S >= 5 * orphans.LEASE_RENEW_S
+    assert orphans.ORPHAN_AFTER_S >= orphans.LEASE_TTL_S
+    assert orphans.ORPHAN_AFTER_S + orphans.LEASE_TTL_S + orphans.SWEEP_EVERY_S <= 90  # back within 1.5 min
+
+
+def test_one_worker_sweeps_per_interval(redis_client):
+    assert orphans.take_sweep_turn(redis_client, "a@h")
+    assert not orphans.take_sweep_turn(redis_client, "b@h")

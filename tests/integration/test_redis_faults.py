@@ -18,7 +18,7 @@ import torch
 from producers import submit as producer
 from producers.redis_server import EmbeddedRedis
 from shared.evaluation import paper_plan
-from shared.pipeline import Pipeline
+from shared.pipeline import Pipeline, orphans
 from shared.redis_client import connect
 from shared.settings import load as load_settings
 
@@ -83,10 +83,12 @@ def _submit(redis_url, plan, image_set, monkeypatch):
 
 
 def _wait(client, job, timeout_s=240):
-    """Follow the job as the CLI does: re-driving it if a crash lost a message (after 5 s with none in flight)."""
+    """Follow the job as the CLI does, with the shipped stall timeout and re-drive."""
     from workers.app import app
 
-    return producer.wait(client, job, timeout_s=timeout_s, app=app, redrive_after_s=5)
+    cfg = load_settings()
+    return producer.wait(client, job, timeout_s=timeout_s, app=app, stall_timeout_s=cfg.stall_timeout_s,
+                         redrive_after_s=cfg.redrive_after_s)
 
 
 def _mid_job(client, job):
@@ -94,32 +96,75 @@ def _mid_job(client, job):
     return int(client.hget(f"ws:job:{job}:meta", "done"))
 
 
-def test_redis_crash_and_restart_with_aof_mid_job_completes_with_the_same_counts(
+def _running(client):
+    """Whether a worker runs a task now (it holds a lease on an unacknowledged message)."""
+    return any(d.running for d in orphans.deliveries(client))
+
+
+def test_redis_kill_9_with_aof_everysec_mid_job_completes_within_180_s_of_the_restart(
         aof_redis, start_workers, plan, image_set, tiny_weights, monkeypatch):
+    # The shipped defaults throughout: visibility timeout 3600 s, stall timeout, re-drive.
     start_workers(aof_redis.url)
     client, job = _submit(aof_redis.url, plan, image_set, monkeypatch)
     done_at_crash = _mid_job(client, job)
+    wait_for(lambda: _running(client), 120, 0.05, "a task running on a worker")  # so that one is cancelled
     aof_redis.kill()
     time.sleep(2)
     aof_redis.start()
+    restarted = time.monotonic()
     state = _wait(client, job)  # the producer's client rode out the outage
+    assert time.monotonic() - restarted < 180
     assert done_at_crash < state["expected"] == state["done"] and not state["errors"]
     assert pipeline_counts(client, job) == local_counts(plan, image_set, tiny_weights)
+    assert not client.hlen(orphans.UNACKED_KEY)
 
 
-def test_redis_paused_for_10_s_mid_job_completes_with_the_same_counts(
-        aof_redis, start_workers, plan, image_set, tiny_weights, monkeypatch):
-    start_workers(aof_redis.url)
-    client, job = _submit(aof_redis.url, plan, image_set, monkeypatch)
-    done_at_pause = _mid_job(client, job)
-    os.kill(aof_redis.process.pid, signal.SIGSTOP)
+def _submit_screen(redis_url, image_set, monkeypatch):
+    from producers import screen as screen_mod
+    from workers.app import app, use_broker
+
+    monkeypatch.setenv("REDIS_URL", redis_url)
+    use_broker(redis_url)
+    client = connect(redis_url, retry_window_s=60)
+    return client, screen_mod.submit_screen(client, app, image_set, load_settings(), batch_size=25)
+
+
+@pytest.mark.parametrize("kind", ["evaluate", "screen"])
+def test_a_message_stranded_unacknowledged_goes_out_again_within_a_minute(
+        plain_redis, worker_env, tmp_path, image_set, tiny_weights, monkeypatch, kind):
+    # What a lost connection leaves (the worker cancelled its task and forgot the message, which
+    # still sits in the transport's unacked hash), made deterministic: a dwt message is moved
+    # there as delivered 40 s ago, with no worker holding it. The visibility timeout is an hour.
+    plan = {**paper_plan(batch_size=25), "threads": 1}
+    plan["attacks"] = plan["attacks"][:2]
+    pool = Workers({**worker_env, "REDIS_URL": plain_redis.url}, tmp_path)
+    monkeypatch.setenv("WAVESHIELD_WEIGHTS_DIR", str(tiny_weights))
     try:
-        time.sleep(10)
+        for queue in QUEUES:
+            if queue != "dwt":
+                pool.start(queue)
+        if kind == "evaluate":
+            client, job = _submit(plain_redis.url, plan, image_set, monkeypatch)
+        else:
+            client, job = _submit_screen(plain_redis.url, image_set, monkeypatch)
+        wait_for(lambda: client.llen("dwt") >= 2, 120, 0.05, "dwt messages")
+        message = json.loads(client.rpop("dwt"))
+        client.hset(orphans.UNACKED_KEY, "stranded-tag", json.dumps([message, "dwt", "dwt"]))
+        client.zadd(orphans.UNACKED_INDEX_KEY, {"stranded-tag": time.time() - 40})
+        pool.start("dwt")
+        started = time.monotonic()
+        state = _wait(client, job)
+        took = time.monotonic() - started
     finally:
-        os.kill(aof_redis.process.pid, signal.SIGCONT)
-    state = _wait(client, job)
-    assert done_at_pause < state["expected"] == state["done"] and not state["errors"]
-    assert pipeline_counts(client, job) == local_counts(plan, image_set, tiny_weights)
+        pool.stop_all()
+    assert took < 60 and state["expected"] == state["done"] and not state["errors"]
+    assert state["redriven"] == 0  # the sweep handed the message out; no re-drive was needed
+    assert not client.hexists(orphans.UNACKED_KEY, "stranded-tag")
+    assert int(client.get(f"ws:deliveries:{message['headers']['id']}")) == 1
+    if kind == "evaluate":
+        assert pipeline_counts(client, job) == local_counts(plan, image_set, tiny_weights)
+    else:
+        assert len(Pipeline(client).screen_records(job)) == len(image_set)
 
 
 def test_a_message_lost_as_in_a_crash_is_redriven_and_the_counts_are_the_same(
@@ -198,10 +243,25 @@ def test_redis_gone_past_the_retry_window_is_one_line_and_a_nonzero_exit(
     assert len(lines) == 1 and "lost Redis for more than 3 s" in lines[0] and "Traceback" not in err
 
 
-def test_wait_gives_up_on_a_job_that_makes_no_progress(redis_client):
+def test_wait_gives_up_on_a_job_that_makes_no_progress_and_says_what_it_saw(redis_client):
     pipe = Pipeline(redis_client)
     job = pipe.create_job(paper_plan(batch_size=10), torch.zeros(10, dtype=torch.int64).numpy())  # no workers
+    redis_client.lpush("attack", "m1", "m2")
     started = time.monotonic()
-    with pytest.raises(producer.JobFailed, match="no progress for 1 s"):
+    with pytest.raises(producer.JobFailed, match="no progress for 1 s") as failed:
         producer.wait(redis_client, job, poll_s=0.1, stall_timeout_s=1)
     assert time.monotonic() - started < 10
+    assert "attack: 2 queued, 0 unacknowledged (0 running), 0 workers" in str(failed.value)
+    assert "no worker is alive" in str(failed.value)
+
+
+def test_the_stall_message_names_a_queue_without_a_worker_or_else_resume(redis_client):
+    state = {"done": 73, "expected": 80}
+    orphans.beat(redis_client, "attack@host", ["attack"])
+    redis_client.lpush("classify", "m1")
+    message = producer.stall_message(redis_client, "j1", state, 600)
+    assert "(73/80 done)" in message and "attack: 0 queued, 0 unacknowledged (0 running), 1 worker;" in message
+    assert "no worker consumes classify" in message and "resume" not in message
+    for queue in QUEUES:
+        orphans.beat(redis_client, f"{queue}@host", [queue])
+    assert "waveshield resume j1" in producer.stall_message(redis_client, "j1", state, 600)

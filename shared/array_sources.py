@@ -11,8 +11,11 @@ from PIL import Image
 from .image_set import ImageSet
 
 
-def load_npz(path: Path, size: int, limit) -> ImageSet:
+def load_npz(path, size: int, limit, *, name: str | None = None) -> ImageSet:
     """Read ``x`` (uint8, or float in [0, 1] kept as float32; NHWC or NCHW) with optional ``y`` and ``ids``.
+
+    ``path`` is a file's path, or an open binary file named ``name`` (an npz
+    inside a folder or a zip); ids are ``NAME[i]``.
 
     Raises
     ------
@@ -20,37 +23,38 @@ def load_npz(path: Path, size: int, limit) -> ImageSet:
         For an unreadable file, a missing ``x``, a bad shape or dtype, NaN or
         values outside [0, 1], or ``y`` / ``ids`` of another length (one line).
     """
+    shown = name or Path(path).name
     try:
         with np.load(path, allow_pickle=False) as npz:
             if "x" not in npz:
-                raise ValueError(f"{path.name}: an npz image set needs an array 'x' (found {', '.join(npz.files) or 'none'})")
+                raise ValueError(f"{shown}: an npz image set needs an array 'x' (found {', '.join(npz.files) or 'none'})")
             x = npz["x"][:limit]
             y = npz["y"][:limit] if "y" in npz else None
             names = [str(i) for i in npz["ids"][:limit]] if "ids" in npz else None
     except (OSError, zipfile.BadZipFile) as exc:
-        raise ValueError(f"{path.name}: not a readable npz file ({exc})") from None
+        raise ValueError(f"{shown}: not a readable npz file ({exc})") from None
     if x.ndim == 3:
         x = x[..., None]
     if x.ndim == 4 and x.shape[-1] not in (1, 3, 4) and x.shape[1] in (1, 3, 4):
         x = x.transpose(0, 2, 3, 1)  # N x C x H x W, as a corpus shard stores it
     if x.ndim != 4 or x.shape[-1] not in (1, 3, 4):
-        raise ValueError(f"{path.name}: 'x' must be N x H x W x C or N x C x H x W (C = 1, 3 or 4), got shape {x.shape}")
+        raise ValueError(f"{shown}: 'x' must be N x H x W x C or N x C x H x W (C = 1, 3 or 4), got shape {x.shape}")
     if x.dtype != np.uint8:
         if not np.issubdtype(x.dtype, np.floating):
-            raise ValueError(f"{path.name}: 'x' must be uint8 or float in [0, 1], got {x.dtype}")
+            raise ValueError(f"{shown}: 'x' must be uint8 or float in [0, 1], got {x.dtype}")
         if x.size and not np.isfinite(x).all():
-            raise ValueError(f"{path.name}: 'x' holds NaN or infinite values")
+            raise ValueError(f"{shown}: 'x' holds NaN or infinite values")
         if x.size and (x.min() < 0 or x.max() > 1):
-            raise ValueError(f"{path.name}: 'x' must be uint8 or float in [0, 1], got values from {x.min()} to {x.max()}")
+            raise ValueError(f"{shown}: 'x' must be uint8 or float in [0, 1], got values from {x.min()} to {x.max()}")
         x = x.astype(np.float32)  # exact from float16; float64 rounds to the precision the models compute in
     x = np.repeat(x, 3, axis=-1) if x.shape[-1] == 1 else x[..., :3]
     if x.shape[1:3] != (size, size):
         x = np.stack([_resize(im, size) for im in x])
     if y is not None and len(y) != len(x):
-        raise ValueError(f"{path.name}: 'y' has {len(y)} labels for {len(x)} images")
+        raise ValueError(f"{shown}: 'y' has {len(y)} labels for {len(x)} images")
     if names is not None and len(names) != len(x):
-        raise ValueError(f"{path.name}: 'ids' has {len(names)} entries for {len(x)} images")
-    ids = [f"{path.name}[{i}]" + (f":{names[i]}" if names else "") for i in range(len(x))]
+        raise ValueError(f"{shown}: 'ids' has {len(names)} entries for {len(x)} images")
+    ids = [f"{shown}[{i}]" + (f":{names[i]}" if names else "") for i in range(len(x))]
     labels = None if y is None else np.asarray(y, np.int64)
     return ImageSet(np.ascontiguousarray(x), labels, ids)
 

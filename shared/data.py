@@ -25,14 +25,14 @@ from PIL import Image, ImageOps
 
 from .array_sources import load_npz, load_torchvision_cifar10
 from .image_set import ImageSet, ItemError, iter_batches, to_float_nchw
+from .members import Member, archive_kind, file_member, folder_members, zip_members
 from .models import CIFAR10_CLASSES
+from .settings import load as load_settings
 
 __all__ = ["ImageSet", "ItemError", "decode_image", "iter_batches", "load_images", "load_many", "to_float_nchw"]
 
 #: Where the embedded demo set lives: 100 test images per CIFAR-10 class.
 SAMPLE_ZIP = Path(__file__).resolve().parent / "assets" / "cifar10-test-sample.zip"
-# Folders that archivers and file managers add; never images.
-_SKIP_NAMES = {"__MACOSX", ".DS_Store", "Thumbs.db", "desktop.ini"}
 
 
 def load_images(source, *, size: int = 32, classes=None, limit: int | None = None, download: bool = False) -> ImageSet:
@@ -70,18 +70,17 @@ def load_images(source, *, size: int = 32, classes=None, limit: int | None = Non
     if text.startswith("cifar10:"):
         return load_torchvision_cifar10(text.split(":", 1)[1], size, limit, download)
     path = Path(source)
+    max_bytes = load_settings().max_item_bytes
     if path.is_dir():
-        members = [(p.relative_to(path).as_posix(), p.read_bytes) for p in sorted(path.rglob("*")) if p.is_file()]
-        return _from_members(members, size, classes, limit)
+        return _from_members(folder_members(path, max_bytes), size, classes, limit)
     if not path.is_file():
         raise ValueError(f"no such file or directory: {path}")
     if path.suffix.lower() == ".npz":
         return load_npz(path, size, limit)
     if zipfile.is_zipfile(path):
         with zipfile.ZipFile(path) as archive:
-            members = [(info.filename, _zip_reader(archive, info)) for info in archive.infolist() if not info.is_dir()]
-            return _from_members(sorted(members), size, classes, limit)
-    return _from_members([(path.name, path.read_bytes)], size, classes, limit)
+            return _from_members(zip_members(archive, max_bytes), size, classes, limit)
+    return _from_members([file_member(path, max_bytes)], size, classes, limit)
 
 
 def decode_image(data: bytes, size: int = 32) -> np.ndarray:
@@ -135,33 +134,34 @@ def _to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
-def _zip_reader(archive: zipfile.ZipFile, info: zipfile.ZipInfo):
-    return lambda: archive.read(info)
-
-
-def _is_skipped(member: str) -> bool:
-    parts = member.split("/")
-    return any(p in _SKIP_NAMES or p.startswith(".") for p in parts)
-
-
-def _from_members(members, size, classes, limit) -> ImageSet:
-    """Decode (name, read) pairs; class sub-folders become labels."""
-    members = [(name, read) for name, read in members if not _is_skipped(name)]
-    folders = [name.split("/")[-2] if "/" in name else None for name, _ in members]
+def _from_members(members: list[Member], size, classes, limit) -> ImageSet:
+    """Decode the members; class sub-folders become labels, an ``.npz`` member adds its rows."""
+    folders = [m.name.split("/")[-2] if "/" in m.name else None for m in members]
     labelled = bool(members) and all(f is not None for f in folders)
     names = _class_names(sorted(set(folders)), classes) if labelled else list(classes or CIFAR10_CLASSES)
     if limit is not None:
         members, folders = _balanced_prefix(members, folders, limit)
     images, labels, ids, errors = [], [], [], []
-    for (name, read), folder in zip(members, folders):
+    for member, folder in zip(members, folders):
+        label = (names.index(folder) if folder in names else -1) if labelled else None
         try:
-            images.append(decode_image(read(), size))
+            data = member.read()
+            if member.name.lower().endswith(".npz"):  # an array set among the files: its rows are items
+                part = load_npz(io.BytesIO(data), size, None, name=member.name)
+                images += list(part.images)
+                ids += part.ids
+                labels += list(part.labels) if part.labels is not None else [label] * len(part)
+                continue
+            if kind := archive_kind(data):
+                raise ValueError(f"a nested {kind} archive is not read: unpack it, or pass it as a source of its own")
+            images.append(decode_image(data, size))
         except (ValueError, OSError, zipfile.BadZipFile, RuntimeError) as exc:
-            errors.append(ItemError(name, str(exc) or type(exc).__name__))
+            errors.append(ItemError(member.name, str(exc) or type(exc).__name__))
             continue
-        ids.append(name)
-        if labelled:
-            labels.append(names.index(folder) if folder in names else -1)
+        ids.append(member.name)
+        labels.append(label)
+    if any(i.dtype != np.uint8 for i in images):  # a float array set among them: all float, none rounded
+        images = [i.astype(np.float32) / np.float32(255) if i.dtype == np.uint8 else i for i in images]
     stacked = np.stack(images) if images else np.zeros((0, size, size, 3), np.uint8)
     return ImageSet(stacked, np.asarray(labels, np.int64) if labelled else None, ids, errors, names)
 
@@ -184,7 +184,7 @@ def _balanced_prefix(members, folders, limit):
         for k in keys:
             if i < len(by_folder[k]) and len(picked) < limit:
                 picked.append((by_folder[k][i], k))
-    picked.sort(key=lambda mf: mf[0][0])
+    picked.sort(key=lambda mf: mf[0].name)
     return [m for m, _ in picked], [f for _, f in picked]
 
 

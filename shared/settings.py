@@ -11,6 +11,8 @@ import os
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
+#: A file or archive member larger than this is refused unread (a 24-megapixel PNG is about 70 MiB).
+DEFAULT_MAX_ITEM_BYTES = 128 * 1024 * 1024
 #: Where the repository keeps its shipped checkpoints.
 _REPO_WEIGHTS = Path(__file__).resolve().parent.parent / "weights"
 
@@ -34,6 +36,7 @@ class Settings:
     redis_retry_s: int  # WAVESHIELD_REDIS_RETRY: seconds a lost Redis connection is retried before giving up
     stall_timeout_s: int  # WAVESHIELD_STALL_TIMEOUT: a followed job that makes no progress this long is given up on
     redrive_after_s: int  # WAVESHIELD_REDRIVE_AFTER: a stalled job with nothing in flight this long has its lost work re-sent
+    max_item_bytes: int  # WAVESHIELD_MAX_ITEM_BYTES: a file or archive member larger than this is refused unread
 
     def as_text(self) -> str:
         """Render the settings as ``name = value`` lines, passwords masked."""
@@ -105,6 +108,7 @@ def load(environ: dict | None = None) -> Settings:
         redis_retry_s=number("WAVESHIELD_REDIS_RETRY", 60),
         stall_timeout_s=number("WAVESHIELD_STALL_TIMEOUT", 600),
         redrive_after_s=number("WAVESHIELD_REDRIVE_AFTER", 30),
+        max_item_bytes=number("WAVESHIELD_MAX_ITEM_BYTES", DEFAULT_MAX_ITEM_BYTES),
     )
 
 

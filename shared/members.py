@@ -1,0 +1,131 @@
+"""The items of an input, each checked before it is read: files of a folder, members of a zip.
+
+An item is a name and a way to read its bytes. Whatever the input holds, each
+item ends as data or as a reason, never silently dropped:
+
+* a zip member is checked before reading: its declared size against the
+  per-item limit, its compression ratio (a small member that expands a
+  hundredfold is a bomb), and the bytes read are capped at the limit whatever
+  the header declares, so a bomb costs nothing;
+* a member named ``../x.png`` or ``/etc/x.png`` is read in place, by its name,
+  since nothing is ever extracted;
+* a nested archive gets a reason instead of a confusing decoder error;
+* a symbolic link that leaves the input's folder is refused (a watched inbox
+  must not read ``/etc``).
+"""
+
+from __future__ import annotations
+
+import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from .settings import DEFAULT_MAX_ITEM_BYTES
+
+#: A member expanding more than this is a bomb ...
+MAX_COMPRESSION_RATIO = 100
+#: ... once it is large enough to matter (a flat 32 x 32 BMP compresses a hundredfold, harmlessly).
+RATIO_APPLIES_FROM = 1024 * 1024
+# Folders that archivers and file managers add; never images.
+_SKIP_NAMES = {"__MACOSX", ".DS_Store", "Thumbs.db", "desktop.ini"}
+# Leading bytes of archive formats: a member that starts so is an archive, not an image.
+_ARCHIVE_MAGIC = {b"PK\x03\x04": "zip", b"PK\x05\x06": "zip", b"\x1f\x8b": "gzip", b"7z\xbc\xaf\x27\x1c": "7z",
+                  b"Rar!\x1a\x07": "rar", b"BZh": "bzip2", b"\xfd7zXZ\x00": "xz"}
+
+
+@dataclass(frozen=True)
+class Member:
+    """One item of an input: ``read()`` gives its bytes, or raises ValueError with the reason."""
+
+    name: str
+    read: Callable[[], bytes]
+
+
+def is_skipped(name: str) -> bool:
+    """Archiver and file-manager clutter (``__MACOSX``, ``.DS_Store``, hidden files); ``..`` is not hidden."""
+    return any(p in _SKIP_NAMES or (p.startswith(".") and p not in (".", "..")) for p in name.split("/"))
+
+
+def folder_members(root: Path, max_bytes: int = DEFAULT_MAX_ITEM_BYTES) -> list[Member]:
+    """The files below ``root`` in sorted order; a link out of ``root`` becomes a refused item."""
+    top = root.resolve()
+    members = []
+    for path in sorted(root.rglob("*")):
+        name = path.relative_to(root).as_posix()
+        if is_skipped(name):
+            continue
+        if path.is_symlink():
+            target = path.resolve()
+            if not target.is_relative_to(top):
+                members.append(Member(name, _refuse(f"a symbolic link that leaves the input folder (to {target}): "
+                                                    "refused")))
+                continue
+            if target.is_dir():
+                continue  # its files are read where they really are, inside the folder
+        if path.is_file():
+            members.append(Member(name, _file_reader(path, max_bytes)))
+    return members
+
+
+def file_member(path: Path, max_bytes: int = DEFAULT_MAX_ITEM_BYTES) -> Member:
+    """A single file given as the input, under the same per-item limit."""
+    return Member(path.name, _file_reader(path, max_bytes))
+
+
+def zip_members(archive: zipfile.ZipFile, max_bytes: int = DEFAULT_MAX_ITEM_BYTES) -> list[Member]:
+    """The members of an open zip in sorted order, each read only if its header passes the checks."""
+    members = [Member(info.filename, _zip_reader(archive, info, max_bytes))
+               for info in archive.infolist() if not info.is_dir() and not is_skipped(info.filename)]
+    return sorted(members, key=lambda m: m.name)
+
+
+def archive_kind(data: bytes, name: str = "") -> str | None:
+    """The archive format of ``data`` (``"zip"``, ``"gzip"``, ...), or None for anything else."""
+    for magic, kind in _ARCHIVE_MAGIC.items():
+        if data.startswith(magic):
+            return kind
+    if len(data) > 262 and data[257:262] == b"ustar":
+        return "tar"
+    return None
+
+
+def _refuse(reason: str) -> Callable[[], bytes]:
+    def read() -> bytes:
+        raise ValueError(reason)
+    return read
+
+
+def _too_large(size: int, max_bytes: int) -> str:
+    return (f"{size:,} bytes, over the per-item limit of {max_bytes:,} (WAVESHIELD_MAX_ITEM_BYTES): refused "
+            "without reading")
+
+
+def _file_reader(path: Path, max_bytes: int) -> Callable[[], bytes]:
+    def read() -> bytes:
+        size = path.stat().st_size
+        if size > max_bytes:
+            raise ValueError(_too_large(size, max_bytes))
+        with open(path, "rb") as f:
+            data = f.read(max_bytes + 1)  # it may have grown since
+        if len(data) > max_bytes:
+            raise ValueError(_too_large(len(data), max_bytes))
+        return data
+    return read
+
+
+def _zip_reader(archive: zipfile.ZipFile, info: zipfile.ZipInfo, max_bytes: int) -> Callable[[], bytes]:
+    def read() -> bytes:
+        if info.file_size > max_bytes:
+            raise ValueError(_too_large(info.file_size, max_bytes))
+        ratio = info.file_size / max(info.compress_size, 1)
+        if info.file_size >= RATIO_APPLIES_FROM and ratio > MAX_COMPRESSION_RATIO:
+            raise ValueError(f"a zip bomb: {info.compress_size:,} bytes that expand {ratio:,.0f}-fold to "
+                             f"{info.file_size:,} (at most {MAX_COMPRESSION_RATIO}-fold): refused without reading")
+        with archive.open(info) as member:
+            data = member.read(max_bytes + 1)  # a header may lie about the size: never read past the limit
+        if len(data) > max_bytes:
+            raise ValueError(f"expands past the per-item limit of {max_bytes:,} bytes, more than its header "
+                             f"declares ({info.file_size:,}): refused")
+        return data
+    return read

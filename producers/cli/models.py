@@ -22,8 +22,8 @@ from shared import settings as settings_mod
 @click.option("--test-data", default="cifar10:test", show_default=True, help="Held-out set for the card's accuracy.")
 @click.option("--name", default=None, help="Checkpoint name in the weights directory [default: standard/haar/daubechies].")
 @click.option("--precision", type=click.Choice(["auto", "bf16", "fp32"]), default="auto", show_default=True)
-@click.option("--label-smoothing", default=0.1, show_default=True, type=click.FloatRange(0, 1, max_open=True),
-              help="Target smoothing of the cross-entropy loss (0 = hard labels).")
+@click.option("--label-smoothing", default=None, type=click.FloatRange(0, 1, max_open=True),
+              help="Target smoothing of the cross-entropy loss [default: the shipped recipe's, 0 = hard labels].")
 @click.option("--augment/--no-augment", default=True, show_default=True, help="Random crop and flip every batch.")
 @click.option("--limit", type=int, default=None, help="Use only the first N training images (smoke runs).")
 @click.option("--stop-after", type=int, default=None, help="Stop after this epoch, as an interruption would.")
@@ -44,8 +44,9 @@ def train(defence, width, epochs, batch_size, seed, data, test_data, name, preci
     device = settings_mod.resolve_device(cfg.device)
     name = name or ("standard" if defence == "none" else defence)
     options = None if defence == "none" else defences.get(defence, cfg.weights_dir)
+    smoothing = {} if label_smoothing is None else {"label_smoothing": label_smoothing}
     recipe = Recipe(width=width, epochs=epochs, batch_size=batch_size, seed=seed, defence=options, precision=precision,
-                    label_smoothing=label_smoothing, augment=augment)
+                    augment=augment, **smoothing)
     train_set = load_images(data, limit=limit)
     test_set = load_images(test_data)
     click.echo(f"training {name}: {len(train_set)} images from {data}" + (f" + DWT copies ({options['wavelet']})" if options else "")

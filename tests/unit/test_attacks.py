@@ -82,7 +82,10 @@ def test_deepfool_matches_or_beats_torchattacks(trained_model, correctly_classif
         theirs_fooled = trained_model(theirs).argmax(1) != y
     # Against the oracle on this machine and these images, not a rate tuned to one CPU.
     assert ours_fooled.float().mean() >= theirs_fooled.float().mean() > 0
-    assert _l2(ours, x)[ours_fooled].median() <= 1.05 * _l2(theirs, x)[theirs_fooled].median()
+    # Like for like, on the images both fool: an image still on the boundary after 50 steps falls
+    # either side of it by float rounding, and one such image moves a median over each one's own.
+    both = ours_fooled & theirs_fooled
+    assert _l2(ours, x)[both].median() <= 1.05 * _l2(theirs, x)[both].median()
     assert ours.min() >= 0 and ours.max() <= 1
 
 

@@ -49,11 +49,11 @@ def test_ablation_factors_change_what_training_sees(sample, tmp_path, monkeypatc
     monkeypatch.setattr(training, "augment", lambda *a, **k: calls.append(1) or real_augment(*a, **k))
     monkeypatch.setattr(training.F, "cross_entropy",
                         lambda *a, **k: smoothing.append(k["label_smoothing"]) or real_loss(*a, **k))
-    train(subset, Recipe(width=4, epochs=1, batch_size=64, precision="fp32", augment=False, label_smoothing=0.0),
+    train(subset, Recipe(width=4, epochs=1, batch_size=64, precision="fp32", augment=False, label_smoothing=0.1),
           checkpoint=tmp_path / "plain.safetensors")
-    assert calls == [] and smoothing == [0.0, 0.0]
+    assert calls == [] and smoothing == [0.1, 0.1]
     train(subset, Recipe(width=4, epochs=1, batch_size=64, precision="fp32"), checkpoint=tmp_path / "shipped.safetensors")
-    assert len(calls) == 2 and smoothing[2:] == [0.1, 0.1]
+    assert len(calls) == 2 and smoothing[2:] == [0.0, 0.0]  # the shipped recipe: augmented, hard labels
 
 
 def test_resume_with_another_recipe_is_refused(sample, tmp_path):

@@ -43,14 +43,9 @@ VARIANTS = {
 }
 
 
-def weights_dir(name: str) -> Path:
-    """Where a variant's weights are."""
-    return ABLATION_WEIGHTS
-
-
-def waveshield(args: list[str], name: str) -> None:
-    """Run a waveshield command with the variant's weights folder."""
-    env = {**os.environ, "WAVESHIELD_WEIGHTS_DIR": str(weights_dir(name))}
+def waveshield(args: list[str]) -> None:
+    """Run a waveshield command with the ablation's weights folder."""
+    env = {**os.environ, "WAVESHIELD_WEIGHTS_DIR": str(ABLATION_WEIGHTS)}
     subprocess.run(WAVESHIELD + args, cwd=ROOT, env=env, check=True)
 
 
@@ -58,13 +53,13 @@ def train(names: list[str]) -> None:
     """Train every named variant whose weights are missing (resuming a checkpoint when one matches)."""
     ABLATION_WEIGHTS.mkdir(parents=True, exist_ok=True)
     for name in names:
-        if (weights_dir(name) / f"{name}.safetensors").exists():
+        if (ABLATION_WEIGHTS / f"{name}.safetensors").exists():
             print(f"{name}: already trained", flush=True)
             continue
         _, options = VARIANTS[name]
         args = ["train", "--defence", "none", "--name", name, "--data", TRAIN_DATA, "--test-data", TEST_DATA, *options]
         print("waveshield " + " ".join(args), flush=True)
-        waveshield(args, name)
+        waveshield(args)
 
 
 def spec_for(name: str) -> dict:
@@ -79,14 +74,14 @@ def evaluate(names: list[str], limit: int, out: Path) -> dict:
     """Attack each variant on ``limit`` test images; return (and write) its accuracies and card facts."""
     results = json.loads(out.read_text()) if out.exists() else {}
     for name in names:
-        card = json.loads((weights_dir(name) / f"{name}.json").read_text())
+        card = json.loads((ABLATION_WEIGHTS / f"{name}.json").read_text())
         folder = out.parent / "ablation" / name
         folder.mkdir(parents=True, exist_ok=True)
         spec = folder / "spec.json"
         spec.write_text(json.dumps(spec_for(name), indent=2))
         started = time.perf_counter()
         waveshield(["evaluate", "--local", "--spec", str(spec), "--data", TEST_DATA, "--limit", str(limit),
-                    "--out", str(folder)], name)
+                    "--out", str(folder)])
         report = json.loads((folder / "report.json").read_text())
         cells = {c["attack"]: c for c in report["cells"]}
         results[name] = {
@@ -109,7 +104,7 @@ def torchattacks_fgsm(name: str, limit: int) -> dict:
     from shared.data import load_images
     from shared.model_store import ModelStore
 
-    model = ModelStore(weights_dir(name)).get(name)
+    model = ModelStore(ABLATION_WEIGHTS).get(name)
     images = load_images(TEST_DATA, limit=limit)  # the same class-balanced prefix evaluate takes
     x, y = images.to_tensor(), torch.from_numpy(images.labels)
     out = {}

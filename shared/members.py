@@ -80,7 +80,7 @@ def zip_members(archive: zipfile.ZipFile, max_bytes: int = DEFAULT_MAX_ITEM_BYTE
     return sorted(members, key=lambda m: m.name)
 
 
-def archive_kind(data: bytes, name: str = "") -> str | None:
+def archive_kind(data: bytes) -> str | None:
     """The archive format of ``data`` (``"zip"``, ``"gzip"``, ...), or None for anything else."""
     for magic, kind in _ARCHIVE_MAGIC.items():
         if data.startswith(magic):

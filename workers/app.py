@@ -5,11 +5,12 @@ from celery import Celery
 from shared import settings
 from shared.pipeline import QUEUES, TASK_QUEUES
 
+from .runtime import broker_url
 from .sweeper import Sweeper
 
 _cfg = settings.load()
 
-app = Celery("waveshield", broker=_cfg.redis_url or "redis://127.0.0.1:6379/0",
+app = Celery("waveshield", broker=broker_url(),
              include=[f"workers.{q}" for q in QUEUES])
 app.conf.update(
     # JSON only: a pickled message could run code on the worker, so it is refused.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 
@@ -18,6 +19,7 @@ def run_calibration(*, data: str, n: int, fpr: float, settings: Settings, out: P
     """Score clean and attacked images, set the threshold, write screening.json and calibration.md."""
     chosen = {**screening.load_settings(settings.weights_dir)}
     chosen.pop("disagreement", None)  # an earlier calibration of this score, set aside by fit-detector
+    chosen.pop("sources", None)  # calibrations of the score this one replaces
     device = resolve_device(settings.device)
     store = ModelStore(settings.weights_dir, device)
     for name in (chosen["raw_model"], chosen["defended_model"]):
@@ -61,3 +63,79 @@ def run_calibration(*, data: str, n: int, fpr: float, settings: Settings, out: P
     lines += [f"| {k} | {100 * v:.1f} % | {100 * detection_fooling[k]:.1f} % |" for k, v in detection.items()]
     (out / "calibration.md").write_text("\n".join(lines) + "\n")
     return result
+
+
+#: What a source's calibration measures detection on: the attacks of the issue's bar, crafted on its own images.
+SOURCE_ATTACKS = [("fgsm", {"eps": 0.01}), ("bim", {"eps": 0.01}), ("pgd", {"eps": 0.01}), ("deepfool", {})]
+#: A source's calibration reads at most this many clean images.
+MAX_SOURCE_IMAGES = 1000
+
+
+def run_source_calibration(*, data: str, source: str, n: int, fpr: float, settings: Settings, out: Path,
+                           progress=lambda message: None) -> dict:
+    """Set the threshold of the current score for one source, from clean images of it; labels are not needed.
+
+    Keeps the score and its detector; records under ``sources[source]`` in
+    screening.json the threshold at ``fpr`` on ``data``'s first ``n``
+    images, what their colours looked like (for the source check), and the
+    share flagged of the images of :data:`SOURCE_ATTACKS` that fool the
+    standard model, crafted on these images away from its own labels.
+    Writes ``calibration-SOURCE.md`` into ``out``.
+    """
+    from producers.screen import screening_settings
+    from producers.fit_detector import reference
+    from shared.screening_sources import label, quantise
+
+    if not source or not all(c.isalnum() or c in "-_." for c in source):
+        raise ValueError(f"a source name is letters, digits, '-', '_' and '.'; got {source!r}")
+    if not 0 < n <= MAX_SOURCE_IMAGES:
+        raise ValueError(f"a source's calibration reads 1 to {MAX_SOURCE_IMAGES} images, got --n {n}")
+    plan = screening_settings(settings)
+    device = resolve_device(settings.device)
+    store = ModelStore(settings.weights_dir, device)
+    options = functools.lru_cache(maxsize=None)(lambda name: defences.get(name, settings.weights_dir))
+    image_set = load_images(data, limit=n)
+    if len(image_set) == 0:
+        raise ValueError(f"{data}: no readable images to calibrate on")
+    x = image_set.to_tensor()
+
+    def scores(images):
+        return torch.cat([screening.screen_batch(plan, images[i:i + 250].to(device), store.get, options,
+                                                 store.detector)[2].cpu() for i in range(0, len(images), 250)])
+
+    progress(f"scoring {len(x)} clean images of {source}")
+    clean = scores(x)
+    threshold = screening.calibrate(clean.numpy(), fpr)
+    standard = store.get("standard")
+    with torch.no_grad():
+        own = torch.cat([standard(x[i:i + 250].to(device)).argmax(1).cpu() for i in range(0, len(x), 250)])
+    detection = {}
+    for name, params in SOURCE_ATTACKS:
+        key = label(name, params)
+        progress(f"{key} on {source}")
+        adversarial = quantise(torch.cat([attacks.get(name)(standard, x[i:i + 250].to(device), own[i:i + 250].to(device),
+                                                            **params).cpu() for i in range(0, len(x), 250)]))
+        with torch.no_grad():
+            fooled = torch.cat([standard(adversarial[i:i + 250].to(device)).argmax(1).cpu()
+                                for i in range(0, len(x), 250)]) != own
+        detection[key] = float((scores(adversarial[fooled]) > threshold).double().mean()) if fooled.any() else float("nan")
+    entry = {"score": plan["score"], "threshold": threshold, "fpr": fpr,
+             "measured_fpr": float((clean > threshold).double().mean()), "detection_of_fooling": detection,
+             "calibrated_on": {"data": str(data), "images": len(x), "labels_used": False},
+             "reference": reference(x)}
+    if plan["score"] == "detector":
+        entry["detector_sha256"] = plan["detector_sha256"]
+    chosen = screening.load_settings(settings.weights_dir)
+    chosen.setdefault("sources", {})[source] = entry
+    (settings.weights_dir / screening.FILENAME).write_text(json.dumps(chosen, indent=2) + "\n")
+    out.mkdir(parents=True, exist_ok=True)
+    lines = [f"# Screening calibration for source {source}", "",
+             f"{len(x)} clean images of {data}, score {plan['score']}: threshold {threshold:.4f} for "
+             f"{100 * fpr:.1f} % false positives on them. Screen with it: `waveshield screen --source {source} ...`.", "",
+             "Attacks crafted on the same images (away from the standard model's own label, so no labels are "
+             "needed) and delivered in 8 bits; the share of those that fool the standard model flagged. These "
+             "images also set the threshold, so the rates are those of this sample.", "",
+             "| attack | flagged |", "| --- | --- |"]
+    lines += [f"| {k} | {'-' if v != v else f'{100 * v:.1f} %'} |" for k, v in detection.items()]
+    (out / f"calibration-{source}.md").write_text("\n".join(lines) + "\n")
+    return entry

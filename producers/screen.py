@@ -17,12 +17,37 @@ from shared.evaluation import MODES
 from shared.models import CIFAR10_CLASSES
 from shared.model_store import ModelStore
 from shared.settings import Settings, resolve_device
+from shared.sources import colour_roughness
 
-FIELDS = ["id", "label", "confidence", "raw_label", "suspicion", "flagged", "error", "signal"]
+FIELDS = ["id", "label", "confidence", "raw_label", "suspicion", "flagged", "error", "signal", "colour_roughness"]
 
 
-def screening_settings(settings: Settings) -> dict:
-    """Score, threshold, defence and models to screen with; checks the weights (and detector) exist."""
+def calibration_for(chosen: dict, source: str | None) -> dict:
+    """The calibration to screen with: the one recorded for ``source``, or the default (None).
+
+    Returns ``name``, ``threshold``, ``fpr`` and ``reference`` (what the
+    calibration's clean images looked like, for the source check).
+    """
+    if source is None:
+        return {"name": "default", **{k: chosen.get(k) for k in ("threshold", "fpr", "reference")}}
+    known = chosen.get("sources", {})
+    if source not in known:
+        raise ValueError(f"no calibration for source {source!r} in screening.json"
+                         + (f" (it has: {', '.join(sorted(known))})" if known else "")
+                         + f"; make one from up to 1,000 clean images: waveshield calibrate --data DIR --source {source}")
+    entry = known[source]
+    if entry.get("score") != chosen["score"] or entry.get("detector_sha256") != chosen.get("detector_sha256"):
+        raise ValueError(f"the calibration for source {source!r} was made for another score or detector; "
+                         f"make it again: waveshield calibrate --data DIR --source {source}")
+    return {"name": source, **{k: entry.get(k) for k in ("threshold", "fpr", "reference")}}
+
+
+def screening_settings(settings: Settings, source: str | None = None) -> dict:
+    """Score, threshold, defence and models to screen with; checks the weights (and detector) exist.
+
+    ``source`` picks a calibration recorded by ``waveshield calibrate --source``
+    (default: the one the score was fitted or calibrated with).
+    """
     chosen = screening.load_settings(settings.weights_dir)
     if chosen["score"] not in screening.SCORES:
         raise ValueError(f"{settings.weights_dir / screening.FILENAME}: unknown score {chosen['score']!r}; "
@@ -40,13 +65,18 @@ def screening_settings(settings: Settings) -> dict:
     for name in names:
         store.require(name, "screening")
     defences.get(chosen["defence"], settings.weights_dir)
-    return {k: chosen[k] for k in ("score", "threshold", "defence", "raw_model", "defended_model", "detector_sha256")
-            if k in chosen}
+    calibration = calibration_for(chosen, source)
+    plan = {k: chosen[k] for k in ("score", "defence", "raw_model", "defended_model", "detector_sha256") if k in chosen}
+    return {**plan, "threshold": calibration["threshold"], "calibration": calibration}
 
 
-def screen_local(image_set: ImageSet, settings: Settings, batch_size: int = 256) -> list[dict]:
-    """Screen in this process; one record per item, readable or not."""
-    chosen = screening_settings(settings)
+def screen_local(image_set: ImageSet, settings: Settings, batch_size: int = 256, source: str | None = None,
+                 chosen: dict | None = None) -> list[dict]:
+    """Screen in this process; one record per item, readable or not.
+
+    ``chosen``: the settings of :func:`screening_settings` (read here when None).
+    """
+    chosen = chosen or screening_settings(settings, source)
     store = ModelStore(settings.weights_dir, resolve_device(settings.device))
     options = functools.lru_cache(maxsize=None)(lambda name: defences.get(name, settings.weights_dir))
     out = []
@@ -55,18 +85,18 @@ def screen_local(image_set: ImageSet, settings: Settings, batch_size: int = 256)
             x = to_float_nchw(image_set.images[start:start + batch_size], store.device)
             p_raw, p_def, suspicion, signals = screening.screen_batch(chosen, x, store.get, options, store.detector)
             out += screening.records(image_set.ids[start:start + batch_size], p_raw, p_def, suspicion,
-                                     chosen["threshold"], CIFAR10_CLASSES, signals)
+                                     chosen["threshold"], CIFAR10_CLASSES, signals, colour_roughness(x))
             bar.update(len(x))
     return out + [screening.error_record(e.id, e.reason) for e in image_set.errors]
 
 
 def submit_screen(client, app, image_set: ImageSet, settings: Settings, batch_size: int = 256, *,
-                  mode: str = "staged") -> str:
-    """Put a screening job on the queues; return its id."""
+                  mode: str = "staged", source: str | None = None) -> str:
+    """Put a screening job on the queues; return its id. ``source``: as for :func:`screening_settings`."""
     from producers.submit import send
     from shared.pipeline import Pipeline
 
-    chosen = screening_settings(settings)
+    chosen = screening_settings(settings, source)
     pipe = Pipeline(client, blob_ttl_s=settings.blob_ttl_s)
     starts = range(0, len(image_set), batch_size)
     if mode not in MODES:
@@ -78,8 +108,12 @@ def submit_screen(client, app, image_set: ImageSet, settings: Settings, batch_si
     return job
 
 
-def write_outputs(records: list[dict], out: Path) -> dict:
-    """records.jsonl, records.csv and summary.json in ``out``; return the summary."""
+def write_outputs(records: list[dict], out: Path, calibration: dict | None = None) -> dict:
+    """records.jsonl, records.csv and summary.json in ``out``; return the summary.
+
+    ``calibration``: the plan's (:func:`calibration_for`); the summary names
+    it and says whether the flags look like a source mismatch.
+    """
     out.mkdir(parents=True, exist_ok=True)
     with open(out / "records.jsonl", "w") as fh:
         fh.writelines(json.dumps(r) + "\n" for r in records)
@@ -87,6 +121,6 @@ def write_outputs(records: list[dict], out: Path) -> dict:
         writer = csv.DictWriter(fh, fieldnames=FIELDS)
         writer.writeheader()
         writer.writerows(records)
-    summary = screening.summary(records)
+    summary = screening.summary(records, calibration)
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary

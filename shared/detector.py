@@ -12,13 +12,16 @@ Features, per image:
   path's label, and whether its label differs;
 - how much each reconstruction removed (mean absolute change);
 - statistics of the pixels themselves (:data:`STATISTICS`, as the card
-  says): ``chroma``, how neighbouring steps of the colour differences (red
-  minus green, green minus blue, in grey levels) occur together, after
-  colour steganalysis. A JPEG with subsampled chroma, as most photographs
-  and this product's CIFAR-10 mirror are, has smooth colour differences; an
-  attack crafts each channel on its own and roughens them, even at one grey
-  level. So does any noise added channel by channel; and an attacker who
-  moves the three channels of a pixel together leaves them as they were.
+  says): ``steps`` (shipped), the correlation of each step between
+  neighbouring pixels with the next, in red minus green, green minus blue
+  and luminance, along rows and columns: edges make consecutive steps
+  alike, noise added pixel by pixel makes them opposite, whatever a codec
+  did to the colours. ``chroma`` (the previous release's), how
+  neighbouring steps of the colour differences occur together, after
+  colour steganalysis: a JPEG with subsampled chroma has smooth colour
+  differences and an attack roughens them, but so are canonical pixels,
+  photographs and JPEGs without subsampling rough, clean; no threshold
+  makes it hold on every source (docs/calibration/sources/sources.md).
 
 Tried and left out, on 4,000 training images unless said: the energy of
 the image's finest wavelet details (no better than chance at the paper's
@@ -53,7 +56,9 @@ PATHS = ("standard@raw", *(f"{d}@{d}" for d in DEFENCES), *(f"standard@{d}" for 
 
 
 #: Pixel statistics a detector may read besides its paths (see the module's docstring).
-STATISTICS = ("chroma",)
+STATISTICS = ("chroma", "steps")
+#: The planes whose neighbouring steps ``steps`` correlates, and the directions.
+STEP_PLANES = ("red-green", "green-blue", "luminance")
 #: Colour-difference steps are clipped to +-this many grey levels: (2 * CLIP + 1) ** 2 co-occurrence bins.
 CLIP = 2
 
@@ -99,7 +104,11 @@ def feature_names(classes: int = 10, paths=PATHS, statistics=()) -> list[str]:
     names += [f"{p}:{s}" for p in paths[1:] for s in ("tv_to_raw", "logp_raw_label", "label_differs")]
     names += [f"{d}:removed" for d in _defences(paths)]
     steps = range(-CLIP, CLIP + 1)
-    names += [f"{s}:cooccur_{a}_{b}" for s in statistics for a in steps for b in steps]
+    for s in statistics:
+        if s == "chroma":
+            names += [f"chroma:cooccur_{a}_{b}" for a in steps for b in steps]
+        elif s == "steps":
+            names += [f"steps:correlation_{plane}_{way}" for plane in STEP_PLANES for way in ("rows", "columns")]
     return names
 
 
@@ -147,6 +156,33 @@ def chroma_cooccurrence(x: torch.Tensor) -> torch.Tensor:
     levels = x * 255
     exact, smooth = _colour_steps(levels.detach().round()), _colour_steps(levels)
     return (_cooccurrence(exact[0], smooth[0], -1) + _cooccurrence(exact[1], smooth[1], -2)) / 2
+
+
+def step_correlation(x: torch.Tensor) -> torch.Tensor:
+    """(N, 6) correlation of each step with the next, in whole grey levels, per plane and direction.
+
+    The planes are red minus green, green minus blue and the mean of the
+    three channels; a step is the change from a pixel to its right (rows) or
+    lower (columns) neighbour. Edges and gradients make consecutive steps
+    alike (correlation near 0 or above); noise added pixel by pixel makes
+    them opposite (towards -0.5), whatever the codec's colours. The forward
+    pass reads the image rounded to grey levels; the gradient flows through
+    the unrounded one (straight through), for an attacker who follows it.
+    """
+    if x.ndim != 4 or x.shape[1] != 3:
+        raise ValueError(f"the steps statistic needs (N, 3, H, W) RGB images, got shape {tuple(x.shape)}")
+    levels = x * 255
+    levels = levels.detach().round() + (levels - levels.detach())
+    planes = [levels[:, 0] - levels[:, 1], levels[:, 1] - levels[:, 2], levels.mean(1)]
+    out = []
+    for plane in planes:
+        for dim in (-1, -2):
+            d = plane.diff(dim=dim)
+            first, second = d.narrow(dim, 0, d.shape[dim] - 1).flatten(1), d.narrow(dim, 1, d.shape[dim] - 1).flatten(1)
+            first, second = first - first.mean(1, keepdim=True), second - second.mean(1, keepdim=True)
+            spread = (first.pow(2).mean(1) * second.pow(2).mean(1)).clamp_min(1e-12).sqrt()
+            out.append((first * second).mean(1) / spread)
+    return torch.stack(out, 1)
 
 
 def _summary(logits: torch.Tensor) -> list[torch.Tensor]:
@@ -210,8 +246,8 @@ def differentiable_features(x: torch.Tensor, get_model: Callable, reconstruct: C
                     (logp.argmax(1, keepdim=True) != raw_label).float().squeeze(1)]
     columns += [(rec - x).abs().flatten(1).mean(1) for rec in reconstructions.values()]
     f = torch.stack(columns, 1).float()
-    if "chroma" in statistics:
-        f = torch.cat([f, chroma_cooccurrence(x).float()], 1)
+    for statistic in statistics:  # in the caller's order, as feature_names lists them
+        f = torch.cat([f, (chroma_cooccurrence(x) if statistic == "chroma" else step_correlation(x)).float()], 1)
     return f, logits
 
 
@@ -240,23 +276,36 @@ class Detector(nn.Module):
 
     @torch.no_grad()
     def score(self, f: torch.Tensor) -> torch.Tensor:
-        """Probability of adversarial, per image."""
-        return torch.sigmoid(self(f))
+        """Probability of adversarial, per image, in float64 (float32 rounds every logit over 17 to exactly 1)."""
+        return torch.sigmoid(self(f).double())
+
+
+def _balanced(groups: torch.Tensor) -> torch.Tensor:
+    """Weights that give each group the same share (summing to 1), whatever its size."""
+    _, inverse, counts = groups.unique(return_inverse=True, return_counts=True)
+    return 1.0 / (counts[inverse].double() * len(counts))
 
 
 def fit(clean: torch.Tensor, adversarial: torch.Tensor, *, hidden: int = 64, epochs: int = 300, lr: float = 3e-3,
-        weight_decay: float = 1e-4, seed: int = 0) -> Detector:
+        weight_decay: float = 1e-4, seed: int = 0, clean_sources: torch.Tensor | None = None,
+        adversarial_sources: torch.Tensor | None = None) -> Detector:
     """Train a detector on features of clean (label 0) and adversarial (label 1) images.
 
     Full-batch Adam on the binary cross-entropy, each class weighted to half
     the loss, so that the balance of the two sets does not move the scores.
+    ``clean_sources`` and ``adversarial_sources`` (an integer per row) name
+    the source of each example; within its class, each source then weighs
+    the same, so that a large source does not decide what clean looks like.
     """
     if len(clean) == 0 or len(adversarial) == 0:
         raise ValueError("the detector needs both clean and adversarial examples")
     torch.manual_seed(seed)
     f = torch.cat([clean, adversarial]).float()
     y = torch.cat([torch.zeros(len(clean)), torch.ones(len(adversarial))])
-    weight = torch.where(y == 1, 0.5 / len(adversarial), 0.5 / len(clean)) * len(y)
+    share_clean = _balanced(clean_sources) if clean_sources is not None else torch.full((len(clean),), 1.0 / len(clean))
+    share_adv = (_balanced(adversarial_sources) if adversarial_sources is not None
+                 else torch.full((len(adversarial),), 1.0 / len(adversarial)))
+    weight = (0.5 * torch.cat([share_clean, share_adv]) * len(y)).float()
     model = Detector(f.shape[1], hidden)
     model.mean.copy_(f.mean(0))
     model.scale.copy_(f.std(0).clamp_min(1e-6))

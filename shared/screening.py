@@ -8,12 +8,16 @@ clean image. Two scores, both 0 to 1, higher = more suspicious:
 
 - ``detector`` (once ``waveshield fit-detector`` has run): the learned
   detector's probability (:mod:`shared.detector`), from the model paths its
-  card names and, by default, the smoothness of the image's colours;
+  card names and, by default, how neighbouring steps of its grey levels
+  follow each other;
 - ``disagreement``: the total variation distance between the two softmax
   outputs, 0 (identical) to 1 (disjoint).
 
 An image is flagged above a threshold calibrated on clean images to a stated
 false-positive rate; its record names the signal that raised its score most.
+A calibration may be one source's own (``screening.json``'s ``sources``);
+:func:`source_check` says when a job's flags look like a source the
+calibration never saw rather than like attacks.
 """
 
 from __future__ import annotations
@@ -90,8 +94,14 @@ def screen_batch(plan: dict, x: torch.Tensor, get_model, defence_options, get_de
     return p_raw, p_def, suspicion, ["disagreement"] * len(x)
 
 
-def records(ids: list[str], p_raw, p_def, suspicion, threshold: float, classes, signals=None) -> list[dict]:
-    """One JSON-ready record per image: label and confidence of the defended path, raw label, score, flag, signal."""
+def records(ids: list[str], p_raw, p_def, suspicion, threshold: float, classes, signals=None,
+            roughness=None) -> list[dict]:
+    """One JSON-ready record per image.
+
+    Label and confidence of the defended path, raw label, score, flag, the
+    signal that raised the score most, and the image's colour roughness
+    (:func:`shared.sources.colour_roughness`; what the source check reads).
+    """
     conf, label = p_def.max(1)
     raw_label = p_raw.argmax(1)
     out = []
@@ -99,14 +109,15 @@ def records(ids: list[str], p_raw, p_def, suspicion, threshold: float, classes, 
         out.append({"id": item, "label": classes[int(label[i])], "confidence": round(float(conf[i]), 6),
                     "raw_label": classes[int(raw_label[i])], "suspicion": round(float(suspicion[i]), 6),
                     "flagged": bool(suspicion[i] > threshold), "error": None,
-                    "signal": signals[i] if signals is not None else None})
+                    "signal": signals[i] if signals is not None else None,
+                    "colour_roughness": round(float(roughness[i]), 4) if roughness is not None else None})
     return out
 
 
 def error_record(item: str, reason: str) -> dict:
     """The record of an item that could not be read."""
     return {"id": item, "label": None, "confidence": None, "raw_label": None, "suspicion": None, "flagged": None,
-            "error": reason, "signal": None}
+            "error": reason, "signal": None, "colour_roughness": None}
 
 
 def calibrate(clean_scores: np.ndarray, fpr: float) -> float:
@@ -130,12 +141,61 @@ def load_settings(weights_dir: str | Path) -> dict:
         raise ValueError(f"{path}: unreadable screening settings ({exc})") from None
 
 
-def summary(all_records: list[dict]) -> dict:
-    """Counts per label, flagged and errors."""
+def summary(all_records: list[dict], calibration: dict | None = None) -> dict:
+    """Counts per label, flagged and errors; with the plan's ``calibration``, its name and the source check."""
     labels: dict[str, int] = {}
     for r in all_records:
         if r["error"] is None:
             labels[r["label"]] = labels.get(r["label"], 0) + 1
-    return {"images": len(all_records), "screened": sum(labels.values()),
-            "flagged": sum(1 for r in all_records if r["flagged"]), "errors": sum(1 for r in all_records if r["error"]),
-            "labels": dict(sorted(labels.items()))}
+    out = {"images": len(all_records), "screened": sum(labels.values()),
+           "flagged": sum(1 for r in all_records if r["flagged"]), "errors": sum(1 for r in all_records if r["error"]),
+           "labels": dict(sorted(labels.items()))}
+    if calibration is not None:
+        out["calibration"] = {k: calibration.get(k) for k in ("name", "threshold", "fpr")}
+        out["source_check"] = source_check(all_records, calibration)
+    return out
+
+
+#: The source check: how many screened images it needs, how far over the calibrated rate the flags must be,
+#: and how far the colour roughness's distribution must be from the calibration's (largest gap between the
+#: two cumulative distributions at the calibration's deciles) before it calls the images unlike.
+CHECK_MIN_IMAGES = 200
+CHECK_FACTOR = 3.0
+CHECK_DISTANCE = 0.25
+
+
+def decile_distance(values, deciles) -> float:
+    """Largest gap between the share of ``values`` at or under each of ``deciles`` and that decile's 10 %, 20 %..."""
+    v = np.asarray(values, dtype=np.float64)
+    return float(max(abs((v <= q).mean() - (k + 1) / (len(deciles) + 1)) for k, q in enumerate(deciles)))
+
+
+def source_check(all_records: list[dict], calibration: dict) -> dict:
+    """Whether the flags may come from a source the calibration never saw, rather than from attacks.
+
+    Holds when at least :data:`CHECK_MIN_IMAGES` images were screened, the
+    share flagged is at least :data:`CHECK_FACTOR` times the calibrated
+    false-positive rate, and the images' colour roughness is distributed
+    unlike the calibration's clean images (:func:`decile_distance` at least
+    :data:`CHECK_DISTANCE`). Attacks roughen colours too, so a mostly
+    attacked set can also trip it; its flags stand either way.
+    """
+    screened = [r for r in all_records if r["error"] is None and r.get("colour_roughness") is not None]
+    fpr, reference = calibration.get("fpr"), calibration.get("reference")
+    out = {"images": len(screened), "mismatch": False}
+    if not screened or not fpr or not reference:
+        return {**out, "reason": "not checked: the calibration records no rate or no reference statistics"
+                if screened else "not checked: no image screened"}
+    flagged = sum(r["flagged"] for r in screened) / len(screened)
+    distance = decile_distance([r["colour_roughness"] for r in screened], reference["deciles"])
+    out.update(flagged_share=round(flagged, 4), calibrated_rate=fpr, distance=round(distance, 4))
+    if len(screened) < CHECK_MIN_IMAGES:
+        return {**out, "reason": f"not checked: fewer than {CHECK_MIN_IMAGES} images screened"}
+    if flagged >= CHECK_FACTOR * fpr and distance >= CHECK_DISTANCE:
+        out.update(mismatch=True, message=(
+            f"{100 * flagged:.1f} % of these images are flagged, {flagged / fpr:.1f}x the calibrated "
+            f"{100 * fpr:.1f} %, and their colours are unlike those of the images calibration {calibration.get('name')!r} "
+            "saw: if this set is clean, it comes from a source the screening was not calibrated for. Calibrate on "
+            "up to 1,000 clean images of it: waveshield calibrate --data CLEAN_IMAGES --source NAME; then "
+            "waveshield screen --source NAME ..."))
+    return out

@@ -7,6 +7,7 @@ import signal
 import uuid
 from pathlib import Path
 
+import numpy as np
 import pytest
 import redis
 import torch
@@ -73,6 +74,33 @@ def cifar_test_zip():
     path = CIFAR_JPEG / "test.zip"
     if not path.is_file():
         pytest.skip(f"CIFAR-10 JPEG mirror not found at {path}")
+    return path
+
+
+@pytest.fixture(scope="session")
+def canonical_prefix():
+    """5,085 canonical CIFAR-10 training images (never JPEG): (uint8 NHWC images, labels)."""
+    path = REPO.parent / "shared" / "datasets" / "cifar10-canonical-prefix" / "train-prefix.npz"
+    if not path.is_file():
+        pytest.skip(f"canonical CIFAR-10 prefix not found at {path}")
+    with np.load(path) as arrays:
+        return arrays["x"], arrays["y"]
+
+
+@pytest.fixture(scope="session")
+def photo_crops_zip(tmp_path_factory):
+    """A zip of 32x32 PNG crops of two downsampled photographs (scikit-image's cat and coffee): another source."""
+    import zipfile
+
+    import skimage
+
+    from shared.sources import encode, photo_crops
+
+    folder = Path(skimage.__file__).resolve().parent / "data"
+    path = tmp_path_factory.mktemp("photos") / "crops.zip"
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, crop in photo_crops([folder / "chelsea.png", folder / "coffee.png"], per_size=30):
+            archive.writestr(name, encode(crop, "png"))
     return path
 
 

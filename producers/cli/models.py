@@ -92,17 +92,32 @@ def tune(data, n, min_psnr, wavelets, objective, out):
 
 
 @click.command()
-@click.option("--data", default="sample", show_default=True, help="Labelled clean images.")
-@click.option("--n", "n", default=1000, show_default=True, help="Number of images.")
+@click.option("--data", default="sample", show_default=True,
+              help="Clean images: labelled without --source; any, with it.")
+@click.option("--n", "n", default=1000, show_default=True, help="Number of images (at most 1,000 with --source).")
 @click.option("--fpr", default=0.05, show_default=True, help="False-positive rate allowed on clean images.")
+@click.option("--source", default=None, metavar="NAME",
+              help="Calibrate the current score (the detector, once fitted) for one source of images, recorded "
+                   "under NAME; `screen --source NAME` uses it. Without it: calibrate the hand-made score and "
+                   "switch screening to it.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Where calibration.md goes [default: $WAVESHIELD_OUTPUT_DIR/calibrate].")
-def calibrate(data, n, fpr, out):
+def calibrate(data, n, fpr, source, out):
     """Set the screening flag's threshold at a false-positive rate; report detection per attack."""
-    from producers.calibrate import run_calibration
+    from producers.calibrate import run_calibration, run_source_calibration
 
     cfg = settings_mod.load()
     out = out or cfg.output_dir / "calibrate"
+    if source is not None:
+        entry = run_source_calibration(data=data, source=source, n=n, fpr=fpr, settings=cfg, out=out,
+                                       progress=lambda line: click.echo(line, err=True))
+        click.echo(f"source {source}: threshold {entry['threshold']:.4f} ({entry['score']} score, "
+                   f"{entry['calibrated_on']['images']} clean images, {100 * entry['measured_fpr']:.1f} % flagged)")
+        for attack, rate in entry["detection_of_fooling"].items():
+            click.echo(f"  {attack}: {'-' if rate != rate else f'{100 * rate:.1f} %'} of the images that fool the "
+                       "standard model flagged")
+        click.echo(f"settings: {cfg.weights_dir / 'screening.json'}; screen with: waveshield screen --source {source}")
+        return
     result = run_calibration(data=data, n=n, fpr=fpr, settings=cfg, out=out)
     click.echo(f"threshold {result['threshold']:.4f} (false positives on clean: {100 * result['measured_fpr']:.1f} %)")
     for attack, rate in result["detection"].items():
@@ -112,33 +127,42 @@ def calibrate(data, n, fpr, out):
 
 
 @click.command(name="fit-detector")
-@click.option("--corpus", "corpora", multiple=True, required=True, type=click.Path(file_okay=False, path_type=Path),
+@click.option("--corpus", "corpora", multiple=True, type=click.Path(file_okay=False, path_type=Path),
               help="A corpus folder written by `waveshield corpus` on training images (repeatable).")
+@click.option("--source", "fit_sources", multiple=True, metavar="NAME=DATA",
+              help="Another training source (repeatable): its clean images, and the paper's attacks crafted on "
+                   "them here, so that the detector learns what clean images of that source look like.")
+@click.option("--n-source", default=2000, show_default=True, help="How many images of each --source.")
 @click.option("--clean", default="cifar10:train", show_default=True, help="Clean training images (negatives).")
 @click.option("--n-clean", default=10000, show_default=True, help="How many clean training images.")
-@click.option("--calibration", default="cifar10:test", show_default=True,
-              help="Labelled held-out images: every other one sets the threshold, the rest measure it.")
+@click.option("--calibration", multiple=True, metavar="[NAME=]DATA",
+              help="Held-out images of a source (repeatable): every other one sets that source's threshold, the "
+                   "rest measure it; the threshold used is the highest [default: cifar10:test].")
 @click.option("--n-calibration", default=2000, show_default=True)
 @click.option("--fpr", default=0.05, show_default=True, help="False-positive rate allowed on clean images.")
 @click.option("--paths", default=None, help="Model paths the detector reads, comma-separated (MODEL@raw or "
               "MODEL@DEFENCE), standard@raw first; more paths, slower screening [default: standard@raw and the "
               "path screening reports, which it computes anyway].")
-@click.option("--statistics", default="chroma", show_default=True,
+@click.option("--statistics", default="steps", show_default=True,
               help="Pixel statistics the detector reads besides the paths, comma-separated, or 'none'.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Where detector.md and roc.png go [default: $WAVESHIELD_OUTPUT_DIR/detector].")
-def fit_detector(corpora, clean, n_clean, calibration, n_calibration, fpr, paths, statistics, out):
-    """Train the learned detector on corpora, calibrate it, and make screening use it."""
+def fit_detector(corpora, fit_sources, n_source, clean, n_clean, calibration, n_calibration, fpr, paths, statistics,
+                 out):
+    """Train the learned detector on corpora and sources, calibrate it per source, and make screening use it."""
     from producers.fit_detector import run_fit
 
+    if not corpora and not fit_sources:
+        raise click.UsageError("give --corpus DIR or --source NAME=DATA (or both): the detector needs attacked images")
     cfg = settings_mod.load()
     out = out or cfg.output_dir / "detector"
-    card = run_fit(corpora=list(corpora), clean=clean, n_clean=n_clean, calibration=calibration,
-                   n_calibration=n_calibration, fpr=fpr, settings=cfg, out=out,
+    card = run_fit(corpora=list(corpora), clean=clean, n_clean=n_clean, calibration=list(calibration) or ["cifar10:test"],
+                   n_calibration=n_calibration, fpr=fpr, settings=cfg, out=out, fit_sources=fit_sources,
+                   n_source=n_source, progress=lambda line: click.echo(line, err=True),
                    paths=[p.strip() for p in paths.split(",") if p.strip()] if paths else None,
                    statistics=[] if statistics.strip() == "none" else [s.strip() for s in statistics.split(",") if s.strip()])
-    click.echo(f"threshold {card['threshold']:.4f} (false positives on held-back clean images: "
-               f"{100 * card['measured_fpr']:.1f} %)")
+    click.echo(f"threshold {card['threshold']:.4f}; false positives on held-back clean images: "
+               + ", ".join(f"{n} {100 * r['false_positives']:.1f} %" for n, r in card["per_source"].items()))
     for attack, rate in card["detection_of_fooling"].items():
         click.echo(f"  {attack}: {100 * rate:.1f} % of the images that fool the standard model flagged, "
                    f"AUROC {card['auroc'][attack]:.3f}")

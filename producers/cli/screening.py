@@ -24,7 +24,10 @@ from shared import settings as settings_mod
 @click.option("--mode", type=click.Choice(["staged", "fused"]), default="staged", show_default=True,
               help="On the workers: each stage on its own queue, or a batch's stages in one "
                    "task on the fused queue, only records through Redis (fused).")
-def screen(paths, watch_dir, max_wait, out, wait, local, batch_size, mode):
+@click.option("--source", default=None, metavar="NAME",
+              help="Flag with the calibration `waveshield calibrate --source NAME` made for this source "
+                   "[default: the calibration the score was fitted with].")
+def screen(paths, watch_dir, max_wait, out, wait, local, batch_size, mode, source):
     """Screen images (folders, zips, npz files, image files, globs) for adversarial manipulation.
 
     Each item gets a label and confidence (DWT reconstruction + the defended model), the
@@ -35,14 +38,15 @@ def screen(paths, watch_dir, max_wait, out, wait, local, batch_size, mode):
 
     cfg = settings_mod.load()
     out = out or cfg.output_dir / "screen"
+    chosen = screen_mod.screening_settings(cfg, source)  # an unknown --source fails before any image is read
     if watch_dir is not None:
-        return _watch(watch_dir, out, cfg, local, batch_size, max_wait, mode)
+        return _watch(watch_dir, out, cfg, local, batch_size, max_wait, mode, source)
     if not paths:
         raise ValueError("give PATH... to screen, or --watch DIR")
     image_set = load_many(paths)
     if local:
-        summary = screen_mod.write_outputs(screen_mod.screen_local(image_set, cfg, batch_size), out)
-        click.echo(f"{json.dumps(summary)}\nrecords: {out / 'records.jsonl'}")
+        records = screen_mod.screen_local(image_set, cfg, batch_size, chosen=chosen)
+        _report(screen_mod.write_outputs(records, out, chosen["calibration"]), out)
         return
     from producers.stack import connect
     from producers.submit import wait as wait_job
@@ -50,7 +54,7 @@ def screen(paths, watch_dir, max_wait, out, wait, local, batch_size, mode):
     from workers.app import app
 
     _, client = connect(cfg.redis_url, or_local=True)
-    job = screen_mod.submit_screen(client, app, image_set, cfg, batch_size, mode=mode)
+    job = screen_mod.submit_screen(client, app, image_set, cfg, batch_size, mode=mode, source=source)
     if not wait:
         click.echo(f"job {job} submitted ({len(image_set)} images, {len(image_set.errors)} unreadable); "
                    f"fetch it with: waveshield results {job} --out DIR")
@@ -58,8 +62,16 @@ def screen(paths, watch_dir, max_wait, out, wait, local, batch_size, mode):
     with click.progressbar(length=1000, label=f"job {job}", file=sys.stderr) as bar:
         wait_job(client, job, lambda st: bar.update(int(1000 * st["done"] / max(st["expected"], 1)) - bar.pos),
                  stall_timeout_s=cfg.stall_timeout_s, app=app, redrive_after_s=cfg.redrive_after_s)
-    summary = screen_mod.write_outputs(Pipeline(client).screen_records(job), out)
-    click.echo(f"{json.dumps(summary)}\nrecords: {out / 'records.jsonl'}")
+    pipe = Pipeline(client)
+    _report(screen_mod.write_outputs(pipe.screen_records(job), out, pipe.plan(job).get("calibration")), out)
+
+
+def _report(summary: dict, out: Path, note: str = "") -> None:
+    """Print a screening summary, the source check's warning first when it holds."""
+    check = summary.get("source_check") or {}
+    if check.get("mismatch"):
+        click.echo(f"warning: {check['message']}", err=True)
+    click.echo(f"{json.dumps(summary)}{note}\nrecords: {out / 'records.jsonl'}")
 
 
 @click.command()
@@ -79,9 +91,9 @@ def results(job, out):
     except KeyError:
         raise ValueError(f"no job {job!r} in Redis") from None
     out = out or cfg.output_dir / job
-    summary = screen_mod.write_outputs(pipe.screen_records(job), out)
+    summary = screen_mod.write_outputs(pipe.screen_records(job), out, pipe.plan(job).get("calibration"))
     note = "" if state["status"] == "complete" else f" (partial: {state['done']}/{state['expected']} batches done)"
-    click.echo(f"{json.dumps(summary)}{note}\nrecords: {out / 'records.jsonl'}")
+    _report(summary, out, note)
 
 
 @click.command()
@@ -114,16 +126,30 @@ def corpus(data, attack_list, name, dtype, shard_size, seed, limit, wait):
         click.echo("complete: manifest.jsonl and preview.png written")
 
 
-def _watch(directory, out, cfg, local, batch_size, max_wait, mode="staged"):
+def _watch(directory, out, cfg, local, batch_size, max_wait, mode="staged", source=None):
     """Screen files landing in ``directory`` until Ctrl-C or SIGTERM."""
     import signal as signal_mod
+    from collections import deque
 
     from producers import screen as screen_mod
     from producers.watch import watch
+    from shared.screening import source_check
+
+    chosen = screen_mod.screening_settings(cfg, source)
+    recent = deque(maxlen=1000)  # the source check reads the last 1,000 records
+    warned = {"now": False}
+
+    def check(found):
+        recent.extend(found)
+        result = source_check(list(recent), chosen["calibration"])
+        if result["mismatch"] and not warned["now"]:
+            click.echo(f"warning (last {len(recent)} images): {result['message']}", err=True)
+        warned["now"] = result["mismatch"]
+        return found
 
     if local:
         def screen_batch(image_set):
-            return screen_mod.screen_local(image_set, cfg, batch_size)
+            return check(screen_mod.screen_local(image_set, cfg, batch_size, chosen=chosen))
     else:
         from producers.stack import connect
         from producers.submit import wait as wait_job
@@ -133,10 +159,10 @@ def _watch(directory, out, cfg, local, batch_size, max_wait, mode="staged"):
         _, client = connect(cfg.redis_url, or_local=True)
 
         def screen_batch(image_set):
-            job = screen_mod.submit_screen(client, app, image_set, cfg, batch_size, mode=mode)
+            job = screen_mod.submit_screen(client, app, image_set, cfg, batch_size, mode=mode, source=source)
             wait_job(client, job, poll_s=0.1, stall_timeout_s=cfg.stall_timeout_s, app=app,
                      redrive_after_s=cfg.redrive_after_s)
-            return Pipeline(client).screen_records(job)
+            return check(Pipeline(client).screen_records(job))
 
     stop = {"now": False}
     signal_mod.signal(signal_mod.SIGTERM, lambda *_: stop.update(now=True))

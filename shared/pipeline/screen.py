@@ -13,6 +13,7 @@ from .. import screening
 from ..blobstore import BlobMissing
 from ..evaluation import FUSED, defend
 from ..data import to_float_nchw
+from ..sources import colour_roughness
 from .base import JobStore
 from .keys import _JOB_KEYS, KEEP_JOB_S, clean_key, job_key, reconstructed_key, records_key
 
@@ -60,7 +61,8 @@ class ScreenStages(JobStore):
         p_raw, p_def, suspicion, signals = screening.screen_batch(plan, x, self.get_model, self.defence_options,
                                                                   self.get_detector, reconstructed=rec)
         ids = json.loads(self.redis.hget(job_key(job, "ids"), batch))
-        found = screening.records(ids, p_raw, p_def, suspicion, plan["threshold"], plan["classes"], signals)
+        found = screening.records(ids, p_raw, p_def, suspicion, plan["threshold"], plan["classes"], signals,
+                                  colour_roughness(x))
         self.redis.set(records_key(job, batch), json.dumps(found), ex=KEEP_JOB_S)
 
     def screen_dwt(self, job: str, batch: int) -> list:

@@ -183,7 +183,7 @@ def test_statistics_are_validated_and_an_old_card_reads_none():
     assert detector.reads({"features": []}) == {"paths": detector.PATHS, "statistics": ()}
     assert detector.reads({"paths": ["standard@raw"], "statistics": ["chroma"]}) == {
         "paths": ("standard@raw",), "statistics": ("chroma",)}
-    for bad in (("luma",), ("chroma", "chroma")):
+    for bad in (("luma",), ("chroma", "chroma"), ("steps", "steps")):
         with pytest.raises(ValueError, match="statistics must name"):
             detector.feature_names(statistics=bad)
 
@@ -213,3 +213,60 @@ def test_the_attacker_who_knows_a_chroma_detector_moves_grey_and_evades_it(sampl
                                                                                         delta[:, 2][inside])
     assert grey_score < free_score - 0.3  # colour differences untouched: the statistic no longer sees it
     assert grey.sub(x[:24]).abs().max() <= 0.01 + 1 / 510 and grey_accuracy < 0.8
+
+
+def _steps_oracle(image: np.ndarray) -> list[float]:
+    """The steps statistic of one HxWx3 uint8 image with numpy's correlation coefficient, plane by plane."""
+    levels = image.astype(np.float64)
+    planes = [levels[..., 0] - levels[..., 1], levels[..., 1] - levels[..., 2], levels.mean(-1)]
+    out = []
+    for plane in planes:
+        for steps in (np.diff(plane, axis=1), np.diff(plane, axis=0).T):  # rows, then columns
+            first, second = steps[:, :-1].ravel(), steps[:, 1:].ravel()
+            out.append(0.0 if first.std() == 0 or second.std() == 0 else float(np.corrcoef(first, second)[0, 1]))
+    return out
+
+
+def test_the_steps_statistic_matches_numpy_on_100_images_and_sees_noise(sample, shipped):
+    x = sample.to_tensor()[:100]
+    f = detector.step_correlation(x)
+    assert np.allclose(f.numpy(), [_steps_oracle(i) for i in sample.images[:100]], atol=1e-4)
+    names = detector.feature_names(paths=("standard@raw",), statistics=("steps",))
+    assert names[-6:] == [f"steps:correlation_{p}_{w}" for p in ("red-green", "green-blue", "luminance")
+                          for w in ("rows", "columns")]
+    assert set(detector.signal_groups(names[-6:])) == {"steps"}
+    # FGSM adds +-eps to every pixel: consecutive steps turn opposite (towards -0.5), on most images and planes.
+    get_model, _ = shipped
+    fgsm = torch.round(attacks.get("fgsm")(get_model("standard"), x, torch.from_numpy(sample.labels[:100]),
+                                           eps=0.01) * 255) / 255
+    assert (detector.step_correlation(fgsm) < f).float().mean() > 0.9
+    with pytest.raises(ValueError, match="RGB"):
+        detector.step_correlation(x[:, :1])
+
+
+def test_the_steps_statistic_reads_grey_levels_forward_and_has_a_gradient_backward(sample):
+    x = sample.to_tensor()[:8]
+    moved = (x + 0.3 / 255).clamp(0, 1).requires_grad_(True)  # a third of a grey level: rounds back
+    f = detector.step_correlation(moved)
+    assert torch.allclose(f.detach(), detector.step_correlation(torch.round(moved.detach() * 255) / 255), atol=1e-6)
+    grad, = torch.autograd.grad(f.sum(), moved)
+    # The straight-through gradient equals a central finite difference through the unrounded statistic.
+    direction = torch.randn_like(x).double()
+    h = 1e-6  # in double precision; the correlation bends fast under random moves of every pixel
+
+    def smooth(t):
+        levels = t * 255
+        planes = [levels[:, 0] - levels[:, 1], levels[:, 1] - levels[:, 2], levels.mean(1)]
+        out = []
+        for plane in planes:
+            for dim in (-1, -2):
+                d = plane.diff(dim=dim)
+                a = d.narrow(dim, 0, d.shape[dim] - 1).flatten(1)
+                b = d.narrow(dim, 1, d.shape[dim] - 1).flatten(1)
+                a, b = a - a.mean(1, keepdim=True), b - b.mean(1, keepdim=True)
+                out.append((a * b).mean(1) / (a.pow(2).mean(1) * b.pow(2).mean(1)).sqrt())
+        return torch.stack(out, 1)
+
+    rounded = torch.round(moved.detach() * 255) / 255
+    numeric = (smooth((rounded + h * direction).double()).sum() - smooth((rounded - h * direction).double()).sum()) / (2 * h)
+    assert float((grad.double() * direction).sum()) == pytest.approx(float(numeric), rel=1e-3)

@@ -57,6 +57,7 @@ def test_the_shipped_detector_is_verified_and_screening_selects_it(sample):
     with torch.no_grad():
         fooled = (store.get("standard")(x).argmax(1) == y) & (store.get("standard")(adversarial).argmax(1) != y)
     attacked = model.score(detector.features(adversarial[fooled], store.get, options, **detector.reads(card)))
-    # Measured on 2,000 test images: 5.4 % of clean and 100 % of these flagged; a loose check of the artefact.
-    assert (clean > card["threshold"]).float().mean() <= 0.12
-    assert (attacked > card["threshold"]).float().mean() >= 0.9
+    # Measured on 1,500 held-out mirror test images: 2.9 % of clean and 84.8 % of these flagged (80 % of the 300
+    # here); a loose check of the artefact. Every source's rates: docs/calibration/detector/detector.md.
+    assert (clean > card["threshold"]).float().mean() <= 0.075
+    assert (attacked > card["threshold"]).float().mean() >= 0.7

@@ -1,0 +1,91 @@
+"""Build the image sources that screening is fitted and measured on, each split into fit and held-out parts.
+
+    python scripts/make_sources.py [--datasets ../shared/datasets] [--out waveshield-out/sources]
+
+Writes, from the canonical CIFAR-10 pixels (never JPEG) and the photographs
+that come with scikit-image:
+
+- ``canonical-fit.npz`` / ``canonical-held.npz``: the canonical pixels as
+  arrays; ``canonical-held-png/``: the held-out part again as PNG files;
+- ``{jpeg-q95-444,jpeg-q50,webp-q90}-{fit,held}.zip``: the same pixels
+  encoded so (``<class>/<index>.<suffix>``, so labels travel);
+- ``photos-{fit,held}.zip``: 32x32 PNG crops of the photographs, downsampled
+  to several sizes; fit and held-out parts come from different photographs.
+
+The canonical images are training images of the mirror's classifiers (their
+JPEG twins), so they measure screening's flags, never classification. The
+fit part is data_batch_1 and 2's prefix, the held-out part batches 3 to 5's:
+the detector's mirror images (the first 1,000 of each class) include twins
+of the first, never of the second.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import zipfile
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from shared.models import CIFAR10_CLASSES  # noqa: E402
+from shared.sources import ENCODINGS, SUFFIX, encode, photo_crops  # noqa: E402
+
+#: The canonical prefix holds 1,017 images of each of the five training batches.
+PER_BATCH = 1017
+FIT_BATCHES = 2
+#: Photographs (scikit-image's data folder), split whole: no crop of a held-out photograph is fitted on.
+FIT_PHOTOS = ("astronaut.png", "coffee.png", "motorcycle_left.png", "motorcycle_right.png", "hubble_deep_field.jpg",
+              "ihc.png")
+HELD_PHOTOS = ("chelsea.png", "rocket.jpg", "retina.jpg")
+#: Crops per photograph and size (:func:`shared.sources.photo_crops`).
+CROPS = 140
+DATE = (2020, 1, 1, 0, 0, 0)  # reproducible zip bytes
+
+
+def _write_zip(path: Path, files: list[tuple[str, bytes]]) -> None:
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as archive:
+        for name, data in files:
+            archive.writestr(zipfile.ZipInfo(name, date_time=DATE), data)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--datasets", type=Path, default=Path("../shared/datasets"))
+    parser.add_argument("--out", type=Path, default=Path("waveshield-out/sources"))
+    parser.add_argument("--crops", type=int, default=CROPS, help="Crops per photograph and size.")
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    with np.load(args.datasets / "cifar10-canonical-prefix" / "train-prefix.npz") as arrays:
+        x, y = arrays["x"], arrays["y"]
+    cut = FIT_BATCHES * PER_BATCH
+    parts = {"fit": (x[:cut], y[:cut], 0), "held": (x[cut:], y[cut:], cut)}
+    for part, (images, labels, offset) in parts.items():
+        ids = np.array([f"canonical/{offset + i:05d}" for i in range(len(images))])
+        np.savez(args.out / f"canonical-{part}.npz", x=images, y=labels, ids=ids)
+        for encoding in ENCODINGS:
+            if encoding == "png":
+                continue
+            suffix = SUFFIX[ENCODINGS[encoding]["format"]]
+            _write_zip(args.out / f"{encoding}-{part}.zip",
+                       [(f"{CIFAR10_CLASSES[c]}/{offset + i:05d}{suffix}", encode(image, encoding))
+                        for i, (image, c) in enumerate(zip(images, labels))])
+    png = args.out / "canonical-held-png"
+    for i, (image, c) in enumerate(zip(*parts["held"][:2])):
+        (png / CIFAR10_CLASSES[c]).mkdir(parents=True, exist_ok=True)
+        (png / CIFAR10_CLASSES[c] / f"{cut + i:05d}.png").write_bytes(encode(image, "png"))
+    import skimage  # the photographs ship inside scikit-image (a test dependency), read as files
+
+    photos = Path(skimage.__file__).resolve().parent / "data"
+    for part, names, seed in (("fit", FIT_PHOTOS, 0), ("held", HELD_PHOTOS, 1)):
+        crops = photo_crops([photos / n for n in names], seed=seed, per_size=args.crops)
+        _write_zip(args.out / f"photos-{part}.zip", [(name, encode(crop, "png")) for name, crop in crops])
+    for path in sorted(args.out.iterdir()):
+        size = sum(p.stat().st_size for p in path.rglob("*")) if path.is_dir() else path.stat().st_size
+        print(f"{path}  {size // 1024} KiB")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,110 @@
+"""Screening holds on every source: the shipped detector's false positives, and the source check, on real images.
+
+Every sample here is made from images that no fit and no threshold used: canonical CIFAR-10 pixels of the
+held-out batches (3 to 5), encoded as a user's exports would be; mirror test images past those the threshold
+and its measurement read (the first 300 of each class); and crops of the held-out photographs at places
+their calibration crops did not take (another seed).
+"""
+
+import json
+import shutil
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from producers.screen import screen_local
+from shared import sources
+from shared.data import load_images
+from shared.models import CIFAR10_CLASSES
+from shared.settings import load as load_settings
+
+from .test_cli import run, workdir  # noqa: F401 (the fixture)
+
+REPO = Path(__file__).resolve().parents[2]
+HELD_OUT_CANONICAL = 2 * 1017  # batches 3 to 5 of the canonical prefix
+PER_SOURCE = 300
+
+
+@pytest.fixture(scope="module")
+def source_samples(tmp_path_factory, canonical_prefix, cifar_test_zip):
+    """name -> path of a clean sample of that source kind, as a user would hand it in."""
+    root = tmp_path_factory.mktemp("sources")
+    images, labels = canonical_prefix[0][HELD_OUT_CANONICAL:][:PER_SOURCE], canonical_prefix[1][HELD_OUT_CANONICAL:][:PER_SOURCE]
+    out = {"canonical npz": root / "canonical.npz"}
+    np.savez(out["canonical npz"], x=images, y=labels)
+    out["canonical PNG files"] = root / "png"
+    for encoding, key in (("png", "canonical PNG files"), ("jpeg-q95-444", "JPEG q95 4:4:4"), ("jpeg-q50", "JPEG q50"),
+                          ("webp-q90", "WebP q90")):
+        suffix = sources.SUFFIX[sources.ENCODINGS[encoding]["format"]]
+        if encoding == "png":
+            for i, (image, c) in enumerate(zip(images, labels)):
+                (out[key] / CIFAR10_CLASSES[c]).mkdir(parents=True, exist_ok=True)
+                (out[key] / CIFAR10_CLASSES[c] / f"{i:04d}{suffix}").write_bytes(sources.encode(image, encoding))
+            continue
+        out[key] = root / f"{encoding}.zip"
+        with zipfile.ZipFile(out[key], "w") as archive:
+            for i, (image, c) in enumerate(zip(images, labels)):
+                archive.writestr(f"{CIFAR10_CLASSES[c]}/{i:04d}{suffix}", sources.encode(image, encoding))
+    out["mirror"] = root / "mirror.zip"
+    with zipfile.ZipFile(cifar_test_zip) as src, zipfile.ZipFile(out["mirror"], "w") as archive:
+        for c in CIFAR10_CLASSES:
+            names = sorted(n for n in src.namelist() if n.startswith(f"{c}/") and n.endswith(".jpg"))
+            for name in names[500:500 + PER_SOURCE // 10]:
+                archive.writestr(name, src.read(name))
+    import skimage
+
+    photos = Path(skimage.__file__).resolve().parent / "data"
+    out["photo crops"] = root / "photos.zip"
+    with zipfile.ZipFile(out["photo crops"], "w") as archive:
+        for name, crop in sources.photo_crops([photos / n for n in ("chelsea.png", "rocket.jpg", "retina.jpg")],
+                                              seed=7, per_size=40):
+            archive.writestr(name, sources.encode(crop, "png"))
+    return out
+
+
+def test_the_shipped_defaults_flag_at_most_7_5_percent_of_clean_images_of_every_source(source_samples):
+    settings = load_settings()
+    assert settings.weights_dir.resolve() == (REPO / "weights").resolve(), "this test checks the shipped weights"
+    rates = {}
+    for name, path in source_samples.items():
+        image_set = load_images(path)
+        assert len(image_set) >= PER_SOURCE and not image_set.errors, name
+        records = screen_local(image_set, settings)
+        rates[name] = sum(r["flagged"] for r in records) / len(records)
+    assert max(rates.values()) <= 0.075, rates
+    # The same pixels as an array set and as PNG files screen the same.
+    assert rates["canonical npz"] == rates["canonical PNG files"]
+
+
+def test_the_source_check_speaks_when_a_mirror_only_detector_meets_canonical_pixels_and_not_on_its_own(
+        workdir, tmp_path, source_samples, sample):
+    """The detector of an earlier release, fitted on the mirror alone with the chroma statistic, calibrated on
+    mirror images: on canonical pixels it flags most clean images, and the check says why and what to run."""
+    weights = tmp_path / "weights"
+    shutil.copytree(REPO / "weights", weights, ignore=shutil.ignore_patterns("ablation"))
+    for suffix in (".safetensors", ".json"):
+        shutil.copy(REPO / "weights" / "ablation" / f"detector-mirror-chroma{suffix}", weights / f"detector{suffix}")
+    card = json.loads((weights / "detector.json").read_text())
+    settings = json.loads((weights / "screening.json").read_text())
+    (weights / "screening.json").write_text(json.dumps({**settings, "threshold": card["threshold"]}))
+    env = {**workdir, "WAVESHIELD_WEIGHTS_DIR": str(weights)}
+    calibrated = run(["calibrate", "--source", "mirror", "--data", "sample", "--n", "200",
+                      "--out", str(tmp_path / "cal")], env)
+    assert calibrated.returncode == 0, calibrated.stderr
+
+    checks = {}
+    for name in ("canonical PNG files", "mirror"):
+        out = tmp_path / name.replace(" ", "-")
+        screened = run(["screen", str(source_samples[name]), "--local", "--source", "mirror", "--out", str(out)], env)
+        assert screened.returncode == 0, screened.stderr
+        summary = json.loads((out / "summary.json").read_text())
+        checks[name] = (summary, screened.stderr)
+    summary, stderr = checks["canonical PNG files"]
+    assert summary["flagged"] / summary["screened"] > 0.3  # the failure the check exists for
+    assert summary["source_check"]["mismatch"] and summary["source_check"]["distance"] >= 0.25
+    assert "waveshield calibrate --data CLEAN_IMAGES --source NAME" in stderr and "warning" in stderr
+    summary, stderr = checks["mirror"]  # clean images of the calibration's own source: nothing to say
+    assert not summary["source_check"]["mismatch"] and "warning" not in stderr
+    assert summary["flagged"] / summary["screened"] < 0.15

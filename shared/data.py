@@ -16,14 +16,13 @@ becomes an :class:`ItemError` and the rest of the set goes on.
 from __future__ import annotations
 
 import io
-import warnings
 import zipfile
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps
 
 from .array_sources import load_npz, load_torchvision_cifar10
+from .decode import DECODE_CHUNK, DECODE_CHUNK_BYTES, decode_all, decode_image
 from .image_set import ImageSet, ItemError, iter_batches, to_float_nchw
 from .members import Member, archive_kind, file_member, folder_members, zip_members
 from .models import CIFAR10_CLASSES
@@ -70,96 +69,69 @@ def load_images(source, *, size: int = 32, classes=None, limit: int | None = Non
     if text.startswith("cifar10:"):
         return load_torchvision_cifar10(text.split(":", 1)[1], size, limit, download)
     path = Path(source)
-    max_bytes = load_settings().max_item_bytes
+    settings = load_settings()
+    max_bytes, workers = settings.max_item_bytes, settings.decode_workers
     if path.is_dir():
-        return _from_members(folder_members(path, max_bytes), size, classes, limit)
+        return _from_members(folder_members(path, max_bytes), size, classes, limit, workers)
     if not path.is_file():
         raise ValueError(f"no such file or directory: {path}")
     if path.suffix.lower() == ".npz":
         return load_npz(path, size, limit)
     if zipfile.is_zipfile(path):
         with zipfile.ZipFile(path) as archive:
-            return _from_members(zip_members(archive, max_bytes), size, classes, limit)
-    return _from_members([file_member(path, max_bytes)], size, classes, limit)
+            return _from_members(zip_members(archive, max_bytes), size, classes, limit, workers)
+    return _from_members([file_member(path, max_bytes)], size, classes, limit, workers)
 
 
-def decode_image(data: bytes, size: int = 32) -> np.ndarray:
-    """Decode one encoded image to a size x size x 3 uint8 RGB array.
+def _from_members(members: list[Member], size, classes, limit, workers: int = 1) -> ImageSet:
+    """Decode the members; class sub-folders become labels, an ``.npz`` member adds its rows.
 
-    Any format and mode Pillow reads is accepted: the first frame of an
-    animation, EXIF orientation applied, 16-bit and float scaled to 8 bits,
-    transparency composited on white, CMYK/palette/LA converted.
-
-    Raises
-    ------
-    ValueError
-        With the reason, if the bytes are not a readable image or exceed
-        Pillow's decompression-bomb limit.
+    Encoded images are decoded ``workers`` at a time (:mod:`shared.decode`),
+    a chunk of members after another (:data:`~shared.decode.DECODE_CHUNK`
+    items or :data:`~shared.decode.DECODE_CHUNK_BYTES`), so that memory
+    holds one chunk's bytes.
     """
-    if not data:
-        raise ValueError("empty file")
-    try:
-        with warnings.catch_warnings():
-            # Pillow warns between 1x and 2x its pixel limit and raises above;
-            # treat both as a bomb so no oversized image is ever decoded.
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data)) as img:
-                img.seek(0)
-                img.draft("RGB", (size, size))  # JPEG: decode at reduced scale
-                rgb = _to_rgb(ImageOps.exif_transpose(img))
-                rgb = rgb.resize((size, size), Image.Resampling.LANCZOS, reducing_gap=3.0)
-                return np.asarray(rgb, dtype=np.uint8)
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ValueError(f"decompression bomb refused: {exc}") from None
-    except Image.UnidentifiedImageError:
-        raise ValueError("not an image Pillow can identify") from None
-    except (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError) as exc:
-        # Pillow reports truncated or corrupt data with any of these.
-        raise ValueError(f"unreadable image: {exc}") from None
-
-
-def _to_rgb(img: Image.Image) -> Image.Image:
-    """Convert any Pillow mode to RGB without clipping high bit depths."""
-    if img.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
-        arr = np.asarray(img, dtype=np.float64)
-        top = 1.0 if img.mode == "F" and arr.max(initial=0) <= 1.0 else (65535.0 if arr.max(initial=0) > 255 else 255.0)
-        arr = np.clip(arr / top * 255.0 + 0.5, 0, 255).astype(np.uint8)
-        return Image.fromarray(arr, "L").convert("RGB")
-    if img.mode == "P" and "transparency" in img.info:
-        img = img.convert("RGBA")
-    if img.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
-        img = img.convert("RGBA")
-        background = Image.new("RGBA", img.size, (255, 255, 255, 255))
-        return Image.alpha_composite(background, img).convert("RGB")
-    return img.convert("RGB")
-
-
-def _from_members(members: list[Member], size, classes, limit) -> ImageSet:
-    """Decode the members; class sub-folders become labels, an ``.npz`` member adds its rows."""
     folders = [m.name.split("/")[-2] if "/" in m.name else None for m in members]
     labelled = bool(members) and all(f is not None for f in folders)
     names = _class_names(sorted(set(folders)), classes) if labelled else list(classes or CIFAR10_CLASSES)
     if limit is not None:
         members, folders = _balanced_prefix(members, folders, limit)
     images, labels, ids, errors = [], [], [], []
-    for member, folder in zip(members, folders):
-        label = (names.index(folder) if folder in names else -1) if labelled else None
-        try:
-            data = member.read()
-            if member.name.lower().endswith(".npz"):  # an array set among the files: its rows are items
-                part = load_npz(io.BytesIO(data), size, None, name=member.name)
-                images += list(part.images)
-                ids += part.ids
-                labels += list(part.labels) if part.labels is not None else [label] * len(part)
+    start = 0
+    while start < len(members):
+        # Read members in order until the chunk is full (items or bytes), decode its encoded images together,
+        # then keep the members' order.
+        outcomes, held = [], 0  # per member: ("rows", ImageSet, label), ("error", reason, None), ("encoded", bytes, label)
+        while start + len(outcomes) < len(members) and len(outcomes) < DECODE_CHUNK and held < DECODE_CHUNK_BYTES:
+            member, folder = members[start + len(outcomes)], folders[start + len(outcomes)]
+            label = (names.index(folder) if folder in names else -1) if labelled else None
+            try:
+                data = member.read()
+                if member.name.lower().endswith(".npz"):  # an array set among the files: its rows are items
+                    outcomes.append(("rows", load_npz(io.BytesIO(data), size, None, name=member.name), label))
+                    continue
+                if kind := archive_kind(data):
+                    raise ValueError(f"a nested {kind} archive is not read: unpack it, or pass it as a source of "
+                                     "its own")
+                outcomes.append(("encoded", data, label))
+                held += len(data)
+            except (ValueError, OSError, zipfile.BadZipFile, RuntimeError) as exc:
+                outcomes.append(("error", str(exc) or type(exc).__name__, None))
+        decoded = iter(decode_all([o[1] for o in outcomes if o[0] == "encoded"], size, workers))
+        for member, (kind, payload, label) in zip(members[start:start + len(outcomes)], outcomes):
+            if kind == "rows":
+                images += list(payload.images)
+                ids += payload.ids
+                labels += list(payload.labels) if payload.labels is not None else [label] * len(payload)
                 continue
-            if kind := archive_kind(data):
-                raise ValueError(f"a nested {kind} archive is not read: unpack it, or pass it as a source of its own")
-            images.append(decode_image(data, size))
-        except (ValueError, OSError, zipfile.BadZipFile, RuntimeError) as exc:
-            errors.append(ItemError(member.name, str(exc) or type(exc).__name__))
-            continue
-        ids.append(member.name)
-        labels.append(label)
+            image, reason = next(decoded) if kind == "encoded" else (None, payload)
+            if reason is not None:
+                errors.append(ItemError(member.name, reason))
+                continue
+            images.append(image)
+            ids.append(member.name)
+            labels.append(label)
+        start += len(outcomes)
     if any(i.dtype != np.uint8 for i in images):  # a float array set among them: all float, none rounded
         images = [i.astype(np.float32) / np.float32(255) if i.dtype == np.uint8 else i for i in images]
     stacked = np.stack(images) if images else np.zeros((0, size, size, 3), np.uint8)

@@ -37,6 +37,7 @@ class Settings:
     stall_timeout_s: int  # WAVESHIELD_STALL_TIMEOUT: a followed job that makes no progress this long is given up on
     redrive_after_s: int  # WAVESHIELD_REDRIVE_AFTER: a stalled job with nothing in flight this long has its lost work re-sent
     max_item_bytes: int  # WAVESHIELD_MAX_ITEM_BYTES: a file or archive member larger than this is refused unread
+    decode_workers: int  # WAVESHIELD_DECODE_WORKERS: processes decoding images at once (default: every core)
 
     def as_text(self) -> str:
         """Render the settings as ``name = value`` lines, passwords masked."""
@@ -109,6 +110,7 @@ def load(environ: dict | None = None) -> Settings:
         stall_timeout_s=number("WAVESHIELD_STALL_TIMEOUT", 600),
         redrive_after_s=number("WAVESHIELD_REDRIVE_AFTER", 30),
         max_item_bytes=number("WAVESHIELD_MAX_ITEM_BYTES", DEFAULT_MAX_ITEM_BYTES),
+        decode_workers=number("WAVESHIELD_DECODE_WORKERS", os.cpu_count() or 1),
     )
 
 

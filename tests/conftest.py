@@ -35,8 +35,11 @@ def _marked_processes() -> list[tuple[int, str]]:
         try:
             if mark not in (entry / "environ").read_bytes().split(b"\0"):
                 continue
-            if (entry / "stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
+            state, parent = (entry / "stat").read_text().rsplit(")", 1)[1].split()[:2]
+            if state == "Z":
                 continue  # a zombie is already dead; its parent reaps it
+            if int(parent) == os.getpid() and b"multiprocessing.resource_tracker" in (entry / "cmdline").read_bytes():
+                continue  # multiprocessing's helper for this process (the decoding pool's): it ends with it
             found.append((int(entry.name), (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")))
         except OSError:
             continue
@@ -47,6 +50,9 @@ def _marked_processes() -> list[tuple[int, str]]:
 def no_process_left_behind():
     """After the suite, no process it started is still running (they are killed and reported)."""
     yield
+    from shared import decode
+
+    decode.close_pool()  # this process's decoding workers live as long as it; the check is for the rest
     if not Path("/proc").is_dir():
         return
     import time

@@ -170,5 +170,8 @@ def _watch(directory, out, cfg, local, batch_size, max_wait, mode="staged", sour
     click.echo(f"watching {directory}; records go to {out / 'records.jsonl'} (Ctrl-C stops)")
     total = watch(directory, out, screen_batch, batch_size=batch_size, max_wait_s=max_wait,
                   should_stop=lambda: stop["now"],
+                  on_start=lambda mode: click.echo("new files found by file-system events" if mode == "events" else
+                                                   "new files found by walking the folder at each poll (no "
+                                                   "file-system events here)"),
                   on_batch=lambda n, t: click.echo(f"screened {n} file(s), {t} this run"))
     click.echo(f"stopped; {total} file(s) screened this run")

@@ -10,6 +10,7 @@ import numpy as np
 from shared.data import load_images
 from shared.evaluation import PAPER_EPS
 from shared.pipeline import Pipeline
+from shared.pipeline.keys import corpus_shards_key
 from shared.model_store import ModelStore
 from shared.settings import Settings
 
@@ -34,8 +35,21 @@ def parse_attack(text: str) -> dict:
 def submit_corpus(client, app, *, data: str, attacks: list[str], name: str, settings: Settings, dtype: str = "float16",
                   shard_size: int = 500, seed: int = 0, limit: int | None = None,
                   source_model: str = "standard") -> tuple[str, int, int]:
-    """Queue the (shard, attack) pairs not yet written; return job id, pairs queued, pairs already done."""
-    from producers.submit import send
+    """Queue the (shard, attack) pairs not yet written, with backpressure; return job id, pairs queued, pairs done."""
+    job, image_set, queued, done = prepare_corpus(client, data=data, attacks=attacks, name=name, settings=settings,
+                                                  dtype=dtype, shard_size=shard_size, seed=seed, limit=limit,
+                                                  source_model=source_model)
+    feed_corpus(client, app, job, image_set, settings)
+    return job, queued, done
+
+
+def prepare_corpus(client, *, data: str, attacks: list[str], name: str, settings: Settings, dtype: str = "float16",
+                   shard_size: int = 500, seed: int = 0, limit: int | None = None,
+                   source_model: str = "standard"):
+    """Create the job for the (shard, attack) pairs not yet written; return job, image set, pairs queued, pairs done.
+
+    Nothing is sent yet: :func:`feed_corpus` sends the shards.
+    """
     from shared.corpus import DTYPES
     from shared.pipeline import corpus_output
 
@@ -49,16 +63,63 @@ def submit_corpus(client, app, *, data: str, attacks: list[str], name: str, sett
     specs = [parse_attack(a) for a in attacks]
     plan = {"source_model": source_model, "source_model_sha256": card["sha256"], "attacks": specs, "dtype": dtype,
             "shard_size": shard_size, "seed": seed, "out": name, "data": str(data)}
-    identity = json.dumps({**plan, "ids": image_set.ids}, sort_keys=True).encode()
-    plan["corpus_key"] = hashlib.sha256(identity).hexdigest()[:16]
-    done = {m.decode() for m in client.smembers(f"ws:corpus:{plan['corpus_key']}:shards")}
+    plan["corpus_key"] = corpus_key(plan, image_set.ids)
+    done = {m.decode() for m in client.smembers(corpus_shards_key(plan["corpus_key"]))}
     starts = range(0, len(image_set), shard_size)
     todo = [(b, a) for b in range(len(starts)) for a in range(len(specs)) if f"{b}|{a}" not in done]
+    job = Pipeline(client, blob_ttl_s=settings.blob_ttl_s).create_corpus_job(
+        {**plan, "limit": limit}, np.asarray(image_set.labels), [image_set.ids[s:s + shard_size] for s in starts], todo)
+    return job, image_set, len(todo), len(starts) * len(specs) - len(todo)
+
+
+def corpus_key(plan: dict, ids: list[str]) -> str:
+    """What names a corpus across runs: its plan and the ids of its images."""
+    identity = json.dumps({**{k: v for k, v in plan.items() if k != "limit"}, "ids": ids}, sort_keys=True).encode()
+    return hashlib.sha256(identity).hexdigest()[:16]
+
+
+def load_corpus_input(plan: dict):
+    """The image set of a corpus job, read again (how a detached producer feeds a job another command created).
+
+    Raises
+    ------
+    ValueError
+        If the data no longer holds the images the job was made for.
+    """
+    image_set = load_images(plan["data"], limit=plan.get("limit"))
+    if corpus_key({k: v for k, v in plan.items() if k in _PLAN_KEYS}, image_set.ids) != plan["corpus_key"]:
+        raise ValueError(f"{plan['data']} no longer holds the images this corpus job was made for; run the corpus "
+                         "command again")
+    return image_set
+
+
+_PLAN_KEYS = ("source_model", "source_model_sha256", "attacks", "dtype", "shard_size", "seed", "out", "data")
+
+
+def feed_corpus(client, app, job: str, image_set, settings: Settings, on_wait=None) -> int:
+    """Send the job's shards from the first not yet sent (``fed`` in its meta), with backpressure; return shards sent.
+
+    At most ``WAVESHIELD_IN_FLIGHT_MIB`` of blobs stay unfinished
+    (:func:`shared.pipeline.inflight.corpus_batch_bytes`).
+    """
+    from producers.submit import Throttle, send
+    from shared.pipeline.inflight import batches_allowed, corpus_batch_bytes
+    from shared.pipeline.keys import job_key
+
     pipe = Pipeline(client, blob_ttl_s=settings.blob_ttl_s)
-    job = pipe.create_corpus_job(plan, np.asarray(image_set.labels), [image_set.ids[s:s + shard_size] for s in starts],
-                                 todo)
-    for b, start in enumerate(starts):
-        pending = [a for (bb, a) in todo if bb == b]
-        if pending:
-            send(app, pipe.add_corpus_shard(job, b, image_set.images[start:start + shard_size], pending))
-    return job, len(todo), len(starts) * len(specs) - len(todo)
+    plan = pipe.plan(job)
+    size, attacks = int(plan["shard_size"]), len(plan["attacks"])
+    peak = corpus_batch_bytes(plan, min(size, len(image_set)), image_set.images.itemsize, attacks)
+    throttle = Throttle(client, job, batches_allowed(peak, settings.in_flight_mib) * attacks, on_wait=on_wait,
+                        stall_timeout_s=settings.stall_timeout_s)
+    pending: dict[int, list[int]] = {}
+    for shard, attack in plan["todo"]:
+        pending.setdefault(shard, []).append(attack)
+    first = int(client.hget(job_key(job, "meta"), "fed") or 0)
+    sent = 0
+    for shard in sorted(s for s in pending if s >= first):
+        throttle.wait_for_room(len(pending[shard]))
+        send(app, pipe.add_corpus_shard(job, shard, image_set.images[shard * size:(shard + 1) * size], pending[shard]))
+        throttle.sent_units(len(pending[shard]))
+        sent += 1
+    return sent

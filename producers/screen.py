@@ -5,19 +5,19 @@ from __future__ import annotations
 import csv
 import functools
 import json
-import sys
+from collections.abc import Iterator
 from pathlib import Path
 
-import click
-import numpy as np
-
-from shared import defences, detector, screening
-from shared.data import ImageSet, to_float_nchw
-from shared.evaluation import MODES
-from shared.models import CIFAR10_CLASSES
+from shared import defences, detector_card, screening
+from shared.classes import CIFAR10_CLASSES
+from shared.image_set import ImageSet, to_float_nchw
 from shared.model_store import ModelStore
+from shared.pipeline.keys import job_key
+from shared.plans import MODES
 from shared.settings import Settings, resolve_device
-from shared.sources import colour_roughness
+
+# Nothing here imports torch at import time: a producer reads, enqueues and writes records without it,
+# and only screening in this process (screen_chunks) loads the models.
 
 FIELDS = ["id", "label", "confidence", "raw_label", "suspicion", "flagged", "error", "signal", "colour_roughness"]
 
@@ -55,8 +55,8 @@ def screening_settings(settings: Settings, source: str | None = None) -> dict:
     store = ModelStore(settings.weights_dir)
     names = (chosen["raw_model"], chosen["defended_model"])
     if chosen["score"] == "detector":
-        card = store.detector()[1]
-        paths = detector.reads(card)["paths"]
+        card = store.detector_card()
+        paths = detector_card.reads(card)["paths"]
         names = sorted({p.split("@")[0] for p in paths})
         chosen["detector_sha256"] = card["sha256"]
         if f"{chosen['raw_model']}@raw" not in paths or f"{chosen['defended_model']}@{chosen['defence']}" not in paths:
@@ -70,57 +70,131 @@ def screening_settings(settings: Settings, source: str | None = None) -> dict:
     return {**plan, "threshold": calibration["threshold"], "calibration": calibration}
 
 
+def screen_chunks(chunks, settings: Settings, chosen: dict) -> Iterator[list[dict]]:
+    """Screen each chunk (:class:`shared.intake.Chunk`) in this process: its records, readable or not, in order.
+
+    ``chosen``: the settings of :func:`screening_settings`.
+    """
+    from shared.sources import colour_roughness
+
+    store = ModelStore(settings.weights_dir, resolve_device(settings.device))
+    options = functools.lru_cache(maxsize=None)(lambda name: defences.get(name, settings.weights_dir))
+    for chunk in chunks:
+        found = []
+        if len(chunk.ids):
+            x = to_float_nchw(chunk.images, store.device)
+            p_raw, p_def, suspicion, signals = screening.screen_batch(chosen, x, store.get, options, store.detector)
+            found = screening.records(chunk.ids, p_raw, p_def, suspicion, chosen["threshold"], CIFAR10_CLASSES,
+                                      signals, colour_roughness(x))
+        yield found + [screening.error_record(e.id, e.reason) for e in chunk.errors]
+
+
 def screen_local(image_set: ImageSet, settings: Settings, batch_size: int = 256, source: str | None = None,
                  chosen: dict | None = None) -> list[dict]:
-    """Screen in this process; one record per item, readable or not.
+    """Screen an in-memory set in this process; one record per item, readable or not (unreadable last).
 
     ``chosen``: the settings of :func:`screening_settings` (read here when None).
     """
+    from producers.ingest import chunks_of
+
     chosen = chosen or screening_settings(settings, source)
-    store = ModelStore(settings.weights_dir, resolve_device(settings.device))
-    options = functools.lru_cache(maxsize=None)(lambda name: defences.get(name, settings.weights_dir))
-    out = []
-    with click.progressbar(length=len(image_set), label="screening", file=sys.stderr) as bar:
-        for start in range(0, len(image_set), batch_size):
-            x = to_float_nchw(image_set.images[start:start + batch_size], store.device)
-            p_raw, p_def, suspicion, signals = screening.screen_batch(chosen, x, store.get, options, store.detector)
-            out += screening.records(image_set.ids[start:start + batch_size], p_raw, p_def, suspicion,
-                                     chosen["threshold"], CIFAR10_CLASSES, signals, colour_roughness(x))
-            bar.update(len(x))
-    return out + [screening.error_record(e.id, e.reason) for e in image_set.errors]
+    return [r for found in screen_chunks(chunks_of(image_set, batch_size), settings, chosen) for r in found]
 
 
 def submit_screen(client, app, image_set: ImageSet, settings: Settings, batch_size: int = 256, *,
                   mode: str = "staged", source: str | None = None) -> str:
-    """Put a screening job on the queues; return its id. ``source``: as for :func:`screening_settings`."""
-    from producers.submit import send
+    """Put an in-memory set on the queues as a screening job (with backpressure); return its id.
+
+    ``source``: as for :func:`screening_settings`.
+    """
+    from producers.ingest import chunks_of, enqueue
     from shared.pipeline import Pipeline
 
     chosen = screening_settings(settings, source)
-    pipe = Pipeline(client, blob_ttl_s=settings.blob_ttl_s)
-    starts = range(0, len(image_set), batch_size)
     if mode not in MODES:
         raise ValueError(f"unknown mode {mode!r}; valid: {', '.join(MODES)}")
-    job = pipe.create_screen_job({**chosen, "mode": mode}, [image_set.ids[s:s + batch_size] for s in starts],
-                                 [screening.error_record(e.id, e.reason) for e in image_set.errors], CIFAR10_CLASSES)
-    for b, s in enumerate(starts):
-        send(app, pipe.add_screen_batch(job, b, np.ascontiguousarray(image_set.images[s:s + batch_size])))
+    job = Pipeline(client).open_screen_job({**chosen, "mode": mode}, CIFAR10_CLASSES)
+    enqueue(client, app, job, chunks_of(image_set, batch_size), settings)
     return job
 
 
-def write_outputs(records: list[dict], out: Path, calibration: dict | None = None) -> dict:
-    """records.jsonl, records.csv and summary.json in ``out``; return the summary.
+class RecordWriter:
+    """records.jsonl and records.csv written as records arrive, and summary.json at the end.
+
+    Memory holds the counts of :class:`shared.screening.Tally`, never the
+    records, whatever the set's size. Use as a context manager, or call
+    :meth:`close`.
+    """
+
+    def __init__(self, out: Path, calibration: dict | None = None):
+        out.mkdir(parents=True, exist_ok=True)
+        self.out = out
+        self.tally = screening.Tally(calibration)
+        self._jsonl = open(out / "records.jsonl", "w")
+        self._csv_file = open(out / "records.csv", "w", newline="")
+        self._csv = csv.DictWriter(self._csv_file, fieldnames=FIELDS)
+        self._csv.writeheader()
+
+    def write(self, records: list[dict]) -> None:
+        """Append ``records`` to both files (flushed, so that a reader sees whole batches)."""
+        self._jsonl.writelines(json.dumps(r) + "\n" for r in records)
+        self._csv.writerows(records)
+        self._jsonl.flush()
+        self._csv_file.flush()
+        self.tally.add(records)
+
+    def close(self) -> dict:
+        """Close the files, write summary.json and return the summary."""
+        self._jsonl.close()
+        self._csv_file.close()
+        summary = self.tally.summary()
+        (self.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        return summary
+
+    def __enter__(self) -> "RecordWriter":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if not self._jsonl.closed:
+            self.close()
+
+
+def write_outputs(records, out: Path, calibration: dict | None = None) -> dict:
+    """records.jsonl, records.csv and summary.json in ``out`` from an iterable of records; return the summary.
 
     ``calibration``: the plan's (:func:`calibration_for`); the summary names
     it and says whether the flags look like a source mismatch.
     """
-    out.mkdir(parents=True, exist_ok=True)
-    with open(out / "records.jsonl", "w") as fh:
-        fh.writelines(json.dumps(r) + "\n" for r in records)
-    with open(out / "records.csv", "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=FIELDS)
-        writer.writeheader()
-        writer.writerows(records)
-    summary = screening.summary(records, calibration)
-    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    return summary
+    writer = RecordWriter(out, calibration)
+    batch: list[dict] = []
+    for record in records:
+        batch.append(record)
+        if len(batch) >= 1024:
+            writer.write(batch)
+            batch = []
+    writer.write(batch)
+    return writer.close()
+
+
+class JobRecords:
+    """A screening job's records, appended to a :class:`RecordWriter` chunk by chunk, in order, as batches finish."""
+
+    def __init__(self, pipe, job: str, writer: RecordWriter):
+        self.pipe, self.job, self.writer = pipe, job, writer
+        self.next = 0  # the first chunk not yet written
+
+    def drain(self, _state: dict | None = None) -> int:
+        """Write every finished chunk from the next one on, stopping at the first unfinished; return how many."""
+        written = 0
+        while (found := self.pipe.batch_records(self.job, self.next)) is not None:
+            self.writer.write(found)
+            self.next += 1
+            written += 1
+        return written
+
+    def finish(self) -> None:
+        """After the job completed: the records a job made from an in-memory set keeps apart (its unreadable items)."""
+        self.drain()
+        errors = self.pipe.redis.hget(job_key(self.job, "records"), "errors")
+        if errors:
+            self.writer.write(json.loads(errors))

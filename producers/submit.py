@@ -11,6 +11,8 @@ import redis
 
 from shared.data import ImageSet
 from shared.pipeline import QUEUES, TASK_QUEUES, Pipeline, orphans
+from shared.pipeline.inflight import batches_allowed, evaluate_batch_bytes
+from shared.pipeline.keys import job_key
 from shared.pipeline.recovery import describe
 from shared.settings import Settings
 
@@ -36,25 +38,77 @@ def send(app, messages) -> None:
         app.send_task(f"waveshield.{name}", kwargs=kwargs, queue=TASK_QUEUES[name])
 
 
+class Throttle:
+    """Backpressure for one job: wait before sending while ``allowed`` of its units are unfinished.
+
+    Units are what the job's ``done`` counts (screening batches, corpus
+    shard x attack pairs, evaluation cells); ``allowed`` comes from
+    :func:`shared.pipeline.inflight.batches_allowed`. Units the job had
+    before this producer started (a resumed job) are counted from its meta
+    when ``from_meta`` (``expected - done``), else only what this producer sent.
+    """
+
+    def __init__(self, client: redis.Redis, job: str, allowed: int, *, from_meta: bool = False,
+                 on_wait: Callable[[], None] | None = None, poll_s: float = 0.2, stall_timeout_s: float | None = None):
+        self.client, self.job, self.allowed, self.from_meta = client, job, allowed, from_meta
+        self.on_wait, self.poll_s, self.stall_timeout_s = on_wait, poll_s, stall_timeout_s
+        self.sent = 0
+        self.done_before = self._counts()[1]
+
+    def _counts(self) -> tuple[int, int]:
+        expected, done = self.client.hmget(job_key(self.job, "meta"), ["expected", "done"])
+        if done is None:  # the plan went with a Redis that lost its data
+            raise vanished(self.job)
+        return int(expected), int(done)
+
+    def in_flight(self) -> int:
+        """The job's units sent and not yet finished."""
+        expected, done = self._counts()
+        return expected - done if self.from_meta else self.sent - (done - self.done_before)
+
+    def wait_for_room(self, units: int) -> None:
+        """Block until ``units`` more fit (a job with nothing unfinished always gets its next batch).
+
+        Raises
+        ------
+        JobFailed
+            If no unit finishes for ``stall_timeout_s`` while it waits (the
+            message says what the queues hold); the job stays resumable.
+        """
+        last, since = None, time.monotonic()
+        while (pending := self.in_flight()) > 0 and pending + units > self.allowed:
+            if pending != last:
+                last, since = pending, time.monotonic()
+            elif self.stall_timeout_s is not None and time.monotonic() - since > self.stall_timeout_s:
+                state = {"done": self._counts()[1], "expected": self._counts()[0]}
+                raise JobFailed(stall_message(self.client, self.job, state, self.stall_timeout_s))
+            if self.on_wait:
+                self.on_wait()
+            time.sleep(self.poll_s)
+
+    def sent_units(self, units: int) -> None:
+        self.sent += units
+
+
 def submit(client: redis.Redis, app, plan: dict, image_set: ImageSet, settings: Settings,
            on_wait: Callable[[], None] | None = None) -> str:
-    """Create the job and enqueue its batches, waiting while the attack queue is over the high-water mark."""
+    """Create the job and enqueue its batches, keeping at most ``WAVESHIELD_IN_FLIGHT_MIB`` of blobs unfinished."""
     if image_set.labels is None:
         raise ValueError("evaluation needs labelled images")
     pipe = Pipeline(client, blob_ttl_s=settings.blob_ttl_s)
     job = pipe.create_job(plan, np.asarray(image_set.labels))
     size = int(plan.get("batch_size", 250))
-    per_batch = len(plan["attacks"])
+    cells = len(plan["attacks"]) * len(plan["configurations"])
+    peak = evaluate_batch_bytes(plan, min(size, len(image_set)), image_set.images.itemsize)
+    throttle = Throttle(client, job, batches_allowed(peak, settings.in_flight_mib) * cells, on_wait=on_wait)
     for b, start in enumerate(range(0, len(image_set), size)):
-        while client.llen("attack") > settings.high_water * per_batch:  # backpressure
-            if on_wait:
-                on_wait()
-            time.sleep(0.2)
+        throttle.wait_for_room(cells)
         try:
             messages = pipe.add_batch(job, b, image_set.images[start:start + size])
         except KeyError:  # the plan went with a Redis that lost its data
             raise vanished(job) from None
         send(app, messages)
+        throttle.sent_units(cells)
     return job
 
 

@@ -24,15 +24,12 @@ import numpy as np
 from .array_sources import load_npz, load_torchvision_cifar10
 from .decode import DECODE_CHUNK, DECODE_CHUNK_BYTES, decode_all, decode_image
 from .image_set import ImageSet, ItemError, iter_batches, to_float_nchw
+from .intake import SAMPLE_ZIP, iter_chunks, iter_items, stack_images
 from .members import Member, archive_kind, file_member, folder_members, zip_members
-from .models import CIFAR10_CLASSES
+from .classes import CIFAR10_CLASSES
 from .settings import load as load_settings
 
 __all__ = ["ImageSet", "ItemError", "decode_image", "iter_batches", "load_images", "load_many", "to_float_nchw"]
-
-#: Where the embedded demo set lives: 100 test images per CIFAR-10 class.
-SAMPLE_ZIP = Path(__file__).resolve().parent / "assets" / "cifar10-test-sample.zip"
-
 
 def load_images(source, *, size: int = 32, classes=None, limit: int | None = None, download: bool = False) -> ImageSet:
     """Read an image set from a directory, zip, npz, image file or ``cifar10:SPLIT``.
@@ -163,31 +160,11 @@ def _balanced_prefix(members, folders, limit):
 def load_many(sources, *, size: int = 32) -> ImageSet:
     """Read several sources (folders, zips, npz files, image files or glob patterns) as one unlabelled set.
 
-    Ids are prefixed with their source so they stay unique; a pattern that
-    matches nothing, or a path that does not exist, becomes an error record.
+    The in-memory form of :func:`shared.intake.iter_items`: ids are prefixed
+    with their source so they stay unique; a pattern that matches nothing,
+    or a path that does not exist, becomes an error record.
     """
-    import glob
-
-    parts, errors = [], []
-    for source in sources:
-        text = str(source)
-        if text == "sample":
-            text = str(SAMPLE_ZIP)
-        matches = sorted(glob.glob(text, recursive=True)) if glob.has_magic(text) else [text]
-        if not matches:
-            errors.append(ItemError(text, "no file matches this pattern"))
-        for match in matches:
-            path = Path(match)
-            if not path.exists():
-                errors.append(ItemError(match, "no such file or directory"))
-                continue
-            part = load_images(path, size=size)
-            prefix = match.rstrip("/") + "/" if path.is_dir() or zipfile.is_zipfile(path) else ""
-            part.ids = [prefix + i if prefix else i if path.suffix == ".npz" else match for i in part.ids]
-            errors += [ItemError(prefix + e.id if prefix else match, e.reason) for e in part.errors]
-            parts.append(part)
-    images = [p.images for p in parts if len(p)]
-    if len({i.dtype for i in images}) > 1:  # 8-bit and float sources together: all float, none rounded
-        images = [i.astype(np.float32) / np.float32(255) if i.dtype == np.uint8 else i for i in images]
-    return ImageSet(np.concatenate(images) if images else np.zeros((0, size, size, 3), np.uint8), None,
-                    [i for p in parts for i in p.ids], errors)
+    workers = load_settings().decode_workers
+    chunks = list(iter_chunks(iter_items(sources, size=size), DECODE_CHUNK, size=size, workers=workers))
+    images = stack_images([image for c in chunks for image in c.images], size)
+    return ImageSet(images, None, [i for c in chunks for i in c.ids], [e for c in chunks for e in c.errors])

@@ -14,6 +14,7 @@ from __future__ import annotations
 import atexit
 import io
 import multiprocessing
+import os
 import warnings
 from concurrent.futures import ProcessPoolExecutor
 
@@ -90,11 +91,25 @@ def _decode_or_reason(data: bytes, size: int) -> tuple[np.ndarray | None, str | 
         return None, str(exc)
 
 
+def _follow_parent(parent: int) -> None:
+    """In a decoding worker: end when the process that made the pool is gone (killed, it cannot say so)."""
+    import threading
+    import time
+
+    def watch():
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="follow-parent", daemon=True).start()
+
+
 def _shared_pool(workers: int) -> ProcessPoolExecutor:
     global _pool, _pool_workers
     if _pool is None or _pool_workers != workers:
         close_pool()
-        _pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+        _pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                                    initializer=_follow_parent, initargs=(os.getpid(),))
         _pool_workers = workers
     return _pool
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .wavelets import METHODS, MODES, WAVELETS
+from .wavelet_options import METHODS, MODES, WAVELETS
 
 FILENAME = "defences.json"
 # scikit-image's defaults with the paper's two wavelet families.

@@ -48,15 +48,9 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from .evaluation import defend
-from .models import ModelCardError, sha256_file
+from .checkpoints import ModelCardError, read_card, sha256_file  # noqa: F401  (ModelCardError: re-exported)
+from .detector_card import DEFENCES, PATHS, STATISTICS, WEIGHTS_NAME, reads  # noqa: F401  (re-exported)
 
-#: The reconstruction paths: (name of the DWT-trained model = name of its defence).
-DEFENCES = ("haar", "daubechies")
-PATHS = ("standard@raw", *(f"{d}@{d}" for d in DEFENCES), *(f"standard@{d}" for d in DEFENCES))
-
-
-#: Pixel statistics a detector may read besides its paths (see the module's docstring).
-STATISTICS = ("chroma", "steps")
 #: The planes whose neighbouring steps ``steps`` correlates, and the directions.
 STEP_PLANES = ("red-green", "green-blue", "luminance")
 #: Colour-difference steps are clipped to +-this many grey levels: (2 * CLIP + 1) ** 2 co-occurrence bins.
@@ -71,14 +65,6 @@ def check_statistics(statistics) -> tuple[str, ...]:
         raise ValueError(f"detector statistics must name each of {', '.join(STATISTICS)} at most once; "
                          f"got {', '.join(statistics) or 'none'}")
     return statistics
-
-
-def reads(card: dict) -> dict:
-    """What a detector's card says it reads: ``paths`` and ``statistics``, as keyword arguments of :func:`features`.
-
-    A card written before pixel statistics existed reads none.
-    """
-    return {"paths": tuple(card.get("paths", PATHS)), "statistics": tuple(card.get("statistics", ()))}
 
 
 def check_paths(paths) -> tuple[str, ...]:
@@ -339,10 +325,6 @@ def auroc(clean_scores: torch.Tensor, adversarial_scores: torch.Tensor) -> float
     return float(u / (len(a) * len(c)))
 
 
-#: The detector's file names in the weights directory.
-WEIGHTS_NAME = "detector.safetensors"
-
-
 def signal_groups(names: list[str]) -> list[str]:
     """The signal each feature belongs to, for a record's "why": ``haar@haar``, ``haar:removed``, ``chroma``..."""
     return [name.split(":")[0] if "@" in name or name.split(":")[0] in STATISTICS else name for name in names]
@@ -396,16 +378,7 @@ def load(path: str | Path) -> tuple[Detector, dict]:
     ModelCardError
         If a file is missing, the card is unreadable or the hash differs.
     """
-    path = Path(path)
-    card_file = path.with_suffix(".json")
-    if not path.is_file() or not card_file.is_file():
-        raise ModelCardError(f"detector {path} or its card {card_file.name} is missing; train it: waveshield fit-detector")
-    try:
-        card = json.loads(card_file.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ModelCardError(f"detector card {card_file} is unreadable: {exc}") from None
-    if sha256_file(path) != card.get("sha256"):
-        raise ModelCardError(f"{path}: sha256 differs from its card; the file is corrupt or was replaced")
+    card = read_card(path, what="detector", missing_hint="; train it: waveshield fit-detector")
     model = Detector(card["n_features"], card["hidden"])
     model.load_state_dict(load_file(str(path)))
     return model.eval(), card

@@ -18,12 +18,10 @@ from dataclasses import dataclass
 import torch
 
 from . import attacks as attack_registry
+from .plans import FUSED, MODES, STAGED, configuration_id  # noqa: F401  (re-exported)
 from .wavelets import reconstruct
 
 CLEAN = "clean"
-#: How a job runs on the workers: each stage on its own queue, or all of a batch's stages in one task.
-STAGED, FUSED = "staged", "fused"
-MODES = (STAGED, FUSED)
 #: The published experiment: FGSM and BIM at three budgets, and DeepFool.
 PAPER_EPS = (0.004, 0.007, 0.01)
 
@@ -57,11 +55,6 @@ def attack_id(attack: dict) -> str:
     params = " ".join(f"{k}={v}" for k, v in sorted(attack.get("params", {}).items()))
     via = f" via {configuration_id(attack['through'])}" if attack.get("through") else ""
     return f"{attack['name']} {params}".strip() + via
-
-
-def configuration_id(config: dict) -> str:
-    """``model+defence``, with ``raw`` for no defence."""
-    return f"{config['model']}+{config.get('defence') or 'raw'}"
 
 
 def validate_plan(plan: dict) -> None:

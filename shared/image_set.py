@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .models import CIFAR10_CLASSES
+from .classes import CIFAR10_CLASSES
 
 
 @dataclass

@@ -16,8 +16,9 @@ item ends as data or as a reason, never silently dropped:
 
 from __future__ import annotations
 
+import os
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,24 +49,48 @@ def is_skipped(name: str) -> bool:
 
 
 def folder_members(root: Path, max_bytes: int = DEFAULT_MAX_ITEM_BYTES) -> list[Member]:
-    """The files below ``root`` in sorted order; a link out of ``root`` becomes a refused item."""
+    """The files below ``root`` in sorted order (a list of :func:`walk_folder`)."""
+    return list(walk_folder(root, max_bytes))
+
+
+def walk_folder(root: Path, max_bytes: int = DEFAULT_MAX_ITEM_BYTES) -> Iterator[Member]:
+    """The files below ``root``, lazily, one directory at a time; a link out of ``root`` is a refused item.
+
+    Each directory's entries are sorted by name and a sub-folder is walked
+    where it sorts, so the order is the same on every run and file system
+    (what resuming an interrupted intake counts on). Only one directory's
+    names are held at a time: a folder of a million files in sub-folders is
+    never listed whole before its first file is read.
+    """
     top = root.resolve()
-    members = []
-    for path in sorted(root.rglob("*")):
+    stack = [iter(_sorted_entries(root))]
+    while stack:
+        entry = next(stack[-1], None)
+        if entry is None:
+            stack.pop()
+            continue
+        path = Path(entry.path)
         name = path.relative_to(root).as_posix()
         if is_skipped(name):
             continue
-        if path.is_symlink():
+        if entry.is_symlink():
             target = path.resolve()
             if not target.is_relative_to(top):
-                members.append(Member(name, _refuse(f"a symbolic link that leaves the input folder (to {target}): "
-                                                    "refused")))
-                continue
-            if target.is_dir():
-                continue  # its files are read where they really are, inside the folder
-        if path.is_file():
-            members.append(Member(name, _file_reader(path, max_bytes)))
-    return members
+                yield Member(name, _refuse(f"a symbolic link that leaves the input folder (to {target}): refused"))
+            elif target.is_file():
+                yield Member(name, _file_reader(path, max_bytes))
+            elif not target.is_dir():
+                yield Member(name, _refuse(f"a symbolic link to nothing (to {target})"))
+            continue  # a link to a folder inside: its files are read where they really are
+        if entry.is_dir(follow_symlinks=False):
+            stack.append(iter(_sorted_entries(path)))
+        elif entry.is_file(follow_symlinks=False):
+            yield Member(name, _file_reader(path, max_bytes))
+
+
+def _sorted_entries(directory: Path) -> list[os.DirEntry]:
+    with os.scandir(directory) as entries:
+        return sorted(entries, key=lambda e: e.name)
 
 
 def file_member(path: Path, max_bytes: int = DEFAULT_MAX_ITEM_BYTES) -> Member:

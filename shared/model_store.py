@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from . import models
+from . import checkpoints, detector_card
+
+# Models are loaded (and torch imported) on first use: producers use this store to check and read cards.
 
 
 class MissingWeights(ValueError):
@@ -37,7 +39,7 @@ class ModelStore:
     def __init__(self, weights_dir: str | Path, device: str = "cpu"):
         self.weights_dir = Path(weights_dir)
         self.device = device
-        self._loaded: dict[str, models.ResNet18] = {}
+        self._loaded: dict = {}
 
     def path(self, name: str) -> Path:
         """Where the checkpoint ``name`` is (or would be)."""
@@ -54,8 +56,10 @@ class ModelStore:
                                  f"train them: {train_command(name)}")
         return self.path(name)
 
-    def get(self, name: str) -> models.ResNet18:
-        """The model ``name`` in eval mode on the store's device, loaded and verified once."""
+    def get(self, name: str):
+        """The model ``name`` (a :class:`shared.models.ResNet18`) in eval mode on the store's device, loaded and verified once."""
+        from . import models
+
         if name not in self._loaded:
             self._loaded[name] = models.load(self.require(name, f"model {name!r}"), device=self.device)[0]
         return self._loaded[name]
@@ -76,7 +80,7 @@ class ModelStore:
             self._loaded["detector"] = (model.to(self.device), card)
         model, card = self._loaded["detector"]
         if sha256 is not None and card["sha256"] != sha256:
-            raise models.ModelCardError(f"the detector in {self.weights_dir} (sha256 {card['sha256'][:12]}) is not the "
+            raise checkpoints.ModelCardError(f"the detector in {self.weights_dir} (sha256 {card['sha256'][:12]}) is not the "
                                         f"one the job was submitted with ({sha256[:12]}); give every worker the same weights")
         return model, card
 
@@ -84,4 +88,15 @@ class ModelStore:
         """The JSON card of the checkpoint ``name`` (without loading its weights)."""
         import json
 
-        return json.loads(models.card_path(self.require(name, f"model {name!r}")).read_text())
+        return json.loads(checkpoints.card_path(self.require(name, f"model {name!r}")).read_text())
+
+    def detector_card(self) -> dict:
+        """The learned detector's card, once its weights' sha256 matches it (without loading it).
+
+        Raises
+        ------
+        ModelCardError
+            If it is missing or corrupt.
+        """
+        return checkpoints.read_card(self.weights_dir / detector_card.WEIGHTS_NAME, what="detector",
+                                     missing_hint="; train it: waveshield fit-detector")

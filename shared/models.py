@@ -13,7 +13,6 @@ the architecture, training recipe, accuracy and the weights' sha256, which
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from pathlib import Path
@@ -23,15 +22,13 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from .checkpoints import ModelCardError, card_path, read_card, sha256_file  # noqa: F401  (re-exported)
+from .classes import CIFAR10_CLASSES  # noqa: F401  (re-exported: where the models' users look)
+
 ARCHITECTURE = "cifar-resnet18"
-CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 # Per-channel statistics of the CIFAR-10 training images.
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2470, 0.2435, 0.2616)
-
-
-class ModelCardError(ValueError):
-    """A checkpoint is missing, inconsistent with its card, or tampered with."""
 
 
 class BasicBlock(nn.Module):
@@ -99,20 +96,6 @@ def build(card: dict) -> ResNet18:
     if card.get("architecture") != ARCHITECTURE:
         raise ModelCardError(f"unknown architecture {card.get('architecture')!r}; expected {ARCHITECTURE!r}")
     return ResNet18(width=int(card["width"]), num_classes=len(card["classes"]))
-
-
-def card_path(weights_path: str | Path) -> Path:
-    """The JSON card that sits beside a ``.safetensors`` file."""
-    return Path(weights_path).with_suffix(".json")
-
-
-def sha256_file(path: str | Path) -> str:
-    """Hex sha256 of a file, read in 1 MiB chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def save(model: ResNet18, path: str | Path, card: dict, *, dtype: torch.dtype = torch.float16) -> dict:
@@ -186,16 +169,7 @@ def load(path: str | Path, *, device: str | torch.device = "cpu") -> tuple[ResNe
         If a file is missing, the card is unreadable, or the sha256 differs.
     """
     path = Path(path)
-    cpath = card_path(path)
-    if not path.is_file() or not cpath.is_file():
-        raise ModelCardError(f"checkpoint {path} or its card {cpath.name} is missing")
-    try:
-        card = json.loads(cpath.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ModelCardError(f"model card {cpath} is unreadable: {exc}") from None
-    actual = sha256_file(path)
-    if actual != card.get("sha256"):
-        raise ModelCardError(f"{path.name}: sha256 {actual[:12]}... does not match its card ({str(card.get('sha256'))[:12]}...)")
+    card = read_card(path)
     model = build(card)
     state = {k: (v.float() if v.is_floating_point() else v) for k, v in load_file(str(path)).items()}
     model.load_state_dict(state, strict=True)

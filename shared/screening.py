@@ -26,10 +26,9 @@ import json
 from pathlib import Path
 
 import numpy as np
-import torch
 
-from .evaluation import defend
-
+# torch (and the DWT) are imported where a batch is scored: producers read the settings and write records
+# with this module, and start without loading torch.
 
 FILENAME = "screening.json"
 DEFAULT = {"threshold": 0.5, "fpr": None, "defence": "haar", "defended_model": "haar", "raw_model": "standard",
@@ -39,8 +38,7 @@ SCORES = ("disagreement", "detector")
 CALIBRATION_KEYS = ("threshold", "fpr", "measured_fpr", "detection", "detection_of_fooling", "calibrated_on")
 
 
-@torch.no_grad()
-def score(raw_model, defended_model, images: torch.Tensor, reconstructed: torch.Tensor):
+def score(raw_model, defended_model, images, reconstructed):
     """Softmax outputs of both paths and the suspicion score, per image.
 
     ``reconstructed`` is ``images`` after the DWT defence.
@@ -53,13 +51,15 @@ def score(raw_model, defended_model, images: torch.Tensor, reconstructed: torch.
     suspicion : torch.Tensor
         (N,) total variation distance between the two.
     """
-    p_raw = raw_model(images).softmax(1)
-    p_def = defended_model(reconstructed).softmax(1)
-    return p_raw, p_def, 0.5 * (p_raw - p_def).abs().sum(1)
+    import torch
+
+    with torch.no_grad():
+        p_raw = raw_model(images).softmax(1)
+        p_def = defended_model(reconstructed).softmax(1)
+        return p_raw, p_def, 0.5 * (p_raw - p_def).abs().sum(1)
 
 
-def screen_batch(plan: dict, x: torch.Tensor, get_model, defence_options, get_detector=None,
-                 reconstructed: torch.Tensor | None = None):
+def screen_batch(plan: dict, x, get_model, defence_options, get_detector=None, reconstructed=None):
     """Both paths, the score and the strongest signal of a batch, with the plan's score.
 
     Parameters
@@ -89,6 +89,8 @@ def screen_batch(plan: dict, x: torch.Tensor, get_model, defence_options, get_de
         p_def = logits[f"{plan['defended_model']}@{plan['defence']}"].softmax(1)
         return p_raw, p_def, model.score(f), detector.strongest_signal(model, f, card["features"])
     if reconstructed is None:
+        from .evaluation import defend
+
         reconstructed = defend(x, defence_options(plan["defence"]))
     p_raw, p_def, suspicion = score(get_model(plan["raw_model"]), get_model(plan["defended_model"]), x, reconstructed)
     return p_raw, p_def, suspicion, ["disagreement"] * len(x)
@@ -143,17 +145,73 @@ def load_settings(weights_dir: str | Path) -> dict:
 
 def summary(all_records: list[dict], calibration: dict | None = None) -> dict:
     """Counts per label, flagged and errors; with the plan's ``calibration``, its name and the source check."""
-    labels: dict[str, int] = {}
-    for r in all_records:
-        if r["error"] is None:
-            labels[r["label"]] = labels.get(r["label"], 0) + 1
-    out = {"images": len(all_records), "screened": sum(labels.values()),
-           "flagged": sum(1 for r in all_records if r["flagged"]), "errors": sum(1 for r in all_records if r["error"]),
-           "labels": dict(sorted(labels.items()))}
-    if calibration is not None:
-        out["calibration"] = {k: calibration.get(k) for k in ("name", "threshold", "fpr")}
-        out["source_check"] = source_check(all_records, calibration)
-    return out
+    return Tally(calibration).add(all_records).summary()
+
+
+class Tally:
+    """The summary of records that pass a batch at a time: it keeps counts, never the records.
+
+    Parameters
+    ----------
+    calibration : dict, optional
+        The plan's (``name``, ``threshold``, ``fpr``, ``reference``); given,
+        the summary names it and carries the source check.
+    """
+
+    def __init__(self, calibration: dict | None = None):
+        self.calibration = calibration
+        self.images = self.flagged = self.errors = 0
+        self.labels: dict[str, int] = {}
+        self.deciles = list(((calibration or {}).get("reference") or {}).get("deciles") or [])
+        self.checked = self.checked_flagged = 0  # screened images that carry a colour roughness
+        self.at_or_under = [0] * len(self.deciles)
+
+    def add(self, records: list[dict]) -> "Tally":
+        """Count ``records``; return this tally."""
+        for r in records:
+            self.images += 1
+            self.flagged += bool(r["flagged"])
+            if r["error"] is not None:
+                self.errors += 1
+                continue
+            self.labels[r["label"]] = self.labels.get(r["label"], 0) + 1
+            if r.get("colour_roughness") is not None:
+                self.checked += 1
+                self.checked_flagged += bool(r["flagged"])
+                for k, q in enumerate(self.deciles):
+                    self.at_or_under[k] += r["colour_roughness"] <= q
+        return self
+
+    def summary(self) -> dict:
+        """What summary.json holds."""
+        out = {"images": self.images, "screened": sum(self.labels.values()), "flagged": self.flagged,
+               "errors": self.errors, "labels": dict(sorted(self.labels.items()))}
+        if self.calibration is not None:
+            out["calibration"] = {k: self.calibration.get(k) for k in ("name", "threshold", "fpr")}
+            out["source_check"] = self.source_check()
+        return out
+
+    def source_check(self) -> dict:
+        """:func:`source_check` over the records counted so far."""
+        calibration = self.calibration or {}
+        fpr = calibration.get("fpr")
+        out = {"images": self.checked, "mismatch": False}
+        if not self.checked or not fpr or not self.deciles:
+            return {**out, "reason": "not checked: the calibration records no rate or no reference statistics"
+                    if self.checked else "not checked: no image screened"}
+        flagged = self.checked_flagged / self.checked
+        distance = max(abs(n / self.checked - (k + 1) / (len(self.deciles) + 1)) for k, n in enumerate(self.at_or_under))
+        out.update(flagged_share=round(flagged, 4), calibrated_rate=fpr, distance=round(distance, 4))
+        if self.checked < CHECK_MIN_IMAGES:
+            return {**out, "reason": f"not checked: fewer than {CHECK_MIN_IMAGES} images screened"}
+        if flagged >= CHECK_FACTOR * fpr and distance >= CHECK_DISTANCE:
+            out.update(mismatch=True, message=(
+                f"{100 * flagged:.1f} % of these images are flagged, {flagged / fpr:.1f}x the calibrated "
+                f"{100 * fpr:.1f} %, and their colours are unlike those of the images calibration "
+                f"{calibration.get('name')!r} saw: if this set is clean, it comes from a source the screening was not "
+                "calibrated for. Calibrate on up to 1,000 clean images of it: waveshield calibrate --data CLEAN_IMAGES "
+                "--source NAME; then waveshield screen --source NAME ..."))
+        return out
 
 
 #: The source check: how many screened images it needs, how far over the calibrated rate the flags must be,
@@ -180,22 +238,4 @@ def source_check(all_records: list[dict], calibration: dict) -> dict:
     :data:`CHECK_DISTANCE`). Attacks roughen colours too, so a mostly
     attacked set can also trip it; its flags stand either way.
     """
-    screened = [r for r in all_records if r["error"] is None and r.get("colour_roughness") is not None]
-    fpr, reference = calibration.get("fpr"), calibration.get("reference")
-    out = {"images": len(screened), "mismatch": False}
-    if not screened or not fpr or not reference:
-        return {**out, "reason": "not checked: the calibration records no rate or no reference statistics"
-                if screened else "not checked: no image screened"}
-    flagged = sum(r["flagged"] for r in screened) / len(screened)
-    distance = decile_distance([r["colour_roughness"] for r in screened], reference["deciles"])
-    out.update(flagged_share=round(flagged, 4), calibrated_rate=fpr, distance=round(distance, 4))
-    if len(screened) < CHECK_MIN_IMAGES:
-        return {**out, "reason": f"not checked: fewer than {CHECK_MIN_IMAGES} images screened"}
-    if flagged >= CHECK_FACTOR * fpr and distance >= CHECK_DISTANCE:
-        out.update(mismatch=True, message=(
-            f"{100 * flagged:.1f} % of these images are flagged, {flagged / fpr:.1f}x the calibrated "
-            f"{100 * fpr:.1f} %, and their colours are unlike those of the images calibration {calibration.get('name')!r} "
-            "saw: if this set is clean, it comes from a source the screening was not calibrated for. Calibrate on "
-            "up to 1,000 clean images of it: waveshield calibrate --data CLEAN_IMAGES --source NAME; then "
-            "waveshield screen --source NAME ..."))
-    return out
+    return Tally(calibration).add(all_records).source_check()

@@ -31,7 +31,7 @@ class Settings:
     visibility_timeout_s: int  # WAVESHIELD_VISIBILITY_TIMEOUT: an unacked task is redelivered after this
     task_time_limit_s: int  # WAVESHIELD_TASK_TIME_LIMIT: hard limit of one task (soft = 90 %)
     max_deliveries: int  # WAVESHIELD_MAX_DELIVERIES: a task redelivered more often is dropped as an error
-    high_water: int  # WAVESHIELD_HIGH_WATER: producers wait while more batches than this are queued
+    in_flight_mib: int  # WAVESHIELD_IN_FLIGHT_MIB: the blob MiB one job's unfinished batches may hold in Redis at most
     torch_threads: int | None  # WAVESHIELD_TORCH_THREADS: CPU threads of one worker process; None = torch's default
     redis_retry_s: int  # WAVESHIELD_REDIS_RETRY: seconds a lost Redis connection is retried before giving up
     stall_timeout_s: int  # WAVESHIELD_STALL_TIMEOUT: a followed job that makes no progress this long is given up on
@@ -85,6 +85,9 @@ def load(environ: dict | None = None) -> Settings:
             raise ValueError(f"{name} must be at least 1, got {value}")
         return value
 
+    if "WAVESHIELD_HIGH_WATER" in env:
+        raise ValueError("WAVESHIELD_HIGH_WATER (batches on the attack queue) is replaced by WAVESHIELD_IN_FLIGHT_MIB, "
+                         "the blob MiB one job of any kind may hold in Redis (default 64): unset it")
     visibility_timeout_s = number("WAVESHIELD_VISIBILITY_TIMEOUT", 3600)
     task_time_limit_s = number("WAVESHIELD_TASK_TIME_LIMIT", 1800)
     if visibility_timeout_s <= task_time_limit_s:
@@ -104,7 +107,7 @@ def load(environ: dict | None = None) -> Settings:
         visibility_timeout_s=visibility_timeout_s,
         task_time_limit_s=task_time_limit_s,
         max_deliveries=number("WAVESHIELD_MAX_DELIVERIES", 5),
-        high_water=number("WAVESHIELD_HIGH_WATER", 64),
+        in_flight_mib=number("WAVESHIELD_IN_FLIGHT_MIB", 64),
         torch_threads=number("WAVESHIELD_TORCH_THREADS", 1) if env.get("WAVESHIELD_TORCH_THREADS") else None,
         redis_retry_s=number("WAVESHIELD_REDIS_RETRY", 60),
         stall_timeout_s=number("WAVESHIELD_STALL_TIMEOUT", 600),

@@ -28,11 +28,7 @@ import pywt
 import torch
 
 from .wavelet_noise import estimate_sigma, finest_diagonal_like_pywt
-
-MODES = ("soft", "hard")
-METHODS = ("BayesShrink", "VisuShrink")
-#: Wavelets accepted by :func:`reconstruct`: PyWavelets' discrete families.
-WAVELETS = tuple(pywt.wavelist(kind="discrete"))
+from .wavelet_options import METHODS, MODES, WAVELETS  # noqa: F401  (re-exported: reconstruct() accepts these)
 # ITU-R BT.601 RGB -> YCbCr for RGB in [0, 1] (Y in [16, 235]), as scikit-image.
 _YCBCR_FROM_RGB = np.array([[65.481, 128.553, 24.966], [-37.797, -74.203, 112.0], [112.0, -93.786, -18.214]])
 _YCBCR_OFFSET = np.array([16.0, 128.0, 128.0])

@@ -8,7 +8,6 @@ import redis
 from celery.exceptions import Reject
 
 from shared import defences, settings
-from shared.evaluation import deterministic_kernels
 from shared.model_store import ModelStore
 from shared.pipeline import TASK_QUEUES, Pipeline
 from shared.pipeline.orphans import Lease
@@ -22,6 +21,8 @@ def broker_url() -> str:
 @functools.lru_cache(maxsize=1)
 def pipeline() -> Pipeline:
     """This process's Pipeline (created in the pool child, where CUDA may be used)."""
+    from shared.evaluation import deterministic_kernels  # torch: in the worker's pool child, not in producers
+
     cfg = settings.load()
     if cfg.torch_threads:
         import torch

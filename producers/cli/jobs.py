@@ -107,26 +107,38 @@ def status(job):
             p = pipe.progress(j)
         except KeyError:
             raise ValueError(f"no job {j!r} in Redis") from None
-        click.echo(f"job {j}: {p['status']}, {p['done']}/{p['expected']} cells, {p['images']} images, "
-                   f"{p['images_per_s']:.1f} images/s, {len(p['errors'])} errors"
+        items = (f"{p['read']} items read{' so far' if p['ingesting'] else ''}, {p['enqueued']} enqueued, "
+                 f"{p['screened']} screened" if "screened" in p else f"{p['images']} images")
+        click.echo(f"job {j}: {p['status']}, {p['done']}/{p['expected']} {'batches' if 'screened' in p else 'cells'}, "
+                   f"{items}, {p['images_per_s']:.1f} images/s, {len(p['errors'])} errors"
                    + (f", {p['redriven']} unit(s) re-sent after lost messages" if p["redriven"] else ""))
 
 
 @click.command()
 @click.argument("job")
 def resume(job):
-    """Re-send a stalled job's unfinished work (messages a Redis crash lost); finished stages are skipped."""
+    """Re-send a stalled job's unfinished work (messages a Redis crash lost); finished stages are skipped.
+
+    A screening job whose producer is gone before it read all its inputs gets a new producer in the
+    background, which reads on from the first chunk not yet counted.
+    """
+    from producers.ingest import restart_intake
     from producers.stack import connect
     from producers.submit import redrive
     from shared.pipeline import Pipeline
     from workers.app import app
 
-    pipe = Pipeline(connect(settings_mod.load().redis_url)[1])
+    cfg = settings_mod.load()
+    url, client = connect(cfg.redis_url)
+    pipe = Pipeline(client)
     in_flight = pipe.in_flight()
     messages = redrive(pipe, app, job)
     click.echo(f"job {job}: {len(messages)} unfinished unit(s) re-sent"
                + (f"; {in_flight} message(s) were still in flight, and their work may run twice" if in_flight and
                   messages else "") + ("; follow it with: waveshield status " + job if messages else ""))
+    intake = restart_intake(client, job, cfg, url)
+    if intake:
+        click.echo(f"job {job}: {intake}")
 
 
 @click.command()

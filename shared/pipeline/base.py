@@ -6,11 +6,9 @@ import json
 import time
 from collections.abc import Callable
 
-import torch
-
 from ..blobstore import BlobStore
 from .keys import KEEP_JOB_S, job_key
-from .scripts import _COLLECT, _CORPUS_COLLECT, _SCREEN_COLLECT
+from .scripts import _COLLECT, _CORPUS_COLLECT, _NOTE_FED, _SCREEN_COLLECT, _SCREEN_SEAL
 
 
 
@@ -31,6 +29,8 @@ class JobStore:
         self._collect = redis.register_script(_COLLECT)
         self._screen_collect = redis.register_script(_SCREEN_COLLECT)
         self._corpus_collect = redis.register_script(_CORPUS_COLLECT)
+        self._screen_seal = redis.register_script(_SCREEN_SEAL)
+        self._note_fed = redis.register_script(_NOTE_FED)
 
     def plan(self, job: str) -> dict:
         raw = self.redis.get(job_key(job, "plan"))
@@ -38,7 +38,10 @@ class JobStore:
             raise KeyError(f"no job {job!r} in Redis")
         return json.loads(raw)
 
-    def labels(self, job: str, batch: int) -> torch.Tensor:
+    def labels(self, job: str, batch: int):
+        """A batch's labels as a tensor on the stages' device."""
+        import torch
+
         return torch.tensor(json.loads(self.redis.hget(job_key(job, "labels"), batch)), device=self.device)
 
     def _done(self, marker: str) -> bool:
@@ -59,6 +62,10 @@ class JobStore:
         self.blobs.release(input_key, consumer)
         return messages
 
+    def note_fed(self, job: str, batch: int) -> None:
+        """Count batch ``batch`` as stored (``fed``): recovery re-sends only batches a producer stored."""
+        self._note_fed(keys=[job_key(job, "meta")], args=[batch + 1])
+
     def record_error(self, job: str, where: str, reason: str) -> None:
         """Note a stage that gave up (bad input, too many redeliveries)."""
         self.redis.rpush(job_key(job, "errors"), json.dumps({"where": where, "reason": reason, "at": time.time()}))
@@ -70,11 +77,15 @@ class JobStore:
             raise KeyError(f"no job {job!r} in Redis")
         done, expected = int(meta["done"]), int(meta["expected"])
         elapsed = float(meta.get("finished", time.time())) - float(meta["started"])
-        images_done = int(meta["images"]) * done / expected if expected else 0
+        images_done = (int(meta["screened"]) if "screened" in meta else
+                       int(meta["images"]) * done / expected if expected else 0)
         errors = [json.loads(e) for e in self.redis.lrange(job_key(job, "errors"), 0, -1)]
-        return {"job": job, "status": meta["status"], "done": done, "expected": expected, "images": int(meta["images"]),
-                "images_per_s": images_done / elapsed if elapsed > 0 else 0.0, "seconds": elapsed, "errors": errors,
-                "redriven": int(meta.get("redriven", 0))}
+        state = {"job": job, "status": meta["status"], "done": done, "expected": expected, "images": int(meta["images"]),
+                 "images_per_s": images_done / elapsed if elapsed > 0 else 0.0, "seconds": elapsed, "errors": errors,
+                 "redriven": int(meta.get("redriven", 0)), "ingesting": "ingesting" in meta}
+        if "screened" in meta:  # a screening job: items read (so far), images enqueued and screened
+            state.update(read=int(meta["images"]), enqueued=int(meta["enqueued"]), screened=int(meta["screened"]))
+        return state
 
     def traffic(self, job: str) -> dict[str, dict[str, int]]:
         """Blob bytes each stage of a job wrote to Redis (``in``) and read from it (``out``)."""

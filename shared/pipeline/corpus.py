@@ -8,11 +8,9 @@ import uuid
 
 import numpy as np
 
-from .. import corpus as corpus_files
-from ..evaluation import craft, validate_plan
-from ..data import to_float_nchw
+from ..image_set import to_float_nchw
 from .base import JobStore
-from .keys import _JOB_KEYS, KEEP_JOB_S, clean_key, corpus_output, job_key
+from .keys import _JOB_KEYS, KEEP_JOB_S, clean_key, corpus_output, corpus_shards_key, job_key
 
 
 class CorpusStages(JobStore):
@@ -21,6 +19,8 @@ class CorpusStages(JobStore):
     def create_corpus_job(self, plan: dict, labels: np.ndarray, shard_ids: list[list[str]], todo: list[tuple[int, int]],
                           *, job: str | None = None) -> str:
         """Store a corpus job; ``todo`` lists the (shard, attack) pairs still to compute."""
+        from ..evaluation import validate_plan
+
         validate_plan({**plan, "configurations": [{"model": plan["source_model"], "defence": None}]})
         job = job or uuid.uuid4().hex[:12]
         pipe = self.redis.pipeline()
@@ -40,10 +40,14 @@ class CorpusStages(JobStore):
     def add_corpus_shard(self, job: str, shard: int, images: np.ndarray, attacks: list[int]) -> list:
         """Store one shard's clean images for the attacks still to run on it."""
         self.blobs.put(clean_key(job, shard), images, [f"corpus_attack:{a}" for a in attacks], stage="producer")
+        self.note_fed(job, shard)
         return [("corpus_attack", {"job": job, "shard": shard, "attack": a}) for a in attacks]
 
     def corpus_attack(self, job: str, shard: int, attack: int) -> list:
         """Attack one shard; keep the float result and its manifest lines for the collector."""
+        from .. import corpus as corpus_files
+        from ..evaluation import craft
+
         messages = [("corpus_collect", {"job": job, "shard": shard, "attack": attack})]
         marker = job_key(job, "done", "corpus_attack", shard, attack)
         if not self._done(marker):
@@ -66,6 +70,8 @@ class CorpusStages(JobStore):
 
     def corpus_collect(self, job: str, shard: int, attack: int, output_dir) -> bool:
         """Write one shard (the collector is the corpus's single writer); finish the corpus with the last."""
+        from .. import corpus as corpus_files
+
         plan = self.plan(job)
         out = corpus_output(output_dir, plan["out"])
         spec = plan["attacks"][attack]
@@ -77,7 +83,7 @@ class CorpusStages(JobStore):
                                      [l["id"] for l in lines], lines, plan["dtype"])
         self.blobs.release(key, "corpus_collect")
         new, due = self._corpus_collect(keys=[job_key(job, "meta"), job_key(job, "cells"),
-                                              f"ws:corpus:{plan['corpus_key']}:shards"], args=[f"{shard}|{attack}"])
+                                              corpus_shards_key(plan["corpus_key"])], args=[f"{shard}|{attack}"])
         if due:  # the last shard, or a redelivery of it after a crash before the manifest was written
             corpus_files.finish(out, plan["attacks"], plan["shards"])
             corpus_files.preview(out, plan["attacks"])

@@ -8,11 +8,9 @@ import time
 import uuid
 
 import numpy as np
-import torch
 
-from ..evaluation import (CLEAN, FUSED, Cell, attack_id, attack_model, classify, configuration_id, craft, defend,
-                          evaluate_batch, validate_plan)
-from ..data import to_float_nchw
+from ..image_set import to_float_nchw
+from ..plans import FUSED, configuration_id
 from .base import JobStore
 from .keys import _JOB_KEYS, KEEP_JOB_S, RAW, adversarial_key, clean_key, job_key, reconstructed_key
 
@@ -22,6 +20,8 @@ class EvaluateStages(JobStore):
 
     def create_job(self, plan: dict, labels: np.ndarray, *, job: str | None = None) -> str:
         """Store a job's plan, labels and expected cell count; return its id. Batches follow with add_batch."""
+        from ..evaluation import validate_plan
+
         validate_plan(plan)
         job = job or uuid.uuid4().hex[:12]
         size = int(plan.get("batch_size", 250))
@@ -42,13 +42,18 @@ class EvaluateStages(JobStore):
         plan = self.plan(job)
         if plan.get("mode") == FUSED:
             self.blobs.put(clean_key(job, batch), images, ["fused"], stage="producer")
-            return [("fused", {"job": job, "batch": batch})]
-        attacks = range(len(plan["attacks"]))
-        self.blobs.put(clean_key(job, batch), images, [f"attack:{a}" for a in attacks], stage="producer")
-        return [("attack", {"job": job, "batch": batch, "attack": a}) for a in attacks]
+            messages = [("fused", {"job": job, "batch": batch})]
+        else:
+            attacks = range(len(plan["attacks"]))
+            self.blobs.put(clean_key(job, batch), images, [f"attack:{a}" for a in attacks], stage="producer")
+            messages = [("attack", {"job": job, "batch": batch, "attack": a}) for a in attacks]
+        self.note_fed(job, batch)
+        return messages
 
     def attack(self, job: str, batch: int, attack: int) -> list:
         """Craft one attack on one batch; route to every defence that reads it."""
+        from ..evaluation import CLEAN, attack_model, craft
+
         plan = self.plan(job)
         defences = sorted({c.get("defence") or RAW for c in plan["configurations"]})
         messages = [("dwt", {"job": job, "batch": batch, "attack": attack, "defence": d}) for d in defences if d != RAW]
@@ -66,6 +71,9 @@ class EvaluateStages(JobStore):
 
     def dwt(self, job: str, batch: int, attack: int, defence: str) -> list:
         """Reconstruct one attacked batch with one named defence."""
+        import torch
+        from ..evaluation import defend
+
         messages = [("classify", {"job": job, "batch": batch, "attack": attack, "defence": defence})]
         marker = job_key(job, "done", "dwt", batch, attack, defence)
         source = adversarial_key(job, batch, attack)
@@ -77,6 +85,9 @@ class EvaluateStages(JobStore):
 
     def classify(self, job: str, batch: int, attack: int, defence: str) -> list:
         """Predict with every model configured on this input; one collect message per configuration."""
+        import torch
+        from ..evaluation import classify
+
         plan = self.plan(job)
         configs = [c for c in plan["configurations"] if (c.get("defence") or RAW) == defence]
         marker = job_key(job, "done", "classify", batch, attack, defence)
@@ -96,6 +107,8 @@ class EvaluateStages(JobStore):
 
     def fused(self, job: str, batch: int) -> list:
         """Every stage of one batch in this process (attack, DWT, classify); only its counts go on, in one message."""
+        from ..evaluation import evaluate_batch
+
         marker = job_key(job, "done", "fused", batch)
         sent = self._sent_before(marker)
         if sent is not None:  # counts were sent before; the collector drops repeats
@@ -116,6 +129,8 @@ class EvaluateStages(JobStore):
 
         Returns how many were new; the job completes with its last cell.
         """
+        from ..evaluation import attack_id
+
         plan = self.plan(job)
         args = [time.time(), KEEP_JOB_S]
         for attack, configuration, correct, total in cells:
@@ -125,8 +140,10 @@ class EvaluateStages(JobStore):
                 *(job_key(job, name) for name in _JOB_KEYS[1:])]
         return int(self._collect(keys=keys, args=args))
 
-    def cells(self, job: str) -> list[Cell]:
+    def cells(self, job: str) -> list:
         """The aggregated cells of a job, in plan order."""
+        from ..evaluation import Cell, attack_id
+
         plan = self.plan(job)
         agg = {k.decode(): int(v) for k, v in self.redis.hgetall(job_key(job, "agg")).items()}
         out = []

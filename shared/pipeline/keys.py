@@ -31,6 +31,11 @@ def corpus_output(output_dir, name: str):
     return Path(output_dir) / relative
 
 
+def corpus_shards_key(corpus_key: str) -> str:
+    """The set of ``shard|attack`` pairs written for a corpus (what a rerun of its command skips)."""
+    return f"ws:corpus:{corpus_key}:shards"
+
+
 def records_key(job: str, batch: int) -> str:
     """Where a screening batch's records wait for the collector."""
     return job_key(job, "batch_records", batch)

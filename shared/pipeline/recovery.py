@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 
-from ..evaluation import FUSED, configuration_id
+from ..plans import FUSED, configuration_id
 from .base import JobStore
 from .keys import QUEUES, job_key
 from .orphans import UNACKED_KEY
@@ -43,7 +43,9 @@ class Recovery(JobStore):
         meta = self.redis.hgetall(job_key(job, "meta"))
         if meta.get(b"status") == b"complete":
             return []
-        batches = int(meta[b"batches"])
+        # Only what a producer stored: a job whose producer is still sending (or was stopped) has batches
+        # that were never stored, and their messages would find no images.
+        batches = int(meta.get(b"fed", meta[b"batches"]))
         kind = plan.get("kind", "evaluate")
         recorded = {k.decode() for k in self.redis.hkeys(job_key(job, "records" if kind == "screen" else "cells"))}
         if kind == "screen":
@@ -51,7 +53,7 @@ class Recovery(JobStore):
             return [(first, {"job": job, "batch": b}) for b in range(batches) if str(b) not in recorded]
         if kind == "corpus":
             return [("corpus_attack", {"job": job, "shard": s, "attack": a})
-                    for s, a in plan["todo"] if f"{s}|{a}" not in recorded]
+                    for s, a in plan["todo"] if f"{s}|{a}" not in recorded and s < batches]
         configs = [configuration_id(c) for c in plan["configurations"]]
         missing = [(b, a) for b in range(batches) for a in range(len(plan["attacks"]))
                    if any(f"{b}|{a}|{c}" not in recorded for c in configs)]

@@ -5,15 +5,14 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from collections.abc import Iterator
 
 import numpy as np
-import torch
 
 from .. import screening
 from ..blobstore import BlobMissing
-from ..evaluation import FUSED, defend
-from ..data import to_float_nchw
-from ..sources import colour_roughness
+from ..image_set import to_float_nchw
+from ..plans import FUSED
 from .base import JobStore
 from .keys import _JOB_KEYS, KEEP_JOB_S, clean_key, job_key, reconstructed_key, records_key
 
@@ -21,21 +20,64 @@ from .keys import _JOB_KEYS, KEEP_JOB_S, clean_key, job_key, reconstructed_key, 
 class ScreenStages(JobStore):
     """The stages of a screening job."""
 
+    def open_screen_job(self, settings: dict, classes: list[str], *, job: str | None = None) -> str:
+        """Store a screening job that chunks will be added to (:meth:`add_screen_chunk`) until it is sealed.
+
+        While it is open (``ingesting`` in its meta) it cannot complete, however
+        many of its batches are done; :meth:`seal_screen_job` closes it.
+        """
+        job = job or uuid.uuid4().hex[:12]
+        pipe = self.redis.pipeline()
+        pipe.set(job_key(job, "plan"), json.dumps({"kind": "screen", **settings, "classes": list(classes)}))
+        pipe.hset(job_key(job, "meta"), mapping={
+            "expected": 0, "done": 0, "images": 0, "batches": 0, "enqueued": 0, "screened": 0, "ingesting": 1,
+            "started": time.time(), "status": "running"})
+        pipe.zadd("ws:jobs", {job: time.time()})
+        pipe.execute()
+        return job
+
+    def add_screen_chunk(self, job: str, batch: int, ids: list[str], images: np.ndarray,
+                         errors: list[dict]) -> list:
+        """Add chunk ``batch`` of an open job: its images to screen and the records of its unreadable items.
+
+        The chunk is counted in one step (ids, error records, ``batches`` and
+        ``images``), so an interrupted intake resumes after the last chunk
+        counted. Returns the batch's first message (none for a chunk with no
+        readable image: its records are complete at once).
+        """
+        if batch != int(self.redis.hget(job_key(job, "meta"), "batches") or -1):
+            raise ValueError(f"job {job}: chunk {batch} added out of order")
+        messages = self.add_screen_batch(job, batch, images) if len(ids) else []
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.hset(job_key(job, "ids"), batch, json.dumps(ids))
+        if errors:
+            pipe.hset(job_key(job, "records"), f"e{batch}", json.dumps(errors))
+        pipe.hincrby(job_key(job, "meta"), "images", len(ids) + len(errors))
+        pipe.hincrby(job_key(job, "meta"), "enqueued", len(ids))
+        pipe.hincrby(job_key(job, "meta"), "expected", 1)
+        pipe.hset(job_key(job, "meta"), "batches", batch + 1)
+        pipe.execute()
+        if not len(ids):
+            self._collect_screen_records(job, batch, "[]")
+        return messages
+
+    def seal_screen_job(self, job: str) -> bool:
+        """Close an open job: every chunk is added. Return True if that completed it (all its batches done)."""
+        return bool(self._screen_seal(keys=self._screen_job_keys(job), args=[time.time(), KEEP_JOB_S]))
+
     def create_screen_job(self, settings: dict, batch_ids: list[list[str]], errors: list[dict], classes: list[str],
                           *, job: str | None = None) -> str:
-        """Store a screening job: its settings, the item ids per batch, and the records of unreadable items."""
-        job = job or uuid.uuid4().hex[:12]
-        plan = {"kind": "screen", **settings, "classes": list(classes)}
-        pipe = self.redis.pipeline()
-        pipe.set(job_key(job, "plan"), json.dumps(plan))
-        pipe.hset(job_key(job, "meta"), mapping={
-            "expected": len(batch_ids), "done": 0, "images": sum(map(len, batch_ids)) + len(errors),
-            "batches": len(batch_ids), "started": time.time(), "status": "running" if batch_ids else "complete"})
-        pipe.zadd("ws:jobs", {job: time.time()})
+        """A sealed screening job whose batches' ids are all known (blobs to add with :meth:`add_screen_batch`)."""
+        job = self.open_screen_job(settings, classes, job=job)
+        pipe = self.redis.pipeline(transaction=True)
         for b, ids in enumerate(batch_ids):
             pipe.hset(job_key(job, "ids"), b, json.dumps(ids))
         pipe.hset(job_key(job, "records"), "errors", json.dumps(errors))
+        pipe.hset(job_key(job, "meta"), mapping={"expected": len(batch_ids), "batches": len(batch_ids),
+                                                 "images": sum(map(len, batch_ids)) + len(errors),
+                                                 "enqueued": sum(map(len, batch_ids))})
         pipe.execute()
+        self.seal_screen_job(job)
         return job
 
     def add_screen_batch(self, job: str, batch: int, images: np.ndarray) -> list:
@@ -56,8 +98,10 @@ class ScreenStages(JobStore):
         return self._finish(marker, clean_key(job, batch), "screen_fused",
                             [("screen_collect", {"job": job, "batch": batch})])
 
-    def _score_batch(self, job: str, batch: int, plan: dict, x: torch.Tensor, rec: torch.Tensor | None = None) -> None:
-        """The records of one screening batch, kept for the collector."""
+    def _score_batch(self, job: str, batch: int, plan: dict, x, rec=None) -> None:
+        """The records of one screening batch (``x`` and ``rec`` tensors), kept for the collector."""
+        from ..sources import colour_roughness
+
         p_raw, p_def, suspicion, signals = screening.screen_batch(plan, x, self.get_model, self.defence_options,
                                                                   self.get_detector, reconstructed=rec)
         ids = json.loads(self.redis.hget(job_key(job, "ids"), batch))
@@ -70,6 +114,8 @@ class ScreenStages(JobStore):
         messages = [("screen_classify", {"job": job, "batch": batch})]
         marker = job_key(job, "done", "screen_dwt", batch)
         if not self._done(marker):
+            from ..evaluation import defend
+
             plan = self.plan(job)
             x = to_float_nchw(self.blobs.get(clean_key(job, batch), stage="screen_dwt"), self.device)
             rec = defend(x, self.defence_options(plan["defence"]))
@@ -83,6 +129,8 @@ class ScreenStages(JobStore):
         rec_key = reconstructed_key(job, batch, 0, plan["defence"])
         marker = job_key(job, "done", "screen_classify", batch)
         if not self._done(marker):
+            import torch
+
             x = to_float_nchw(self.blobs.get(clean_key(job, batch), stage="screen_classify"), self.device)
             rec = torch.from_numpy(self.blobs.get(rec_key, stage="screen_classify")).to(self.device)
             self._score_batch(job, batch, plan, x, rec)
@@ -91,16 +139,37 @@ class ScreenStages(JobStore):
         return self._finish(marker, clean_key(job, batch), "screen_classify", messages)
 
     def screen_collect(self, job: str, batch: int) -> bool:
-        """Move a batch's records into the job exactly once; the job completes with its last batch."""
+        """Move a batch's records into the job exactly once; a sealed job completes with its last batch."""
         found = self.redis.get(records_key(job, batch))
         if found is None:
             raise BlobMissing(f"records of batch {batch} of job {job}")
-        keys = [job_key(job, "meta"), job_key(job, "records"),
+        return self._collect_screen_records(job, batch, found)
+
+    def _collect_screen_records(self, job: str, batch: int, found) -> bool:
+        count = len(json.loads(found))
+        return bool(self._screen_collect(keys=self._screen_job_keys(job), args=[time.time(), KEEP_JOB_S, batch, found,
+                                                                                count]))
+
+    @staticmethod
+    def _screen_job_keys(job: str) -> list[str]:
+        return [job_key(job, "meta"), job_key(job, "records"),
                 *(job_key(job, name) for name in _JOB_KEYS[1:] if name != "records")]
-        return bool(self._screen_collect(keys=keys, args=[time.time(), KEEP_JOB_S, batch, found]))
+
+    def batch_records(self, job: str, batch: int) -> list[dict] | None:
+        """The records of chunk ``batch`` (screened, then unreadable), or None while it is not done."""
+        screened, errors = self.redis.hmget(job_key(job, "records"), [str(batch), f"e{batch}"])
+        if screened is None:
+            return None
+        return json.loads(screened) + (json.loads(errors) if errors else [])
+
+    def iter_screen_records(self, job: str) -> Iterator[dict]:
+        """Every record of a screening job so far, chunk by chunk in order; one chunk in memory at a time."""
+        batches = int(self.redis.hget(job_key(job, "meta"), "batches") or 0)
+        for b in range(batches):
+            yield from self.batch_records(job, b) or []
+        errors = self.redis.hget(job_key(job, "records"), "errors")
+        yield from json.loads(errors) if errors else []
 
     def screen_records(self, job: str) -> list[dict]:
-        """Every record of a screening job so far: batches in order, then unreadable items."""
-        stored = {k.decode(): json.loads(v) for k, v in self.redis.hgetall(job_key(job, "records")).items()}
-        batches = sorted(int(k) for k in stored if k != "errors")
-        return [r for b in batches for r in stored[str(b)]] + stored.get("errors", [])
+        """Every record of a screening job so far (:meth:`iter_screen_records` as a list)."""
+        return list(self.iter_screen_records(job))

@@ -10,7 +10,8 @@
 _COMPLETE = """
 local done = tonumber(redis.call('HGET', KEYS[1], 'done') or '-1')
 local expected = tonumber(redis.call('HGET', KEYS[1], 'expected') or '-1')
-if done >= 0 and done >= expected and redis.call('HGET', KEYS[1], 'status') ~= 'complete' then
+if done >= 0 and done >= expected and redis.call('HGET', KEYS[1], 'status') ~= 'complete'
+   and redis.call('HEXISTS', KEYS[1], 'ingesting') == 0 then
   redis.call('HSET', KEYS[1], 'status', 'complete', 'finished', ARGV[1])
   for i = 1, #KEYS do redis.call('EXPIRE', KEYS[i], ARGV[2]) end
 end
@@ -28,11 +29,19 @@ for i = 3, #ARGV, 5 do
   end
 end
 """ + _COMPLETE + "return new"
-# Screening: KEYS meta, records, ...; ARGV finished, keep_s, batch, records JSON.
+# Screening: KEYS meta, records, ...; ARGV finished, keep_s, batch, records JSON, how many records.
 _SCREEN_COLLECT = """
 local new = redis.call('HSETNX', KEYS[2], ARGV[3], ARGV[4])
-if new == 1 then redis.call('HINCRBY', KEYS[1], 'done', 1) end
+if new == 1 then
+  redis.call('HINCRBY', KEYS[1], 'done', 1)
+  redis.call('HINCRBY', KEYS[1], 'screened', ARGV[5])
+end
 """ + _COMPLETE + "return new"
+# Sealing an open screening job (every chunk added): KEYS and the first two ARGV as collecting.
+# Returns 1 if that completed it.
+_SCREEN_SEAL = """
+redis.call('HDEL', KEYS[1], 'ingesting')
+""" + _COMPLETE + "return redis.call('HGET', KEYS[1], 'status') == 'complete' and 1 or 0"
 # Corpus: KEYS meta, cells, corpus shard set; ARGV cell. Completing a corpus writes its
 # manifest first, so the script only says whether that is due: {new, due}.
 _CORPUS_COLLECT = """
@@ -46,4 +55,10 @@ local expected = tonumber(redis.call('HGET', KEYS[1], 'expected') or '-1')
 local due = done >= 0 and done >= expected and redis.call('HGET', KEYS[1], 'status') ~= 'complete'
 return {new, due and 1 or 0}
 """
-#: The keys of a job that outlive it by KEEP_JOB_S (done-markers carry their own expiry).
+# A producer stored batch ARGV[1] - 1: KEYS[1] meta's 'fed' becomes at least ARGV[1] (batches of
+# a corpus may be skipped, so it only grows).
+_NOTE_FED = """
+local fed = tonumber(redis.call('HGET', KEYS[1], 'fed') or '0')
+if tonumber(ARGV[1]) > fed then redis.call('HSET', KEYS[1], 'fed', ARGV[1]) end
+return 1
+"""

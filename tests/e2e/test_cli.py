@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -9,6 +10,26 @@ from pathlib import Path
 import pytest
 
 WAVESHIELD = [sys.executable, "-m", "producers.cli"]
+
+
+def gone(pid: int, timeout: float) -> None:
+    """Wait until process ``pid`` (not our child: a detached producer) has ended; kill it if it outlives ``timeout``."""
+    import signal
+    import time
+
+    deadline = time.monotonic() + timeout
+    while Path(f"/proc/{pid}").exists() and "zombie" not in _state(pid):
+        if time.monotonic() > deadline:
+            os.kill(pid, signal.SIGKILL)
+            raise AssertionError(f"process {pid} still running after {timeout} s (killed)")
+        time.sleep(0.2)
+
+
+def _state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/status").read_text().split("State:")[1].split("\n")[0].lower()
+    except (OSError, IndexError):
+        return "zombie"
 
 
 def run(args, env_extra, timeout=600):
@@ -217,6 +238,8 @@ def test_calibrate_then_screen_local_and_no_wait_results(workdir, tmp_path):
     submitted = run(["screen", str(tmp_path / "in"), "--no-wait"], workdir)  # no worker runs: the job waits
     assert submitted.returncode == 0, submitted.stderr
     job = submitted.stdout.split()[1]
+    producer = int(re.search(r"pid (\d+)", submitted.stdout).group(1))
+    gone(producer, timeout=120)  # only an unreadable item: its producer seals the job and ends
     fetched = run(["results", job, "--out", str(tmp_path / "fetched")], workdir)
     assert fetched.returncode == 0 and "partial" not in fetched.stdout  # only an unreadable item: nothing to wait for
     assert json.loads((tmp_path / "fetched" / "summary.json").read_text())["errors"] == 1

@@ -8,8 +8,9 @@ from shared import settings
 def test_defaults_and_overrides():
     default = settings.load({})
     assert default.redis_url is None and default.visibility_timeout_s == 3600 and default.task_time_limit_s == 1800
-    custom = settings.load({"REDIS_URL": "redis://h:1/2", "WAVESHIELD_HIGH_WATER": "8", "WAVESHIELD_TORCH_THREADS": "2"})
-    assert (custom.redis_url, custom.high_water, custom.torch_threads) == ("redis://h:1/2", 8, 2)
+    assert default.in_flight_mib == 64
+    custom = settings.load({"REDIS_URL": "redis://h:1/2", "WAVESHIELD_IN_FLIGHT_MIB": "8", "WAVESHIELD_TORCH_THREADS": "2"})
+    assert (custom.redis_url, custom.in_flight_mib, custom.torch_threads) == ("redis://h:1/2", 8, 2)
     assert (default.redis_retry_s, default.stall_timeout_s) == (60, 600)
     patient = settings.load({"WAVESHIELD_REDIS_RETRY": "5", "WAVESHIELD_STALL_TIMEOUT": "30"})
     assert (patient.redis_retry_s, patient.stall_timeout_s) == (5, 30)
@@ -24,6 +25,11 @@ def test_defaults_and_overrides():
 def test_bad_numbers_are_refused(name, value, message):
     with pytest.raises(ValueError, match=f"{name}.*{message}"):
         settings.load({name: value})
+
+
+def test_the_replaced_high_water_setting_names_its_successor():
+    with pytest.raises(ValueError, match="WAVESHIELD_IN_FLIGHT_MIB"):
+        settings.load({"WAVESHIELD_HIGH_WATER": "8"})
 
 
 def test_visibility_timeout_must_exceed_the_task_time_limit():

@@ -1,0 +1,187 @@
+"""Streaming intake: a lazy, stable walk; chunks that skip unread; bounded decoding; a summary kept as counts."""
+
+import io
+import json
+import os
+import zipfile
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from shared import decode, intake, screening
+from shared.data import load_many
+from shared.members import walk_folder
+
+
+def _png(image: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(image).save(buf, "PNG")
+    return buf.getvalue()
+
+
+@pytest.fixture()
+def nested(tmp_path, sample):
+    """Images in nested folders, names chosen so that a folder sorts between files (``a`` < ``a.png`` < ``b``)."""
+    root = tmp_path / "in"
+    names = ["a.png", "a/x.png", "a/y/z.png", "b.png", "b/c.png", "B.png", "0.png", "a/y.png"]
+    for i, name in enumerate(names):
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_bytes(_png(sample.images[i]))
+    return root
+
+
+def test_the_walk_is_the_sorted_listing_and_reads_one_directory_at_a_time(nested, monkeypatch):
+    expected = [p.relative_to(nested).as_posix() for p in sorted(nested.rglob("*")) if p.is_file()]
+    assert [m.name for m in walk_folder(nested)] == expected
+
+    scanned = []
+    real = os.scandir
+    monkeypatch.setattr(os, "scandir", lambda path: scanned.append(os.fspath(path)) or real(path))
+    first = next(walk_folder(nested))
+    assert first.name == expected[0] == "0.png"
+    assert scanned == [str(nested)]  # one directory listed, no sub-folder yet
+
+
+def test_chunks_skip_whole_chunks_without_reading_them(nested, monkeypatch):
+    items = list(intake.iter_items([str(nested)]))
+    everything = list(intake.iter_chunks(items, 3))
+    reads = []
+    counted = [(kind, name, type(m)(m.name, lambda m=m: reads.append(m.name) or m.read()))
+               for kind, name, m in items]
+    resumed = list(intake.iter_chunks(counted, 3, skip=3))
+    assert [c.index for c in resumed] == [1, 2] and resumed[0].ids == everything[1].ids
+    assert np.array_equal(resumed[-1].images, everything[-1].images)
+    assert sorted(reads) == sorted(m.name for _, _, m in items[3:])  # the first chunk was never read
+    with pytest.raises(ValueError, match="whole number of chunks"):
+        next(intake.iter_chunks(items, 3, skip=2))
+
+
+def test_a_chunk_decodes_its_bytes_a_bounded_part_at_a_time_and_keeps_its_order(nested, monkeypatch):
+    items = list(intake.iter_items([str(nested)]))
+    whole = intake.decode_chunk(0, items)
+    calls = []
+    real = intake.decode_all
+    monkeypatch.setattr(intake, "DECODE_CHUNK_BYTES", 1)  # every image over the bound: one decode call each
+    monkeypatch.setattr(intake, "decode_all", lambda data, size, workers: calls.append(len(data)) or real(data, size, workers))
+    parted = intake.decode_chunk(0, items)
+    assert calls == [1] * len(items) + [0]
+    assert parted.ids == whole.ids and np.array_equal(parted.images, whole.images)
+
+
+def test_items_of_every_kind_keep_one_record_each_and_the_same_ids_as_the_in_memory_set(tmp_path, sample):
+    folder = tmp_path / "f"
+    folder.mkdir()
+    (folder / "good.png").write_bytes(_png(sample.images[0]))
+    (folder / "bad.jpg").write_bytes(b"\xff\xd8\xff nope")
+    np.savez(folder / "rows.npz", x=sample.images[1:4])
+    with zipfile.ZipFile(tmp_path / "z.zip", "w") as archive:
+        archive.writestr("in/zip.png", _png(sample.images[5]))
+        archive.writestr("../escape.png", _png(sample.images[6]))
+        archive.writestr("inner.zip", b"PK\x03\x04" + b"\0" * 40)
+    (tmp_path / "broken.npz").write_bytes(b"not a zip")
+    sources = [str(folder), str(tmp_path / "z.zip"), str(tmp_path / "broken.npz"), str(tmp_path / "*.none")]
+    chunks = list(intake.iter_chunks(intake.iter_items(sources), 2))
+    ids = [i for c in chunks for i in c.ids]
+    errors = {e.id: e.reason for c in chunks for e in c.errors}
+    assert ids == [f"{folder}/good.png", *(f"{folder}/rows.npz[{i}]" for i in range(3)),
+                   f"{tmp_path}/z.zip/../escape.png", f"{tmp_path}/z.zip/in/zip.png"]
+    assert set(errors) == {f"{folder}/bad.jpg", f"{tmp_path}/z.zip/inner.zip", str(tmp_path / "broken.npz"),
+                           str(tmp_path / "*.none")}
+    assert "nested zip" in errors[f"{tmp_path}/z.zip/inner.zip"]
+    whole = load_many(sources)
+    assert whole.ids == ids and sorted(e.id for e in whole.errors) == sorted(errors)
+
+
+def test_the_last_chunk_of_a_zip_reads_after_the_walk_has_moved_on(tmp_path, sample):
+    with zipfile.ZipFile(tmp_path / "z.zip", "w") as archive:
+        for i in range(5):
+            archive.writestr(f"{i}.png", _png(sample.images[i]))
+    chunks = list(intake.iter_chunks(intake.iter_items([str(tmp_path / "z.zip"), str(tmp_path / "z.zip")]), 4))
+    assert [len(c.ids) for c in chunks] == [4, 4, 2] and not any(c.errors for c in chunks)
+
+
+def test_prefetch_runs_ahead_hands_on_errors_and_stops_when_closed():
+    made = []
+
+    def numbers():
+        for i in range(100):
+            made.append(i)
+            yield i
+
+    ahead = intake.prefetch(numbers(), depth=2)
+    assert next(ahead) == 0
+    ahead.close()
+    assert len(made) <= 5  # it ran a bounded way ahead, then stopped
+
+    def failing():
+        yield 1
+        raise ValueError("unreadable")
+
+    with pytest.raises(ValueError, match="unreadable"):
+        list(intake.prefetch(failing()))
+
+
+def test_the_tally_over_batches_equals_the_summary_of_all_records():
+    rng = np.random.default_rng(0)
+    reference = {"deciles": sorted(rng.normal(size=9).tolist())}
+    calibration = {"name": "default", "threshold": 0.5, "fpr": 0.05, "reference": reference}
+    records = [{"id": str(i), "label": ["cat", "dog"][i % 2], "flagged": bool(rng.random() < 0.3), "error": None,
+                "colour_roughness": float(rng.normal(0.5))} for i in range(300)]
+    records += [screening.error_record("bad", "unreadable")]
+    tally = screening.Tally(calibration)
+    for start in range(0, len(records), 37):
+        tally.add(records[start:start + 37])
+    assert tally.summary() == screening.summary(records, calibration)
+    check = tally.summary()["source_check"]
+    oracle = screening.decile_distance([r["colour_roughness"] for r in records[:300]], reference["deciles"])
+    assert check["distance"] == round(oracle, 4) and check["images"] == 300
+    assert check["flagged_share"] == round(sum(r["flagged"] for r in records[:300]) / 300, 4)
+
+
+def test_the_record_writer_streams_and_summarises(tmp_path):
+    from producers.screen import RecordWriter
+
+    records = [{"id": str(i), "label": "cat", "confidence": 0.9, "raw_label": "cat", "suspicion": 0.1,
+                "flagged": i == 3, "error": None, "signal": "steps", "colour_roughness": -1.0} for i in range(10)]
+    with RecordWriter(tmp_path / "out") as writer:
+        writer.write(records[:4])
+        assert len((tmp_path / "out" / "records.jsonl").read_text().splitlines()) == 4  # on disk before the end
+        writer.write(records[4:])
+        summary = writer.close()
+    assert summary == screening.summary(records) == json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert (tmp_path / "out" / "records.csv").read_text().count("\n") == 11
+
+
+def test_decoding_workers_end_with_the_process_that_made_them():
+    import subprocess
+    import sys
+    import time
+
+    script = ("import os, sys; from shared import decode; from tests.unit.test_intake import _png; import numpy as np; "
+              "decode.decode_all([_png(np.zeros((8, 8, 3), np.uint8))] * 64, 32, 2); "
+              "print(' '.join(str(p.pid) for p in decode._pool._processes.values()), flush=True); os._exit(0)")
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=root, timeout=120)
+    pids = [int(p) for p in out.stdout.split()]
+    assert len(pids) == 2, out.stderr
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and any(os.path.exists(f"/proc/{p}") for p in pids):
+        time.sleep(0.2)
+    assert not any(os.path.exists(f"/proc/{p}") for p in pids)  # the parent died without a word: they followed
+    assert decode.POOL_FROM <= 64
+
+
+def test_the_screening_producer_starts_without_torch():
+    """Importing torch takes seconds; the producer's path (settings, intake, Redis, Celery) must not need it."""
+    import subprocess
+    import sys
+
+    script = ("import sys; import producers.cli, producers.cli.screening, producers.screen, producers.ingest, "
+              "producers.submit, workers.app; from producers.screen import screening_settings; "
+              "from shared.settings import load; screening_settings(load()); "
+              "print(sorted(m for m in sys.modules if m == 'torch' or m.startswith('torch.')))")
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=root, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"

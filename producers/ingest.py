@@ -133,6 +133,9 @@ def ingest(client: redis.Redis, app, job: str, paths: list[str], settings: Setti
         raise vanished(job) from None
     if not state["ingesting"]:
         return state
+    if who := producer_alive(client, job):
+        log.warning("job %s: producer %s is reading its input; following it instead", job, who)
+        return state
     counted = int(client.hget(job_key(job, "meta"), "batches"))
     if counted:
         log.info("job %s: %d chunk(s) counted before; reading on from item %d", job, counted, counted * batch_size)
@@ -144,10 +147,25 @@ def ingest(client: redis.Redis, app, job: str, paths: list[str], settings: Setti
         chunks.close()
 
 
-def producer_gone(state_meta: dict) -> bool:
-    """Whether an open job's producer stopped reporting (killed, or its machine went away)."""
-    seen = float(state_meta.get(b"producer_seen", state_meta.get(b"started", 0)))
-    return time.time() - seen > PRODUCER_GONE_S
+def producer_alive(client: redis.Redis, job: str) -> str | None:
+    """The ``host:pid`` of the producer feeding ``job``, or None when none is.
+
+    On this host the process is looked up; a producer elsewhere counts as
+    alive while it reported within :data:`PRODUCER_GONE_S`.
+    """
+    meta = client.hgetall(job_key(job, "meta"))
+    who = meta.get(b"producer", b"").decode()
+    if b"ingesting" not in meta or not who:
+        return None
+    host, _, pid = who.rpartition(":")
+    if host == socket.gethostname():
+        try:
+            state = Path(f"/proc/{pid}/status").read_text()
+        except OSError:
+            return None
+        return who if "zombie" not in state.split("State:")[1].split("\n")[0] else None
+    seen = float(meta.get(b"producer_seen", 0))
+    return who if time.time() - seen <= PRODUCER_GONE_S else None
 
 
 def detach(argv: list[str], log_path: Path, redis_url: str) -> int:
@@ -180,8 +198,8 @@ def restart_intake(client: redis.Redis, job: str, settings: Settings, redis_url:
     if b"ingesting" not in meta or "intake" not in plan:
         return None
     read = int(meta[b"images"])
-    if not producer_gone(meta):
-        return f"its producer ({meta.get(b'producer', b'?').decode()}) is still reading ({read} items so far)"
+    if who := producer_alive(client, job):
+        return f"its producer ({who}) is still reading ({read} items so far)"
     intake = plan["intake"]
     source = plan.get("calibration", {}).get("name", "default")
     argv = ["screen", *intake["inputs"], "--job", job, "--batch-size", str(intake["batch_size"]),

@@ -100,6 +100,10 @@ def submit(client: redis.Redis, app, plan: dict, image_set: ImageSet, settings: 
     size = int(plan.get("batch_size", 250))
     cells = len(plan["attacks"]) * len(plan["configurations"])
     peak = evaluate_batch_bytes(plan, min(size, len(image_set)), image_set.images.itemsize)
+    if peak > settings.in_flight_mib * 2 ** 20:
+        log.warning("one batch of %d holds up to %.0f MiB of blobs at its peak, over WAVESHIELD_IN_FLIGHT_MIB (%d): "
+                    "batches go one at a time; a smaller batch_size keeps it under", size, peak / 2 ** 20,
+                    settings.in_flight_mib)
     throttle = Throttle(client, job, batches_allowed(peak, settings.in_flight_mib) * cells, on_wait=on_wait)
     for b, start in enumerate(range(0, len(image_set), size)):
         throttle.wait_for_room(cells)

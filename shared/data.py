@@ -25,7 +25,8 @@ from .array_sources import load_npz, load_torchvision_cifar10
 from .decode import DECODE_CHUNK, DECODE_CHUNK_BYTES, decode_all, decode_image
 from .image_set import ImageSet, ItemError, iter_batches, to_float_nchw
 from .intake import SAMPLE_ZIP, iter_chunks, iter_items, stack_images
-from .members import Member, archive_kind, file_member, folder_members, zip_members
+from .members import Member, archive_kind, file_member, folder_members
+from .zip_members import zip_members
 from .classes import CIFAR10_CLASSES
 from .settings import load as load_settings
 
@@ -75,8 +76,8 @@ def load_images(source, *, size: int = 32, classes=None, limit: int | None = Non
     if path.suffix.lower() == ".npz":
         return load_npz(path, size, limit)
     if zipfile.is_zipfile(path):
-        with zipfile.ZipFile(path) as archive:
-            return _from_members(zip_members(archive, max_bytes), size, classes, limit, workers)
+        members = sorted(zip_members(path, max_bytes), key=lambda m: m.name)
+        return _from_members(members, size, classes, limit, workers)
     return _from_members([file_member(path, max_bytes)], size, classes, limit, workers)
 
 

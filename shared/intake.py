@@ -25,7 +25,8 @@ import numpy as np
 from .array_sources import load_npz
 from .decode import DECODE_CHUNK_BYTES, decode_all
 from .image_set import ItemError
-from .members import Member, archive_kind, file_member, walk_folder, zip_members
+from .members import Member, archive_kind, file_member, walk_folder
+from .zip_members import zip_members
 
 #: The embedded demo set (``"sample"`` as a source): 100 test images per CIFAR-10 class.
 SAMPLE_ZIP = Path(__file__).resolve().parent / "assets" / "cifar10-test-sample.zip"
@@ -89,10 +90,7 @@ def _source_items(path: Path, shown: str, size: int, max_bytes: int) -> Iterator
     elif path.suffix.lower() == ".npz":
         yield from _npz_rows(lambda: load_npz(path, size, None), "", shown)
     elif zipfile.is_zipfile(path):
-        # Not closed here: the last chunk may read its members after this generator has ended. The archive
-        # closes when its last member is dropped.
-        archive = zipfile.ZipFile(path)
-        yield from _members(iter(zip_members(archive, max_bytes)), shown.rstrip("/") + "/", size)
+        yield from _members(zip_members(path, max_bytes), shown.rstrip("/") + "/", size)
     else:
         yield ("member", shown, file_member(path, max_bytes))
 

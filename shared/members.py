@@ -1,4 +1,4 @@
-"""The items of an input, each checked before it is read: files of a folder, members of a zip.
+"""The items of an input, each checked before it is read: files of a folder (members of a zip: :mod:`.zip_members`).
 
 An item is a name and a way to read its bytes. Whatever the input holds, each
 item ends as data or as a reason, never silently dropped:
@@ -17,17 +17,12 @@ item ends as data or as a reason, never silently dropped:
 from __future__ import annotations
 
 import os
-import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from .settings import DEFAULT_MAX_ITEM_BYTES
 
-#: A member expanding more than this is a bomb ...
-MAX_COMPRESSION_RATIO = 100
-#: ... once it is large enough to matter (a flat 32 x 32 BMP compresses a hundredfold, harmlessly).
-RATIO_APPLIES_FROM = 1024 * 1024
 # Folders that archivers and file managers add; never images.
 _SKIP_NAMES = {"__MACOSX", ".DS_Store", "Thumbs.db", "desktop.ini"}
 # Leading bytes of archive formats: a member that starts so is an archive, not an image.
@@ -98,13 +93,6 @@ def file_member(path: Path, max_bytes: int = DEFAULT_MAX_ITEM_BYTES) -> Member:
     return Member(path.name, _file_reader(path, max_bytes))
 
 
-def zip_members(archive: zipfile.ZipFile, max_bytes: int = DEFAULT_MAX_ITEM_BYTES) -> list[Member]:
-    """The members of an open zip in sorted order, each read only if its header passes the checks."""
-    members = [Member(info.filename, _zip_reader(archive, info, max_bytes))
-               for info in archive.infolist() if not info.is_dir() and not is_skipped(info.filename)]
-    return sorted(members, key=lambda m: m.name)
-
-
 def archive_kind(data: bytes) -> str | None:
     """The archive format of ``data`` (``"zip"``, ``"gzip"``, ...), or None for anything else."""
     for magic, kind in _ARCHIVE_MAGIC.items():
@@ -121,7 +109,8 @@ def _refuse(reason: str) -> Callable[[], bytes]:
     return read
 
 
-def _too_large(size: int, max_bytes: int) -> str:
+def too_large(size: int, max_bytes: int) -> str:
+    """The reason given for an item over the per-item limit."""
     return (f"{size:,} bytes, over the per-item limit of {max_bytes:,} (WAVESHIELD_MAX_ITEM_BYTES): refused "
             "without reading")
 
@@ -130,27 +119,10 @@ def _file_reader(path: Path, max_bytes: int) -> Callable[[], bytes]:
     def read() -> bytes:
         size = path.stat().st_size
         if size > max_bytes:
-            raise ValueError(_too_large(size, max_bytes))
+            raise ValueError(too_large(size, max_bytes))
         with open(path, "rb") as f:
             data = f.read(max_bytes + 1)  # it may have grown since
         if len(data) > max_bytes:
-            raise ValueError(_too_large(len(data), max_bytes))
-        return data
-    return read
-
-
-def _zip_reader(archive: zipfile.ZipFile, info: zipfile.ZipInfo, max_bytes: int) -> Callable[[], bytes]:
-    def read() -> bytes:
-        if info.file_size > max_bytes:
-            raise ValueError(_too_large(info.file_size, max_bytes))
-        ratio = info.file_size / max(info.compress_size, 1)
-        if info.file_size >= RATIO_APPLIES_FROM and ratio > MAX_COMPRESSION_RATIO:
-            raise ValueError(f"a zip bomb: {info.compress_size:,} bytes that expand {ratio:,.0f}-fold to "
-                             f"{info.file_size:,} (at most {MAX_COMPRESSION_RATIO}-fold): refused without reading")
-        with archive.open(info) as member:
-            data = member.read(max_bytes + 1)  # a header may lie about the size: never read past the limit
-        if len(data) > max_bytes:
-            raise ValueError(f"expands past the per-item limit of {max_bytes:,} bytes, more than its header "
-                             f"declares ({info.file_size:,}): refused")
+            raise ValueError(too_large(len(data), max_bytes))
         return data
     return read

@@ -100,6 +100,10 @@ def _hand_over(client, url, job, found, paths, out, cfg, batch_size, mode, sourc
     from shared.pipeline import Pipeline
 
     state = Pipeline(client).progress(job)
+    if who := ingest.producer_alive(client, job):
+        click.echo(f"job {job}: its producer ({who}) is still reading its input ({state['read']} items so far); "
+                   f"records so far: waveshield results {job} --out DIR")
+        return
     if not state["ingesting"]:
         click.echo(f"job {job} {'was ' if found else ''}submitted ({state['read']} items, {state['screened']} "
                    f"screened so far); fetch it with: waveshield results {job} --out DIR")

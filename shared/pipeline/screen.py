@@ -45,8 +45,10 @@ class ScreenStages(JobStore):
         counted. Returns the batch's first message (none for a chunk with no
         readable image: its records are complete at once).
         """
-        if batch != int(self.redis.hget(job_key(job, "meta"), "batches") or -1):
-            raise ValueError(f"job {job}: chunk {batch} added out of order")
+        counted = int(self.redis.hget(job_key(job, "meta"), "batches") or -1)
+        if batch != counted:
+            raise ValueError(f"job {job}: chunk {batch} added where chunk {counted} is next"
+                             + (" (another producer is feeding this job)" if batch < counted else ""))
         messages = self.add_screen_batch(job, batch, images) if len(ids) else []
         pipe = self.redis.pipeline(transaction=True)
         pipe.hset(job_key(job, "ids"), batch, json.dumps(ids))

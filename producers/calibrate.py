@@ -10,7 +10,8 @@ import torch
 
 from shared import attacks, defences, screening
 from shared.data import load_images
-from shared.evaluation import PAPER_EPS, defend
+from shared.evaluation import attack_id, defend
+from shared.plans import paper_attacks
 from shared.model_store import ModelStore
 from shared.settings import Settings, resolve_device
 
@@ -38,8 +39,7 @@ def run_calibration(*, data: str, n: int, fpr: float, settings: Settings, out: P
 
     clean, _ = scores(x)
     threshold = screening.calibrate(clean, fpr)
-    sets = {f"{a} eps={e}": (a, {"eps": e}) for a in ("fgsm", "bim") for e in PAPER_EPS}
-    sets["deepfool"] = ("deepfool", {})
+    sets = {attack_id(a): (a["name"], a["params"]) for a in paper_attacks()}
     detection, detection_fooling = {}, {}
     for label, (name, params) in sets.items():
         suspicion, fooled = scores(attacks.get(name)(raw, x, y, **params))
@@ -84,7 +84,8 @@ def run_source_calibration(*, data: str, source: str, n: int, fpr: float, settin
     """
     from producers.screen import screening_settings
     from producers.fit_detector import reference
-    from shared.screening_sources import label, quantise
+    from shared.image_set import quantise
+    from shared.screening_sources import label
 
     if not source or not all(c.isalnum() or c in "-_." for c in source):
         raise ValueError(f"a source name is letters, digits, '-', '_' and '.'; got {source!r}")

@@ -8,13 +8,15 @@ import json
 import numpy as np
 
 from shared.data import load_images
-from shared.evaluation import PAPER_EPS
+from shared.plans import paper_attacks
 from shared.pipeline import Pipeline
 from shared.pipeline.keys import corpus_shards_key
 from shared.model_store import ModelStore
 from shared.settings import Settings
 
-PAPER_ATTACKS = [f"{a}:eps={e}" for a in ("fgsm", "bim") for e in PAPER_EPS] + ["deepfool"]
+#: The paper's attacks as ``--attacks`` texts (the command's default).
+PAPER_ATTACKS = [a["name"] + (":" + ",".join(f"{k}={v}" for k, v in a["params"].items()) if a["params"] else "")
+                 for a in paper_attacks()]
 
 
 def parse_attack(text: str) -> dict:

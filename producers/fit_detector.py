@@ -13,9 +13,10 @@ from shared import benign_changes, detector, figures, screening, sources as sour
 from shared.adaptive_screening import evade_screening
 from shared.data import load_images
 from shared.model_store import ModelStore
-from shared.models import sha256_file
+from shared.checkpoints import sha256_file
+from shared.image_set import quantise
 from shared.screening_sources import (BATCH, HELD_OUT, TRAINED, Examples, FeatureReader, examples, label, measure,
-                                      quantise, thresholds)
+                                      thresholds)
 from shared.settings import Settings, resolve_device
 
 #: The eps of the attacker who knows the detector (:mod:`shared.adaptive_screening`).

@@ -12,7 +12,7 @@ import torch
 
 from shared import attacks, defences, figures, models, tuning
 from shared.data import load_images
-from shared.evaluation import PAPER_EPS
+from shared.plans import PAPER_EPS, paper_attacks
 from shared.model_store import ModelStore
 from shared.settings import Settings, resolve_device
 
@@ -28,8 +28,8 @@ def run_tune(*, data: str, n: int, out: Path, settings: Settings, min_psnr: floa
         raise ValueError(f"{data}: tune needs labelled images")
     clean = image_set.to_tensor().to(device)
     labels = torch.from_numpy(image_set.labels).to(device)
-    adversarial = {f"{name}_{eps}": attacks.get(name)(model, clean, labels, eps=eps)
-                   for name in ("fgsm", "bim") for eps in PAPER_EPS}
+    adversarial = {f"{a['name']}_{a['params']['eps']}": attacks.get(a["name"])(model, clean, labels, **a["params"])
+                   for a in paper_attacks() if "eps" in a["params"]}  # the gradient attacks; DeepFool has no budget
     rows = []
     candidates = tuning.grid(wavelets, tuple(clean.shape[-2:]))
     with click.progressbar(candidates, label=f"{len(candidates)} settings", file=sys.stderr) as bar:

@@ -15,14 +15,11 @@ import numpy as np
 import torch
 from PIL import Image
 
+from .image_set import quantise
+
 
 def _to_uint8(x: torch.Tensor) -> np.ndarray:
     return (x.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
-
-
-def _in_8_bits(x: torch.Tensor) -> torch.Tensor:
-    """Rounded to whole grey levels, as a sender delivers an image."""
-    return torch.round(x.clamp(0, 1) * 255) / 255
 
 
 def _from_uint8(images: np.ndarray) -> torch.Tensor:
@@ -48,14 +45,14 @@ def noise(x: torch.Tensor, kind: str, *, seed: int = 0) -> torch.Tensor:
         delta = torch.randint(0, 2, x.shape, generator=generator).float() * 2 - 1
     else:
         raise ValueError(f"unknown noise {kind!r}; valid: gaussian, sign")
-    return _in_8_bits(x + delta / 255)
+    return quantise(x + delta / 255)
 
 
 def resampled(x: torch.Tensor) -> torch.Tensor:
     """Up to twice the size (bilinear) and back (area averaging), in 8 bits."""
     h, w = x.shape[-2:]
     up = torch.nn.functional.interpolate(x, size=(2 * h, 2 * w), mode="bilinear", align_corners=False)
-    return _in_8_bits(torch.nn.functional.interpolate(up, size=(h, w), mode="area"))
+    return quantise(torch.nn.functional.interpolate(up, size=(h, w), mode="area"))
 
 
 #: Name -> change, in the order a report lists them.
@@ -63,7 +60,7 @@ CHANGES = {
     "JPEG again, quality 75, 4:2:0": lambda x: jpeg(x, 75, 2),
     "JPEG again, quality 95, 4:4:4 (no chroma subsampling)": lambda x: jpeg(x, 95, 0),
     "resampled (2x up, bilinear; down, area)": resampled,
-    "brighter by 3 grey levels": lambda x: _in_8_bits(x + 3 / 255),
+    "brighter by 3 grey levels": lambda x: quantise(x + 3 / 255),
     "Gaussian noise, sigma 1 grey level": lambda x: noise(x, "gaussian"),
     "random +-1 grey level on every pixel": lambda x: noise(x, "sign"),
 }

@@ -1,14 +1,16 @@
 """The files of a checkpoint, read without torch: its JSON card beside the weights, checked by sha256.
 
 Classifiers (:mod:`shared.models`) and the detector (:mod:`shared.detector`)
-load their weights through :func:`read_card`, so the card and hash check has
-one home; producers read cards with it too, and start without loading torch.
+save through :func:`write_card` and load through :func:`read_card`, so the
+permissions, the card and the hash check have one home; producers read cards
+with it too, and start without loading torch.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 
 
@@ -25,6 +27,22 @@ def sha256_file(path: str | Path) -> str:
     """Hex sha256 of a file."""
     with open(path, "rb") as fh:
         return hashlib.file_digest(fh, "sha256").hexdigest()
+
+
+def write_card(weights_path: str | Path, card: dict) -> dict:
+    """Finish a checkpoint whose weights are written: readable as the umask allows, its card with the sha256 beside.
+
+    safetensors creates the file owner-only (0600); a worker running as
+    another user (the compose image's) must be able to read shipped weights.
+    Returns the card as written (``card`` with ``sha256`` last).
+    """
+    path = Path(weights_path)
+    umask = os.umask(0)
+    os.umask(umask)
+    path.chmod(0o666 & ~umask)
+    card = {**card, "sha256": sha256_file(path)}
+    card_path(path).write_text(json.dumps(card, indent=2) + "\n")
+    return card
 
 
 def read_card(weights_path: str | Path, *, what: str = "checkpoint", missing_hint: str = "") -> dict:

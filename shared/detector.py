@@ -38,7 +38,6 @@ features is part of the network, so that the saved weights are all it needs.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Callable
 from pathlib import Path
@@ -48,7 +47,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from .evaluation import defend
-from .checkpoints import ModelCardError, read_card, sha256_file  # noqa: F401  (ModelCardError: re-exported)
+from .checkpoints import ModelCardError, read_card, sha256_file, write_card  # noqa: F401  (re-exported)
 from .detector_card import DEFENCES, PATHS, STATISTICS, WEIGHTS_NAME, reads  # noqa: F401  (re-exported)
 
 #: The planes whose neighbouring steps ``steps`` correlates, and the directions.
@@ -365,9 +364,7 @@ def save(model: Detector, path: str | Path, card: dict) -> dict:
     state = {k: v.detach().float().contiguous() for k, v in model.state_dict().items()}
     save_file(state, str(path), metadata={"kind": "waveshield-detector"})
     hidden = 0 if isinstance(model.net, nn.Linear) else model.net[0].out_features
-    card = {**card, "hidden": hidden, "n_features": int(model.mean.numel()), "sha256": sha256_file(path)}
-    path.with_suffix(".json").write_text(json.dumps(card, indent=2) + "\n")
-    return card
+    return write_card(path, {**card, "hidden": hidden, "n_features": int(model.mean.numel())})
 
 
 def load(path: str | Path) -> tuple[Detector, dict]:

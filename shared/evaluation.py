@@ -18,12 +18,10 @@ from dataclasses import dataclass
 import torch
 
 from . import attacks as attack_registry
-from .plans import FUSED, MODES, STAGED, configuration_id  # noqa: F401  (re-exported)
+from .plans import FUSED, MODES, PAPER_EPS, STAGED, configuration_id, paper_attacks  # noqa: F401  (re-exported)
 from .wavelets import reconstruct
 
 CLEAN = "clean"
-#: The published experiment: FGSM and BIM at three budgets, and DeepFool.
-PAPER_EPS = (0.004, 0.007, 0.01)
 
 
 def paper_plan(batch_size: int = 250, *, adaptive: bool = False) -> dict:
@@ -34,8 +32,7 @@ def paper_plan(batch_size: int = 250, *, adaptive: bool = False) -> dict:
     behind Haar reconstruction) with BPDA.
     """
     attack_list = [{"name": CLEAN, "params": {}}]
-    attack_list += [{"name": n, "params": {"eps": e}} for n in ("fgsm", "bim") for e in PAPER_EPS]
-    attack_list += [{"name": "deepfool", "params": {}}]
+    attack_list += paper_attacks()
     if adaptive:
         through = {"model": "haar", "defence": "haar"}
         attack_list += [{"name": n, "params": {"eps": e}, "through": through}

@@ -69,6 +69,14 @@ def to_float_nchw(images: np.ndarray, device="cpu"):
     return (x.float().div_(255.0) if images.dtype == np.uint8 else x).contiguous()
 
 
+def quantise(x):
+    """A float tensor in [0, 1] to whole grey levels and back, as a sender delivers an image in 8 bits.
+
+    An eps under 1/255 becomes one grey level, or none.
+    """
+    return x.clamp(0, 1).mul(255).round().div(255)
+
+
 def iter_batches(n: int, batch_size: int):
     """Yield ``slice`` objects that cover ``range(n)`` in batches."""
     if batch_size < 1:

@@ -13,8 +13,6 @@ the architecture, training recipe, accuracy and the weights' sha256, which
 
 from __future__ import annotations
 
-import json
-import os
 from pathlib import Path
 
 import torch
@@ -22,7 +20,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from .checkpoints import ModelCardError, card_path, read_card, sha256_file  # noqa: F401  (re-exported)
+from .checkpoints import ModelCardError, card_path, read_card, sha256_file, write_card  # noqa: F401  (re-exported)
 from .classes import CIFAR10_CLASSES  # noqa: F401  (re-exported: where the models' users look)
 
 ARCHITECTURE = "cifar-resnet18"
@@ -128,22 +126,14 @@ def save(model: ResNet18, path: str | Path, card: dict, *, dtype: torch.dtype = 
         for k, v in model.state_dict().items()
     }
     save_file(state, str(path), metadata={"architecture": ARCHITECTURE})
-    # safetensors creates the file owner-only (0600); a worker running as another
-    # user (the compose image's) must be able to read shipped weights.
-    umask = os.umask(0)
-    os.umask(umask)
-    path.chmod(0o666 & ~umask)
-    card = {
+    return write_card(path, {
         "classes": list(CIFAR10_CLASSES) if model.num_classes == 10 else [str(i) for i in range(model.num_classes)],
         **card,
         "architecture": ARCHITECTURE,
         "width": model.width,
         "storage_dtype": str(dtype).removeprefix("torch."),
         "weights_file": path.name,
-        "sha256": sha256_file(path),
-    }
-    card_path(path).write_text(json.dumps(card, indent=2) + "\n")
-    return card
+    })
 
 
 def load(path: str | Path, *, device: str | torch.device = "cpu") -> tuple[ResNet18, dict]:

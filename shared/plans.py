@@ -10,6 +10,17 @@ STAGED, FUSED = "staged", "fused"
 MODES = (STAGED, FUSED)
 
 
+#: The published experiment's budgets (L-inf, in [0, 1] pixel units) ...
+PAPER_EPS = (0.004, 0.007, 0.01)
+#: ... and its attacks, in the order its tables give them: FGSM and BIM at each budget, then DeepFool.
+_PAPER = tuple([(name, {"eps": eps}) for name in ("fgsm", "bim") for eps in PAPER_EPS] + [("deepfool", {})])
+
+
+def paper_attacks() -> list[dict]:
+    """The paper's seven attacks as plan entries (``{"name", "params"}``), fresh copies in the paper's order."""
+    return [{"name": name, "params": dict(params)} for name, params in _PAPER]
+
+
 def configuration_id(config: dict) -> str:
     """``model+defence``, with ``raw`` for no defence."""
     return f"{config['model']}+{config.get('defence') or 'raw'}"

@@ -7,7 +7,8 @@ import math
 from pathlib import Path
 
 from . import figures
-from .evaluation import CLEAN, Cell
+from .evaluation import CLEAN, Cell, attack_id
+from .plans import paper_attacks
 
 
 def _eps_label(attack: str) -> str:
@@ -69,8 +70,7 @@ def configuration_groups(cells: list[Cell]) -> list[tuple[str | None, list[str]]
 
 # The published result (average drop against clean over the paper's seven attacks).
 PAPER_DROPS = {"standard+raw": 67.0, "standard+haar": 31.0, "haar+haar": 6.0}
-PAPER_ATTACKS = {"fgsm eps=0.004", "fgsm eps=0.007", "fgsm eps=0.01", "bim eps=0.004", "bim eps=0.007", "bim eps=0.01",
-                 "deepfool"}
+PAPER_ATTACKS = {attack_id(a) for a in paper_attacks()}
 
 
 def paper_comparison(cells: list[Cell]) -> list[str]:

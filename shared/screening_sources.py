@@ -21,18 +21,15 @@ from dataclasses import dataclass, field
 import torch
 
 from . import attacks, defences, detector
-from .evaluation import PAPER_EPS, attack_id
+from .evaluation import attack_id
+from .image_set import quantise
+from .plans import paper_attacks
 from .model_store import ModelStore
 
 #: The attacks a detector trains on (the paper's), and some it never sees.
-TRAINED = [("fgsm", {"eps": e}) for e in PAPER_EPS] + [("bim", {"eps": e}) for e in PAPER_EPS] + [("deepfool", {})]
+TRAINED = [(a["name"], a["params"]) for a in paper_attacks()]
 HELD_OUT = [("pgd", {"eps": 0.01}), ("fgsm", {"eps": round(8 / 255, 6)}), ("bim", {"eps": round(8 / 255, 6)})]
 BATCH = 500
-
-
-def quantise(x: torch.Tensor) -> torch.Tensor:
-    """To 8 bits and back, as a sender delivers an image (an eps under 1/255 becomes one grey level)."""
-    return torch.round(x.clamp(0, 1) * 255) / 255
 
 
 def label(name: str, params: dict) -> str:

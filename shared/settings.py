@@ -55,13 +55,10 @@ class Settings:
 
 
 def _mask_password(url: str) -> str:
-    # redis://user:secret@host -> redis://user:***@host
-    scheme, sep, rest = url.partition("://")
-    if "@" not in rest:
-        return url
-    creds, _, host = rest.rpartition("@")
-    user = creds.split(":", 1)[0]
-    return f"{scheme}{sep}{user}:***@{host}"
+    """``redis://user:secret@host`` -> ``redis://user:***@host`` (kombu's own masking, with our mask)."""
+    from kombu.utils.url import sanitize_url
+
+    return sanitize_url(url, mask="***")
 
 
 def load(environ: dict | None = None) -> Settings:

@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
 from . import models
+from .checkpoints import sha256_file
 from .data import ImageSet
 from .wavelets import reconstruct
 
@@ -259,7 +260,7 @@ def _save_checkpoint(path: Path, model, optimizer, recipe: Recipe, epoch: int, l
             tensors[f"momentum.{i}"] = buf.detach().cpu().contiguous()
     tmp = path.with_suffix(".tmp")
     save_file(tensors, str(tmp))
-    meta = {"epoch": epoch, "recipe": asdict(recipe), "log": log, "weights_sha256": models.sha256_file(tmp)}
+    meta = {"epoch": epoch, "recipe": asdict(recipe), "log": log, "weights_sha256": sha256_file(tmp)}
     path.with_suffix(".json.tmp").write_text(json.dumps(meta))
     tmp.replace(path)
     path.with_suffix(".json.tmp").replace(path.with_suffix(".json"))
@@ -273,7 +274,7 @@ def _resume(path: Path, model, optimizer, recipe: Recipe, log: dict) -> int:
     meta = json.loads(meta_path.read_text())
     if meta.get("recipe") != asdict(recipe):
         raise ValueError(f"checkpoint {path} was made with another recipe; delete it or train with the same options")
-    if models.sha256_file(path) != meta.get("weights_sha256"):
+    if sha256_file(path) != meta.get("weights_sha256"):
         raise ValueError(f"checkpoint {path} does not match its sidecar (interrupted write?); delete it to start over")
     tensors = load_file(str(path))
     device = next(model.parameters()).device

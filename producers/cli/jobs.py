@@ -90,6 +90,7 @@ def status(job):
     from producers.stack import connect
     from producers.submit import queue_lengths
     from shared.pipeline import Pipeline
+    from shared.pipeline.keys import JOBS_KEY
     from workers.app import app
 
     _, client = connect(settings_mod.load().redis_url)
@@ -101,7 +102,7 @@ def status(job):
     consumers = {q["name"]: w for w, qs in replies.items() for q in qs}
     click.echo("workers: " + (", ".join(f"{q} <- {w}" for q, w in sorted(consumers.items())) or "none"))
     pipe = Pipeline(client)
-    jobs = [job] if job else [j.decode() for j in client.zrevrange("ws:jobs", 0, 9)]
+    jobs = [job] if job else [j.decode() for j in client.zrevrange(JOBS_KEY, 0, 9)]
     for j in jobs:
         try:
             p = pipe.progress(j)

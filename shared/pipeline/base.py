@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable
 
 from ..blobstore import BlobStore
-from .keys import KEEP_JOB_S, job_key
+from .keys import KEEP_JOB_S, deliveries_key, job_key
 from .scripts import _COLLECT, _CORPUS_COLLECT, _NOTE_FED, _SCREEN_COLLECT, _SCREEN_SEAL
 
 
@@ -97,7 +97,7 @@ class JobStore:
 
     def deliveries(self, task_id: str) -> int:
         """Count one more delivery of a task (for the redelivery cap)."""
-        key = f"ws:deliveries:{task_id}"
+        key = deliveries_key(task_id)
         count = self.redis.incr(key)
         self.redis.expire(key, KEEP_JOB_S)
         return int(count)

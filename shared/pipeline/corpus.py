@@ -10,7 +10,8 @@ import numpy as np
 
 from ..image_set import to_float_nchw
 from .base import JobStore
-from .keys import _JOB_KEYS, KEEP_JOB_S, clean_key, corpus_output, corpus_shards_key, job_key
+from .keys import (_JOB_KEYS, JOBS_KEY, KEEP_JOB_S, clean_key, corpus_blob_key, corpus_output, corpus_shards_key,
+                   job_key)
 
 
 class CorpusStages(JobStore):
@@ -29,7 +30,7 @@ class CorpusStages(JobStore):
         pipe.hset(job_key(job, "meta"), mapping={"expected": len(todo), "done": 0, "images": len(labels),
                                             "batches": len(shard_ids), "started": time.time(),
                                             "status": "running" if todo else "complete"})
-        pipe.zadd("ws:jobs", {job: time.time()})
+        pipe.zadd(JOBS_KEY, {job: time.time()})
         size = int(plan["shard_size"])
         for b, ids in enumerate(shard_ids):
             pipe.hset(job_key(job, "labels"), b, json.dumps(labels[b * size:(b + 1) * size].tolist()))
@@ -63,7 +64,7 @@ class CorpusStages(JobStore):
             ids = json.loads(self.redis.hget(job_key(job, "ids"), shard))
             lines = corpus_files.manifest_lines(model, x, adversarial, y, ids, spec, seed=plan["seed"],
                                                 model_sha256=plan["source_model_sha256"])
-            key = f"ws:blob:{job}:{shard}:corpus:{attack}"
+            key = corpus_blob_key(job, shard, attack)
             self.blobs.put(key, adversarial.cpu().numpy().astype(plan["dtype"]), ["corpus_collect"], stage="corpus_attack")
             self.redis.set(marker + ":lines", json.dumps(lines), ex=KEEP_JOB_S)
         return self._finish(marker, clean_key(job, shard), f"corpus_attack:{attack}", messages)
@@ -75,7 +76,7 @@ class CorpusStages(JobStore):
         plan = self.plan(job)
         out = corpus_output(output_dir, plan["out"])
         spec = plan["attacks"][attack]
-        key = f"ws:blob:{job}:{shard}:corpus:{attack}"
+        key = corpus_blob_key(job, shard, attack)
         if not corpus_files.shard_done(out, spec, shard):
             lines = json.loads(self.redis.get(job_key(job, "done", "corpus_attack", shard, attack) + ":lines"))
             corpus_files.write_shard(out, spec, shard, self.blobs.get(key, stage="corpus_collect"),

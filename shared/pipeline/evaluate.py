@@ -12,7 +12,7 @@ import numpy as np
 from ..image_set import to_float_nchw
 from ..plans import FUSED, configuration_id
 from .base import JobStore
-from .keys import _JOB_KEYS, KEEP_JOB_S, RAW, adversarial_key, clean_key, job_key, reconstructed_key
+from .keys import _JOB_KEYS, JOBS_KEY, KEEP_JOB_S, RAW, adversarial_key, clean_key, job_key, reconstructed_key
 
 
 class EvaluateStages(JobStore):
@@ -31,7 +31,7 @@ class EvaluateStages(JobStore):
         pipe.hset(job_key(job, "meta"), mapping={
             "expected": len(batches) * len(plan["attacks"]) * len(plan["configurations"]), "done": 0,
             "images": len(labels), "batches": len(batches), "started": time.time(), "status": "running"})
-        pipe.zadd("ws:jobs", {job: time.time()})
+        pipe.zadd(JOBS_KEY, {job: time.time()})
         for b, start in enumerate(batches):
             pipe.hset(job_key(job, "labels"), b, json.dumps(labels[start:start + size].tolist()))
         pipe.execute()

@@ -1,4 +1,10 @@
-"""Names in Redis, queues and the lifetime of a finished job: what every job kind shares."""
+"""Names in Redis, queues and the lifetime of a finished job: what every job kind shares.
+
+Every Redis key of the pipeline is named here, but two: the blob store's
+per-job traffic counter (:func:`shared.blobstore.traffic_key`, below the
+pipeline) and Celery's own queues and ``unacked`` hash
+(:data:`shared.pipeline.orphans.UNACKED_KEY`, the transport's name).
+"""
 
 from __future__ import annotations
 
@@ -13,6 +19,32 @@ TASK_QUEUES = {"attack": "attack", "dwt": "dwt", "classify": "classify", "collec
                "screen_fused": "fused", "corpus_attack": "attack", "corpus_collect": "collect"}
 KEEP_JOB_S = 7 * 86400  # how long a finished job's counts stay in Redis
 _JOB_KEYS = ("meta", "plan", "cells", "agg", "labels", "ids", "records", "errors", "traffic")
+
+
+#: Every job's id, scored by when it was created (``status`` lists the newest).
+JOBS_KEY = "ws:jobs"
+#: The one worker that sweeps for stranded messages holds this while it does.
+SWEEP_LOCK_KEY = "ws:sweep-lock"
+
+
+def lease_key(task_id: str) -> str:
+    """A running task's lease, renewed while it runs (:class:`shared.pipeline.orphans.Lease`)."""
+    return f"ws:lease:{task_id}"
+
+
+def worker_key(hostname: str) -> str:
+    """A worker's heartbeat."""
+    return f"ws:worker:{hostname}"
+
+
+def deliveries_key(task_id: str) -> str:
+    """How often a task was delivered (for the redelivery cap)."""
+    return f"ws:deliveries:{task_id}"
+
+
+def corpus_blob_key(job: str, shard: int, attack: int) -> str:
+    """A corpus shard's adversarial images, waiting for the collector to write them."""
+    return f"ws:blob:{job}:{shard}:corpus:{attack}"
 
 
 def job_key(job: str, *parts) -> str:

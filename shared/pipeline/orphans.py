@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import redis
 
-from .keys import QUEUES
+from .keys import QUEUES, SWEEP_LOCK_KEY, lease_key, worker_key
 
 #: Celery's Redis transport: delivered, unacknowledged messages (tag -> [message, exchange, routing key]),
 #: and when each was delivered (tag -> unix time).
@@ -42,17 +42,6 @@ ORPHAN_AFTER_S = LEASE_TTL_S
 SWEEP_EVERY_S = 10  # how often the workers look for orphans (one of them at a time)
 WORKER_TTL_S = 30  # a worker's heartbeat key outlives a few missed beats, then says it is gone
 BEAT_EVERY_S = 5
-
-
-def lease_key(task_id: str) -> str:
-    return f"ws:lease:{task_id}"
-
-
-def worker_key(hostname: str) -> str:
-    return f"ws:worker:{hostname}"
-
-
-SWEEP_LOCK_KEY = "ws:sweep-lock"
 
 
 class Lease:

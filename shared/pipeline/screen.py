@@ -14,7 +14,7 @@ from ..blobstore import BlobMissing
 from ..image_set import to_float_nchw
 from ..plans import FUSED
 from .base import JobStore
-from .keys import _JOB_KEYS, KEEP_JOB_S, clean_key, job_key, reconstructed_key, records_key
+from .keys import _JOB_KEYS, JOBS_KEY, KEEP_JOB_S, clean_key, job_key, reconstructed_key, records_key
 
 
 class ScreenStages(JobStore):
@@ -32,7 +32,7 @@ class ScreenStages(JobStore):
         pipe.hset(job_key(job, "meta"), mapping={
             "expected": 0, "done": 0, "images": 0, "batches": 0, "enqueued": 0, "screened": 0, "ingesting": 1,
             "started": time.time(), "status": "running"})
-        pipe.zadd("ws:jobs", {job: time.time()})
+        pipe.zadd(JOBS_KEY, {job: time.time()})
         pipe.execute()
         return job
 

@@ -116,9 +116,13 @@ def test_a_float_batch_reaches_the_attack_stage_unrounded(redis_client, sample):
 
 def test_pickled_message_is_refused(redis_client, redis_url, workers, monkeypatch):
     app = _app(redis_url, monkeypatch)
-    pipe_job = "pickled"
-    app.send_task("waveshield.collect", kwargs={"job": pipe_job, "batch": 0, "attack": 0, "configuration": "x",
-                                                "correct": 1, "total": 1}, queue="collect", serializer="pickle")
+    pipe = Pipeline(redis_client)
+    plan = {**paper_plan(batch_size=1), "configurations": [{"model": "standard", "defence": None}]}
+    job = pipe.create_job(plan, np.zeros(2, np.int64))  # a real job: the cell below would count if run
+    cell = {"job": job, "attack": 0, "configuration": "standard+raw", "correct": 1, "total": 1}
+    app.send_task("waveshield.collect", kwargs={**cell, "batch": 0}, queue="collect", serializer="pickle")
     log = workers.log_dir / "collect.log"
     wait_for(lambda: log.exists() and b"pickle" in log.read_bytes().lower(), 60, 0.2, "the worker to refuse pickle")
-    assert not redis_client.exists(f"ws:job:{pipe_job}:cells")
+    app.send_task("waveshield.collect", kwargs={**cell, "batch": 1}, queue="collect")  # the same cell, as JSON
+    wait_for(lambda: redis_client.hexists(f"ws:job:{job}:cells", "1|0|standard+raw"), 60, 0.2, "the JSON cell")
+    assert not redis_client.hexists(f"ws:job:{job}:cells", "0|0|standard+raw")  # the pickled one never ran

@@ -49,6 +49,23 @@ def test_linf_attacks_stay_in_eps_ball_and_unit_range(trained_model, correctly_c
     assert adv_acc < clean_acc  # the attack does harm
 
 
+def test_pgd_equals_torchattacks_from_the_same_start(trained_model, sample, monkeypatch):
+    x, y = sample.to_tensor()[:32], torch.from_numpy(sample.labels[:32])
+    eps, alpha, steps, seed = 8 / 255, 2 / 255, 7, 3
+    ours = attacks.pgd(trained_model, x, y, eps=eps, alpha=alpha, steps=steps, seed=seed)
+    noise = torch.rand(x.shape, generator=torch.Generator().manual_seed(seed))  # the start ours drew
+
+    class SameStart:  # torchattacks draws its start as torch.empty_like(x).uniform_(-eps, eps)
+        def uniform_(self, low, high):
+            return (2 * noise - 1) * high
+
+    monkeypatch.setattr(torch, "empty_like", lambda _: SameStart())
+    theirs = torchattacks.PGD(trained_model, eps=eps, alpha=alpha, steps=steps, random_start=True)(x, y)
+    monkeypatch.undo()
+    assert (ours - theirs).abs().max() <= 1e-6
+    assert (ours - x).abs().max() > eps / 2  # it moved
+
+
 def test_pgd_is_deterministic_per_seed(trained_model, sample):
     x, y = sample.to_tensor()[:16], torch.from_numpy(sample.labels[:16])
     a = attacks.pgd(trained_model, x, y, eps=0.03, seed=7)

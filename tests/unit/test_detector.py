@@ -154,8 +154,9 @@ def test_the_chroma_statistic_counts_as_a_plain_loop_does_and_sees_an_attack(sam
     get_model, _ = shipped
     x, y = sample.to_tensor()[:32], torch.from_numpy(sample.labels[:32])
     f = detector.chroma_cooccurrence(x)
-    for i in range(3):
-        assert np.allclose(f[i].numpy(), _chroma_oracle(sample.images[i]), atol=1e-6)
+    every = detector.chroma_cooccurrence(sample.to_tensor()[:100])
+    for i in range(100):
+        assert np.allclose(every[i].numpy(), _chroma_oracle(sample.images[i]), atol=1e-6)
     names = detector.feature_names(paths=("standard@raw",), statistics=("chroma",))
     assert names[-25:] == [f"chroma:cooccur_{a}_{b}" for a in range(-2, 3) for b in range(-2, 3)]
     assert set(detector.signal_groups(names[-25:])) == {"chroma"}
@@ -177,6 +178,48 @@ def test_the_chroma_statistic_counts_exactly_forward_and_has_a_gradient_backward
     assert torch.equal(f.detach(), detector.chroma_cooccurrence(torch.round(moved.detach() * 255) / 255))
     grad, = torch.autograd.grad(f[:, 12].sum(), moved)
     assert grad.abs().sum() > 0 and torch.isfinite(grad).all()
+
+
+def _triangular_counts(x: torch.Tensor, rounded: torch.Tensor, bin_: int) -> torch.Tensor:
+    """The gradient's oracle: bin ``bin_`` of the counts with each step's weight the triangular kernel on its
+    unrounded value on one side of a pair and the exact bin of ``rounded`` (grey levels) on the other (the
+    product rule of the straight-through count), written out plainly in float64."""
+    centres = torch.arange(-2, 3, dtype=torch.float64)
+    a, b = divmod(bin_, 5)
+
+    def steps(levels, dim):
+        colour = torch.stack([levels[:, 0] - levels[:, 1], levels[:, 1] - levels[:, 2]], 1)
+        return colour.diff(dim=dim)
+
+    total = 0
+    for dim in (-1, -2):
+        smooth, exact = steps(x * 255, dim), steps(rounded, dim)
+        tri = (1 - (smooth.clamp(-2, 2).unsqueeze(-1) - centres).abs()).clamp_min(0)
+        hard = (exact.clamp(-2, 2).unsqueeze(-1) == centres).double()
+        n = smooth.shape[dim] - 1
+        first = lambda w: w.narrow(dim - 1, 0, n)  # noqa: E731  (dim counts from the end; the bins are last)
+        second = lambda w: w.narrow(dim - 1, 1, n)  # noqa: E731
+        pairs = first(tri)[..., a] * second(hard)[..., b] + first(hard)[..., a] * second(tri)[..., b]
+        total = total + pairs.flatten(1).sum(1) / pairs[0].numel()  # per direction: the mean over its pairs
+    return total / 2
+
+
+def test_the_chroma_gradient_is_the_triangular_kernels_by_finite_differences(sample):
+    # Between grey levels by a different amount per value, so that no step sits on a kink of the kernel.
+    offset = torch.rand((2, 3, 6, 6), generator=torch.Generator().manual_seed(0), dtype=torch.float64) * 0.4 + 0.05
+    x = sample.to_tensor()[:2, :, :6, :6].double() + offset / 255
+    rounded = torch.round(x * 255)  # whole grey levels, as the forward pass counts them
+    for bin_ in (12, 7, 13):
+        moved = x.clone().requires_grad_(True)
+        grad, = torch.autograd.grad(detector.chroma_cooccurrence(moved)[:, bin_].sum(), moved)
+        h = 1e-4 / 255
+        for n, c, i, j in [(0, 0, 2, 3), (0, 1, 1, 1), (1, 2, 4, 2), (1, 0, 3, 5), (0, 2, 0, 0)]:
+            up, down = x.clone(), x.clone()
+            up[n, c, i, j] += h
+            down[n, c, i, j] -= h
+            numeric = (_triangular_counts(up, rounded, bin_) - _triangular_counts(down, rounded, bin_)).sum() / (2 * h)
+            assert abs(grad[n, c, i, j].item() - numeric.item()) <= 1e-6 * max(1.0, abs(numeric.item())), (bin_, n, c, i, j)
+        assert grad.abs().sum() > 0
 
 
 def test_statistics_are_validated_and_an_old_card_reads_none():

@@ -19,7 +19,12 @@ def test_augment_crops_and_flips_without_changing_content():
     for i in range(2):  # with no padding, only a flip can happen
         assert torch.equal(out[i], x[i]) or torch.equal(out[i], x[i].flip(2))
     shifted = augment(x, torch.Generator().manual_seed(1), pad=2)
-    assert shifted.shape == x.shape
+    padded = torch.nn.functional.pad(x, (2, 2, 2, 2), mode="reflect")
+    for i in range(2):  # each is a window of the reflection-padded image, perhaps flipped
+        windows = [padded[i, :, dy:dy + 8, dx:dx + 8] for dy in range(5) for dx in range(5)]
+        assert any(torch.equal(shifted[i], w) or torch.equal(shifted[i], w.flip(2)) for w in windows)
+    moved = augment(x.repeat(16, 1, 1, 1), torch.Generator().manual_seed(2), pad=2)
+    assert sum(not torch.equal(m, x[0]) and not torch.equal(m, x[0].flip(2)) for m in moved[::2]) > 0
 
 
 def test_interrupted_training_resumes_to_the_same_model(sample, tmp_path):

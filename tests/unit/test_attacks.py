@@ -101,10 +101,12 @@ def test_deepfool_matches_or_beats_torchattacks(trained_model, correctly_classif
     # the boundary after the last step counts as fooled or not by float rounding, which differs between
     # CPUs and kernels (AVX2 on one thread flipped one of 64 here): two such images may go either way.
     assert theirs_fooled.any() and int(ours_fooled.sum()) >= int(theirs_fooled.sum()) - 2
-    # Like for like, on the images both fool: an image still on the boundary after 50 steps falls
-    # either side of it by float rounding, and one such image moves a median over each one's own.
+    # Like for like, image by image, on the images both fool: an image still on the boundary after 50
+    # steps falls either side of it by float rounding, and one such image moved the median of each one's
+    # own distances by 6 % (AVX2 kernels on one thread); the ratio per image is what to compare.
     both = ours_fooled & theirs_fooled
-    assert _l2(ours, x)[both].median() <= 1.05 * _l2(theirs, x)[both].median()
+    ratio = _l2(ours, x)[both] / _l2(theirs, x)[both]
+    assert ratio.median() <= 1.05 and (ratio <= 1.05).float().mean() >= 0.8
     assert ours.min() >= 0 and ours.max() <= 1
 
 

@@ -14,13 +14,16 @@ producer's whole process tree (it and its decoding workers) in /proc.
   id through the collector's own script), so the producer runs at its own
   speed, waits on backpressure as it would, and writes every record to disk.
 
-Inputs are built from the CIFAR-10 JPEG mirror under ``--scratch``: its
+Inputs are built under ``--scratch``: from the CIFAR-10 JPEG mirror, its
 ``train.zip`` (50,000 images), a folder of 100,000 files, and zips of
-100,000 and 200,000 members (the training images repeated under new names).
+100,000 and 200,000 members (the training images repeated under new names);
+and a folder of 2,000 photographs (1024x768 JPEG, as ``bench_decode.py``
+makes them), whose batches take far longer to decode.
 
 Usage::
 
     python benchmarks/bench_intake.py [--mirror ../shared/datasets/cifar10-jpeg] [--scratch /tmp/bench-intake]
+                                      [--only "photographs 2,000"]
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ sys.path.insert(0, str(REPO))
 
 from shared.pipeline import Pipeline  # noqa: E402
 from shared.pipeline.keys import clean_key, job_key  # noqa: E402
+from shared.processes import running  # noqa: E402
 
 WAVESHIELD = [sys.executable, "-m", "producers.cli"]
 
@@ -74,8 +78,16 @@ def build_inputs(mirror: Path, scratch: Path) -> dict[str, Path]:
                         target.writestr(f"copy{copy}/{name}", data[name])
             path.with_suffix(".tmp").rename(path)
         zips[copies * 50] = path
+    photos = scratch / "photographs-2k"
+    if not (photos / "done").is_file():
+        sys.path.insert(0, str(REPO / "benchmarks"))
+        from bench_decode import photographs
+
+        photos.mkdir(parents=True, exist_ok=True)
+        photographs(photos, 2000)
+        (photos / "done").write_text("")
     return {"zip 50,000 (train.zip)": train, "folder 100,000": folder, "zip 100,000": zips[100],
-            "zip 200,000": zips[200]}
+            "zip 200,000": zips[200], "photographs 2,000": photos}
 
 
 def tree(pid: int) -> list[int]:
@@ -102,13 +114,6 @@ def rss_mib(pids: list[int]) -> float:
         match = re.search(r"VmRSS:\s+(\d+) kB", status)
         total += int(match.group(1)) if match else 0
     return total / 1024
-
-
-def alive(pid: int) -> bool:
-    try:
-        return "zombie" not in Path(f"/proc/{pid}/status").read_text().split("State:")[1].split("\n")[0]
-    except (OSError, IndexError):
-        return False
 
 
 def kill_tree(pid: int) -> None:
@@ -181,7 +186,7 @@ def memory(source: Path, env: dict, client: redis.Redis, url: str, scratch: Path
     pid = producer_pid(command)
     peak = 0.0
     try:
-        while alive(pid):
+        while running(pid):
             peak = max(peak, rss_mib(tree(pid)))
             time.sleep(0.05)
     finally:
@@ -198,6 +203,7 @@ def main():
     parser.add_argument("--mirror", type=Path, default=REPO.parent / "shared" / "datasets" / "cifar10-jpeg")
     parser.add_argument("--scratch", type=Path, default=Path("/tmp/bench-intake"))
     parser.add_argument("--skip-first", action="store_true")
+    parser.add_argument("--only", default=None, help="Measure this input alone (its name as printed).")
     args = parser.parse_args()
     url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/15")
     client = redis.Redis.from_url(url)
@@ -205,12 +211,14 @@ def main():
     inputs = build_inputs(args.mirror, args.scratch)
     print(f"cpus: {os.cpu_count()}; decode workers: {os.environ.get('WAVESHIELD_DECODE_WORKERS', os.cpu_count())}")
     try:
+        chosen = [args.only] if args.only else list(inputs)
         if not args.skip_first:
-            for name, path in inputs.items():
+            for name in chosen:
+                path = inputs[name]
                 times = sorted(first_batch(path, env, client, args.scratch) for _ in range(3))
                 print(f"first batch, {name}: {times[1]:.2f} s (median of 3; {times[0]:.2f}-{times[2]:.2f})",
                       flush=True)
-        for name in ("zip 50,000 (train.zip)", "zip 200,000"):
+        for name in [n for n in ("zip 50,000 (train.zip)", "zip 200,000", "photographs 2,000") if n in chosen]:
             print(f"memory, {name}: {memory(inputs[name], env, client, url, args.scratch)}", flush=True)
     finally:
         client.flushdb()

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from _common import CIFAR_TEST, REPO, machine
 from producers.screen import screen_local
-from shared import screening
+from shared import screening_config
 from shared.data import load_images
 from shared.settings import load as load_settings
 
@@ -32,12 +32,12 @@ def weights_with(score: str, root: Path, source: Path = REPO / "weights", name: 
     folder = root / (name or score)
     folder.mkdir()
     for path in source.iterdir():
-        if path.is_file() and path.name != screening.FILENAME:
+        if path.is_file() and path.name != screening_config.FILENAME:
             (folder / path.name).symlink_to(path.resolve())
-    chosen = json.loads((source / screening.FILENAME).read_text())
+    chosen = json.loads((source / screening_config.FILENAME).read_text())
     if score == "disagreement":  # the hand-made score's own calibration, kept beside the detector's
         chosen = {**chosen, **chosen.get("disagreement", {})}
-    (folder / screening.FILENAME).write_text(json.dumps({**chosen, "score": score}))
+    (folder / screening_config.FILENAME).write_text(json.dumps({**chosen, "score": score}))
     return folder
 
 
@@ -52,7 +52,7 @@ def main() -> None:
     images = load_images(source, limit=args.n)
     decode_s = time.perf_counter() - start
     with tempfile.TemporaryDirectory() as tmp:
-        folders = {score: weights_with(score, Path(tmp)) for score in screening.SCORES}
+        folders = {score: weights_with(score, Path(tmp)) for score in screening_config.SCORES}
         if args.detector:
             paths = json.loads((args.detector / "detector.json").read_text())["paths"]
             folders[f"detector on {len(paths)} paths"] = weights_with("detector", Path(tmp), args.detector, "other")

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import functools
-import json
 from pathlib import Path
 
 import torch
 
-from shared import attacks, defences, screening
+from shared import attacks, defences, screening, screening_config, sources
 from shared.data import load_images
 from shared.evaluation import attack_id, defend
 from shared.plans import paper_attacks
@@ -18,9 +17,7 @@ from shared.settings import Settings, resolve_device
 
 def run_calibration(*, data: str, n: int, fpr: float, settings: Settings, out: Path) -> dict:
     """Score clean and attacked images, set the threshold, write screening.json and calibration.md."""
-    chosen = {**screening.load_settings(settings.weights_dir)}
-    chosen.pop("disagreement", None)  # an earlier calibration of this score, set aside by fit-detector
-    chosen.pop("sources", None)  # calibrations of the score this one replaces
+    chosen = screening_config.load(settings.weights_dir, check_score=False)  # this replaces the score
     device = resolve_device(settings.device)
     store = ModelStore(settings.weights_dir, device)
     for name in (chosen["raw_model"], chosen["defended_model"]):
@@ -47,10 +44,10 @@ def run_calibration(*, data: str, n: int, fpr: float, settings: Settings, out: P
         # An attacked image that does not fool the standard model is no threat: the rate that matters.
         detection_fooling[label] = float((suspicion[fooled] > threshold).mean()) if fooled.any() else float("nan")
     # This command calibrates the hand-made score, and so makes screening use it again.
-    result = {**chosen, "score": "disagreement", "threshold": threshold, "fpr": fpr,
-              "measured_fpr": float((clean > threshold).mean()), "detection": detection, "detection_of_fooling": detection_fooling,
-              "calibrated_on": {"data": str(data), "images": len(x)}}
-    (settings.weights_dir / screening.FILENAME).write_text(json.dumps(result, indent=2) + "\n")
+    result = screening_config.with_disagreement(chosen, {
+        "threshold": threshold, "fpr": fpr, "measured_fpr": float((clean > threshold).mean()), "detection": detection,
+        "detection_of_fooling": detection_fooling, "calibrated_on": {"data": str(data), "images": len(x)}})
+    screening_config.write(settings.weights_dir, result)
     out.mkdir(parents=True, exist_ok=True)
     lines = ["# Screening calibration", "",
              f"{len(x)} images from {data}; suspicion = total variation distance between the standard model's softmax "
@@ -83,7 +80,6 @@ def run_source_calibration(*, data: str, source: str, n: int, fpr: float, settin
     Writes ``calibration-SOURCE.md`` into ``out``.
     """
     from producers.screen import screening_settings
-    from producers.fit_detector import reference
     from shared.image_set import quantise
     from shared.screening_sources import label
 
@@ -123,12 +119,11 @@ def run_source_calibration(*, data: str, source: str, n: int, fpr: float, settin
     entry = {"score": plan["score"], "threshold": threshold, "fpr": fpr,
              "measured_fpr": float((clean > threshold).double().mean()), "detection_of_fooling": detection,
              "calibrated_on": {"data": str(data), "images": len(x), "labels_used": False},
-             "reference": reference(x)}
+             "reference": sources.reference(x)}
     if plan["score"] == "detector":
         entry["detector_sha256"] = plan["detector_sha256"]
-    chosen = screening.load_settings(settings.weights_dir)
-    chosen.setdefault("sources", {})[source] = entry
-    (settings.weights_dir / screening.FILENAME).write_text(json.dumps(chosen, indent=2) + "\n")
+    screening_config.write(settings.weights_dir,
+                           screening_config.with_source(screening_config.load(settings.weights_dir), source, entry))
     out.mkdir(parents=True, exist_ok=True)
     lines = [f"# Screening calibration for source {source}", "",
              f"{len(x)} clean images of {data}, score {plan['score']}: threshold {threshold:.4f} for "

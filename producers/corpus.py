@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from pathlib import Path
 
 import numpy as np
 
@@ -125,3 +126,24 @@ def feed_corpus(client, app, job: str, image_set, settings: Settings, on_wait=No
         throttle.sent_units(len(pending[shard]))
         sent += 1
     return sent
+
+
+def feed_and_follow(client, app, job: str, image_set, settings: Settings, on_progress=lambda state: None) -> None:
+    """Send a corpus job's shards (with backpressure), then follow it to the end; ``on_progress`` gets its progress."""
+    from producers.submit import wait
+
+    pipe = Pipeline(client)
+
+    def show(state=None):
+        on_progress(state or pipe.progress(job))
+
+    feed_corpus(client, app, job, image_set, settings, on_wait=show)
+    wait(client, job, show, stall_timeout_s=settings.stall_timeout_s, app=app, redrive_after_s=settings.redrive_after_s)
+
+
+def hand_over(job: str, settings: Settings, redis_url: str) -> tuple[int, Path]:
+    """A detached producer sends the job's shards as the workers keep up; return its pid and its log's path."""
+    from producers.ingest import detach
+
+    log_path = settings.output_dir / "producers" / f"{job}.log"
+    return detach(["corpus", "--job", job], log_path, redis_url), log_path

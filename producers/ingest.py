@@ -32,6 +32,7 @@ from shared.classes import CIFAR10_CLASSES
 from shared.pipeline import Pipeline
 from shared.pipeline.inflight import batches_allowed, screen_batch_bytes
 from shared.pipeline.keys import job_key
+from shared.processes import running
 from shared.settings import Settings
 
 log = logging.getLogger("waveshield")
@@ -98,8 +99,14 @@ def enqueue(client: redis.Redis, app, job: str, chunks: Iterable[Chunk], setting
     pipe = Pipeline(client, blob_ttl_s=settings.blob_ttl_s)
     plan = pipe.plan(job)
     me = f"{socket.gethostname()}:{os.getpid()}"
+    last = {"beat": 0.0}
 
-    def beat():
+    def beat(now: bool = False):
+        # While the producer waits for room this runs every poll (0.2 s): the heartbeat and a follower's
+        # progress (which reads the job's error list) go at most once a second; after each chunk, always.
+        if not now and time.monotonic() - last["beat"] < 1.0:
+            return
+        last["beat"] = time.monotonic()
         client.hset(job_key(job, "meta"), mapping={"producer": me, "producer_seen": time.time()})
         if on_progress:
             on_progress(pipe.progress(job))
@@ -114,7 +121,7 @@ def enqueue(client: redis.Redis, app, job: str, chunks: Iterable[Chunk], setting
             send(app, pipe.add_screen_chunk(job, chunk.index, chunk.ids, chunk.images, errors))
         except KeyError:
             raise vanished(job) from None
-        beat()
+        beat(now=True)
     pipe.seal_screen_job(job)
     client.hdel(job_key(job, "meta"), "producer")
     return pipe.progress(job)
@@ -159,11 +166,7 @@ def producer_alive(client: redis.Redis, job: str) -> str | None:
         return None
     host, _, pid = who.rpartition(":")
     if host == socket.gethostname():
-        try:
-            state = Path(f"/proc/{pid}/status").read_text()
-        except OSError:
-            return None
-        return who if "zombie" not in state.split("State:")[1].split("\n")[0] else None
+        return who if running(pid) else None
     seen = float(meta.get(b"producer_seen", 0))
     return who if time.time() - seen <= PRODUCER_GONE_S else None
 

@@ -1,12 +1,10 @@
-"""Run an evaluation plan in this process, with shipped weights and a progress bar."""
+"""Run an evaluation plan, in this process or on the workers, and write its report."""
 
 from __future__ import annotations
 
-import sys
 import time
 from pathlib import Path
 
-import click
 import torch
 
 from shared import defences, report
@@ -41,10 +39,12 @@ def available_plan(plan: dict, weights_dir: Path) -> tuple[dict, list[str]]:
 
 
 def run_evaluation(*, data: str, limit: int | None, out: Path, settings: Settings, plan: dict | None = None,
-                   redis_url: str | None = None) -> Path:
+                   redis_url: str | None = None, progress=lambda done, total, what: None) -> Path:
     """Evaluate ``plan`` (default: the paper's) on ``data`` and write the report; return its path.
 
     With ``redis_url`` the plan runs on the workers behind that Redis; without, in this process.
+    ``progress(done, total, what)`` hears how far it got: images evaluated
+    here (``what``: ``evaluating``), or cells a job finished (``job ID``).
     """
     image_set = load_images(data, limit=limit)
     if image_set.labels is None or len(image_set) == 0:
@@ -56,10 +56,10 @@ def run_evaluation(*, data: str, limit: int | None, out: Path, settings: Setting
     started = time.perf_counter()
     traffic = None
     if redis_url:
-        cells, job, traffic = _on_workers(plan, image_set, settings, redis_url)
+        cells, job, traffic = _on_workers(plan, image_set, settings, redis_url, progress)
         runner = f"Celery workers, {plan.get('mode', 'staged')} (job {job})"
     else:
-        cells, job = _in_process(plan, image_set, settings), None
+        cells, job = _in_process(plan, image_set, settings, progress), None
         runner = "one process (--local)"
     seconds = time.perf_counter() - started
     notes = [f"data: {data} ({len(image_set)} images, {len(image_set.errors)} unreadable)",
@@ -105,18 +105,23 @@ def _example_sheet(plan, image_set, settings, path, count: int = 6) -> None:
     image_sheet(rows, path)
 
 
-def _in_process(plan, image_set, settings):
+def _in_process(plan, image_set, settings, progress):
     device = resolve_device(settings.device)
     deterministic_kernels()
     if settings.torch_threads:  # as a worker with the same setting computes
         torch.set_num_threads(settings.torch_threads)
     x, y = image_set.to_tensor(), torch.from_numpy(image_set.labels)
-    with click.progressbar(length=len(x), label="evaluating", file=sys.stderr) as bar:
-        return evaluate_local(plan, x, y, ModelStore(settings.weights_dir, device).get,
-                              lambda name: defences.get(name, settings.weights_dir), device=device, progress=bar.update)
+    done = {"images": 0}
+
+    def advance(n):
+        done["images"] += n
+        progress(done["images"], len(x), "evaluating")
+
+    return evaluate_local(plan, x, y, ModelStore(settings.weights_dir, device).get,
+                          lambda name: defences.get(name, settings.weights_dir), device=device, progress=advance)
 
 
-def _on_workers(plan, image_set, settings, redis_url):
+def _on_workers(plan, image_set, settings, redis_url, progress):
     from producers import submit
     from shared.pipeline import Pipeline
     from shared.redis_client import connect
@@ -126,11 +131,8 @@ def _on_workers(plan, image_set, settings, redis_url):
     client = connect(redis_url, settings.redis_retry_s)
     before = client.info("stats")
     job = submit.submit(client, app, plan, image_set, settings)
-    with click.progressbar(length=1000, label=f"job {job}", file=sys.stderr) as bar:
-        def progress(state):
-            bar.update(int(1000 * state["done"] / state["expected"]) - bar.pos)
-        state = submit.wait(client, job, progress, stall_timeout_s=settings.stall_timeout_s, app=app,
-                            redrive_after_s=settings.redrive_after_s)
+    state = submit.wait(client, job, lambda state: progress(state["done"], state["expected"], f"job {job}"),
+                        stall_timeout_s=settings.stall_timeout_s, app=app, redrive_after_s=settings.redrive_after_s)
     after = client.info("stats")
     if state["errors"]:
         raise ValueError(f"job {job} finished with {len(state['errors'])} error(s): {state['errors'][0]['reason']}")

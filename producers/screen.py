@@ -8,7 +8,7 @@ import json
 from collections.abc import Iterator
 from pathlib import Path
 
-from shared import defences, detector_card, screening
+from shared import defences, detector_card, screening, screening_config
 from shared.classes import CIFAR10_CLASSES
 from shared.image_set import ImageSet, to_float_nchw
 from shared.model_store import ModelStore
@@ -22,36 +22,13 @@ from shared.settings import Settings, resolve_device
 FIELDS = ["id", "label", "confidence", "raw_label", "suspicion", "flagged", "error", "signal", "colour_roughness"]
 
 
-def calibration_for(chosen: dict, source: str | None) -> dict:
-    """The calibration to screen with: the one recorded for ``source``, or the default (None).
-
-    Returns ``name``, ``threshold``, ``fpr`` and ``reference`` (what the
-    calibration's clean images looked like, for the source check).
-    """
-    if source is None:
-        return {"name": "default", **{k: chosen.get(k) for k in ("threshold", "fpr", "reference")}}
-    known = chosen.get("sources", {})
-    if source not in known:
-        raise ValueError(f"no calibration for source {source!r} in screening.json"
-                         + (f" (it has: {', '.join(sorted(known))})" if known else "")
-                         + f"; make one from up to 1,000 clean images: waveshield calibrate --data DIR --source {source}")
-    entry = known[source]
-    if entry.get("score") != chosen["score"] or entry.get("detector_sha256") != chosen.get("detector_sha256"):
-        raise ValueError(f"the calibration for source {source!r} was made for another score or detector; "
-                         f"make it again: waveshield calibrate --data DIR --source {source}")
-    return {"name": source, **{k: entry.get(k) for k in ("threshold", "fpr", "reference")}}
-
-
 def screening_settings(settings: Settings, source: str | None = None) -> dict:
     """Score, threshold, defence and models to screen with; checks the weights (and detector) exist.
 
     ``source`` picks a calibration recorded by ``waveshield calibrate --source``
     (default: the one the score was fitted or calibrated with).
     """
-    chosen = screening.load_settings(settings.weights_dir)
-    if chosen["score"] not in screening.SCORES:
-        raise ValueError(f"{settings.weights_dir / screening.FILENAME}: unknown score {chosen['score']!r}; "
-                         f"valid: {', '.join(screening.SCORES)}")
+    chosen = screening_config.load(settings.weights_dir)
     store = ModelStore(settings.weights_dir)
     names = (chosen["raw_model"], chosen["defended_model"])
     if chosen["score"] == "detector":
@@ -60,12 +37,12 @@ def screening_settings(settings: Settings, source: str | None = None) -> dict:
         names = sorted({p.split("@")[0] for p in paths})
         chosen["detector_sha256"] = card["sha256"]
         if f"{chosen['raw_model']}@raw" not in paths or f"{chosen['defended_model']}@{chosen['defence']}" not in paths:
-            raise ValueError(f"the detector reads the paths {', '.join(paths)}; screening.json names "
+            raise ValueError(f"the detector reads the paths {', '.join(paths)}; {screening_config.FILENAME} names "
                              f"{chosen['raw_model']}@raw and {chosen['defended_model']}@{chosen['defence']}")
     for name in names:
         store.require(name, "screening")
     defences.get(chosen["defence"], settings.weights_dir)
-    calibration = calibration_for(chosen, source)
+    calibration = screening_config.calibration_for(chosen, source)
     plan = {k: chosen[k] for k in ("score", "defence", "raw_model", "defended_model", "detector_sha256") if k in chosen}
     return {**plan, "threshold": calibration["threshold"], "calibration": calibration}
 
@@ -162,7 +139,7 @@ class RecordWriter:
 def write_outputs(records, out: Path, calibration: dict | None = None) -> dict:
     """records.jsonl, records.csv and summary.json in ``out`` from an iterable of records; return the summary.
 
-    ``calibration``: the plan's (:func:`calibration_for`); the summary names
+    ``calibration``: the plan's (:func:`shared.screening_config.calibration_for`); the summary names
     it and says whether the flags look like a source mismatch.
     """
     writer = RecordWriter(out, calibration)

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 from shared.pipeline import QUEUES
+from shared.settings import Settings
 
 from .redis_server import EmbeddedRedis, reachable
 
@@ -65,8 +66,10 @@ class Stack:
                 self.procs[queue] = self._spawn(["worker", "-Q", queue, "-n", f"{queue}@%h", "--concurrency", "1",
                                                  "--loglevel", "WARNING"], self._threads(queue), name=queue)
             if self.flower_auth:
-                self.procs["flower"] = self._spawn(["flower", "--address=127.0.0.1", "--port=5555",
-                                                    f"--basic-auth={self.flower_auth}"], name="flower")
+                # Flower reads its FLOWER_* options from the environment: the password stays off the command line,
+                # which every user of the machine can read.
+                self.procs["flower"] = self._spawn(["flower", "--address=127.0.0.1", "--port=5555"],
+                                                   {"FLOWER_BASIC_AUTH": self.flower_auth}, name="flower")
             self.wait_ready()
         except BaseException:
             self.__exit__(None, None, None)
@@ -135,13 +138,24 @@ class Stack:
             self.server.stop()
 
 
-def serve(redis_url: str | None, *, flower_auth: str | None = None, say=print) -> None:
-    """``waveshield up``: run the stack until SIGINT or SIGTERM, or until a worker exits; stop all of it."""
+def serve(settings: Settings, *, flower: bool = False, say=print) -> None:
+    """``waveshield up``: run the stack until SIGINT or SIGTERM, or until a worker exits; stop all of it.
+
+    ``flower`` also runs Flower, behind ``settings.flower_basic_auth``.
+
+    Raises
+    ------
+    ValueError
+        If Flower is asked for without credentials: it never runs without authentication.
+    """
+    if flower and not settings.flower_basic_auth:
+        raise ValueError("Flower never runs without authentication: set FLOWER_BASIC_AUTH=user:password")
+    flower_auth = settings.flower_basic_auth if flower else None
     # Installed explicitly: a shell that starts `up` in the background hands it SIGINT
     # ignored, and Python then installs no KeyboardInterrupt handler of its own.
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, _interrupt)
-    with Stack(resolve_redis_url(redis_url), flower_auth=flower_auth) as stack:
+    with Stack(resolve_redis_url(settings.redis_url), flower_auth=flower_auth) as stack:
         STATE.parent.mkdir(parents=True, exist_ok=True)
         STATE.write_text(json.dumps({"redis_url": stack.redis_url, "pid": os.getpid()}))
         say(f"Redis: {stack.redis_url}\nworkers: {', '.join(QUEUES)}"

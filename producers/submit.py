@@ -63,7 +63,9 @@ class Throttle:
 
     def in_flight(self) -> int:
         """The job's units sent and not yet finished."""
-        expected, done = self._counts()
+        return self._pending(*self._counts())
+
+    def _pending(self, expected: int, done: int) -> int:
         return expected - done if self.from_meta else self.sent - (done - self.done_before)
 
     def wait_for_room(self, units: int) -> None:
@@ -76,12 +78,16 @@ class Throttle:
             message says what the queues hold); the job stays resumable.
         """
         last, since = None, time.monotonic()
-        while (pending := self.in_flight()) > 0 and pending + units > self.allowed:
+        while True:
+            expected, done = self._counts()
+            pending = self._pending(expected, done)
+            if pending <= 0 or pending + units <= self.allowed:
+                return
             if pending != last:
                 last, since = pending, time.monotonic()
             elif self.stall_timeout_s is not None and time.monotonic() - since > self.stall_timeout_s:
-                state = {"done": self._counts()[1], "expected": self._counts()[0]}
-                raise JobFailed(stall_message(self.client, self.job, state, self.stall_timeout_s))
+                raise JobFailed(stall_message(self.client, self.job, {"done": done, "expected": expected},
+                                              self.stall_timeout_s))
             if self.on_wait:
                 self.on_wait()
             time.sleep(self.poll_s)

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import csv
 import json
-import sys
 from pathlib import Path
 
-import click
 import torch
 
 from shared import attacks, defences, figures, models, tuning
@@ -18,8 +16,12 @@ from shared.settings import Settings, resolve_device
 
 
 def run_tune(*, data: str, n: int, out: Path, settings: Settings, min_psnr: float, wavelets: tuple[str, ...],
-             objective: str = "attenuation", model_name: str = "standard") -> dict:
-    """Sweep, choose, write ``tune.md``, ``tune.csv``, ``tune.png`` and ``defences.json``; return the choice."""
+             objective: str = "attenuation", model_name: str = "standard",
+             progress=lambda done, total, what: None) -> dict:
+    """Sweep, choose, write ``tune.md``, ``tune.csv``, ``tune.png`` and ``defences.json``; return the choice.
+
+    ``progress(done, total, what)`` hears of each setting scored.
+    """
     device = resolve_device(settings.device)
     weights = ModelStore(settings.weights_dir).require(model_name, "tune (it crafts its adversarial images there)")
     model, card = models.load(weights, device=device)
@@ -32,9 +34,9 @@ def run_tune(*, data: str, n: int, out: Path, settings: Settings, min_psnr: floa
                    for a in paper_attacks() if "eps" in a["params"]}  # the gradient attacks; DeepFool has no budget
     rows = []
     candidates = tuning.grid(wavelets, tuple(clean.shape[-2:]))
-    with click.progressbar(candidates, label=f"{len(candidates)} settings", file=sys.stderr) as bar:
-        for options in bar:
-            rows.append(tuning.score(options, clean, adversarial))
+    for options in candidates:
+        rows.append(tuning.score(options, clean, adversarial))
+        progress(len(rows), len(candidates), f"{len(candidates)} settings")
     chosen = tuning.choose(rows, min_clean_psnr=min_psnr, objective=objective)
     out.mkdir(parents=True, exist_ok=True)
     _write_csv(rows, out / "tune.csv")

@@ -17,13 +17,12 @@ kernel on the unrounded pixels (their forward pass counts exactly).
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 
-from .attacks._base import check_inputs, eval_mode, project_linf, random_start
+from .attacks._base import check_inputs, project_linf, random_start, signed_gradient_steps
 from .attacks.bpda import straight_through
 from .detector import PATHS, Detector, differentiable_features
 from .evaluation import defend
@@ -34,6 +33,20 @@ def bpda_reconstruct(defence_options: Callable) -> Callable:
     def reconstruct(name: str, images: torch.Tensor) -> torch.Tensor:
         return straight_through(images, lambda t: defend(t, defence_options(name)))
     return reconstruct
+
+
+def screening_loss(get_model: Callable, reconstruct: Callable, detector: Detector, *, weight: float,
+                   screened_path: str, paths=PATHS, statistics=()) -> Callable:
+    """``(images, labels) ->`` cross-entropy of the screened label, summed, plus ``weight`` * log P_detector(clean).
+
+    What the attacker who knows the screening ascends; ``reconstruct`` is
+    :func:`bpda_reconstruct`'s, the other arguments as for :func:`evade_screening`.
+    """
+    def loss(images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        f, logits = differentiable_features(images, get_model, reconstruct, paths=paths, statistics=statistics)
+        return F.cross_entropy(logits[screened_path], labels, reduction="sum") \
+            - weight * F.softplus(detector(f)).sum()  # softplus(logit) = -log P(clean)
+    return loss
 
 
 def evade_screening(images: torch.Tensor, labels: torch.Tensor, get_model: Callable, defence_options: Callable,
@@ -75,23 +88,13 @@ def evade_screening(images: torch.Tensor, labels: torch.Tensor, get_model: Calla
     """
     images, labels = check_inputs(images, labels, eps)
     alpha = eps / 4 if alpha is None else alpha
-    reconstruct = bpda_reconstruct(defence_options)
+    loss = screening_loss(get_model, bpda_reconstruct(defence_options), detector, weight=weight,
+                          screened_path=screened_path, paths=paths, statistics=statistics)
     if grey:
         start = random_start(images[:, :1], eps, seed) - images[:, :1]  # one draw per pixel, for all channels
-        adversarial = project_linf(images + start, images, eps)
+        start = project_linf(images + start, images, eps)
     else:
-        adversarial = random_start(images, eps, seed)
-    with contextlib.ExitStack() as stack:
-        for model in {*(get_model(p.split("@")[0]) for p in paths), detector}:
-            stack.enter_context(eval_mode(model))
-        for _ in range(steps):
-            adversarial.requires_grad_(True)
-            f, logits = differentiable_features(adversarial, get_model, reconstruct, paths=paths,
-                                                statistics=statistics)
-            objective = F.cross_entropy(logits[screened_path], labels, reduction="sum") \
-                - weight * F.softplus(detector(f)).sum()  # softplus(logit) = -log P(clean)
-            grad, = torch.autograd.grad(objective, adversarial)
-            if grey:
-                grad = grad.sum(1, keepdim=True)
-            adversarial = project_linf(adversarial.detach() + alpha * grad.sign(), images, eps)
-    return adversarial
+        start = random_start(images, eps, seed)
+    models = {*(get_model(p.split("@")[0]) for p in paths), detector}
+    return signed_gradient_steps(loss, start, images, labels, eps=eps, alpha=alpha, steps=steps, models=models,
+                                 shape_gradient=(lambda grad: grad.sum(1, keepdim=True)) if grey else None)

@@ -77,6 +77,24 @@ def write_shard(out: Path, attack: dict, shard: int, adversarial: np.ndarray, la
     os.replace(tmp, jsonl)
 
 
+def read_shards(out: Path):
+    """Yield ``(x, y, pred_before)`` of every shard of a corpus written by :func:`write_shard`, as float32 tensors.
+
+    Raises
+    ------
+    ValueError
+        If ``out`` holds no shard.
+    """
+    shards = sorted(Path(out).glob("*/shard-*.npz"))
+    if not shards:
+        raise ValueError(f"{out}: no corpus shards (<attack>/shard-NNNNN.npz) found; generate one with waveshield corpus")
+    for npz in shards:
+        with np.load(npz, allow_pickle=False) as arrays:
+            x, y = torch.from_numpy(arrays["x"].astype(np.float32)), torch.from_numpy(arrays["y"])
+        lines = [json.loads(line) for line in npz.with_suffix(".jsonl").read_text().splitlines()]
+        yield x, y, torch.tensor([line["pred_before"] for line in lines])
+
+
 def finish(out: Path, attacks: list[dict], shards: int) -> int:
     """Gather every shard's lines into manifest.jsonl (attack, then shard order); return the line count."""
     count = 0

@@ -22,10 +22,10 @@ from pathlib import Path
 import numpy as np
 
 from .array_sources import load_npz, load_torchvision_cifar10
-from .decode import DECODE_CHUNK, DECODE_CHUNK_BYTES, decode_all, decode_image
+from .decode import DECODE_CHUNK, decode_image
 from .image_set import ImageSet, ItemError, iter_batches, to_float_nchw
-from .intake import SAMPLE_ZIP, iter_chunks, iter_items, stack_images
-from .members import Member, archive_kind, file_member, folder_members
+from .intake import SAMPLE_ZIP, decode_items, iter_chunks, iter_items, stack_images
+from .members import Member, file_member, folder_members
 from .zip_members import zip_members
 from .classes import CIFAR10_CLASSES
 from .settings import load as load_settings
@@ -84,56 +84,43 @@ def load_images(source, *, size: int = 32, classes=None, limit: int | None = Non
 def _from_members(members: list[Member], size, classes, limit, workers: int = 1) -> ImageSet:
     """Decode the members; class sub-folders become labels, an ``.npz`` member adds its rows.
 
-    Encoded images are decoded ``workers`` at a time (:mod:`shared.decode`),
-    a chunk of members after another (:data:`~shared.decode.DECODE_CHUNK`
-    items or :data:`~shared.decode.DECODE_CHUNK_BYTES`), so that memory
-    holds one chunk's bytes.
+    Encoded images are decoded ``workers`` at a time, :data:`~shared.decode.DECODE_CHUNK`
+    items after another (:func:`shared.intake.decode_items`), so that memory
+    holds one chunk's encoded bytes besides the decoded set.
     """
     folders = [m.name.split("/")[-2] if "/" in m.name else None for m in members]
     labelled = bool(members) and all(f is not None for f in folders)
     names = _class_names(sorted(set(folders)), classes) if labelled else list(classes or CIFAR10_CLASSES)
     if limit is not None:
         members, folders = _balanced_prefix(members, folders, limit)
+    items, item_labels = [], []  # the labels ride along with the items
+    for member, folder in zip(members, folders):
+        label = (names.index(folder) if folder in names else -1) if labelled else None
+        if not member.name.lower().endswith(".npz"):
+            items.append(("member", member.name, member))
+            item_labels.append(label)
+            continue
+        try:  # an array set among the files: its rows are items
+            rows = load_npz(io.BytesIO(member.read()), size, None, name=member.name)
+        except (ValueError, OSError, zipfile.BadZipFile, RuntimeError) as exc:
+            items.append(("error", member.name, str(exc) or type(exc).__name__))
+            item_labels.append(None)
+            continue
+        items += [("row", item, image) for item, image in zip(rows.ids, rows.images)]
+        item_labels += list(rows.labels) if rows.labels is not None else [label] * len(rows)
     images, labels, ids, errors = [], [], [], []
-    start = 0
-    while start < len(members):
-        # Read members in order until the chunk is full (items or bytes), decode its encoded images together,
-        # then keep the members' order.
-        outcomes, held = [], 0  # per member: ("rows", ImageSet, label), ("error", reason, None), ("encoded", bytes, label)
-        while start + len(outcomes) < len(members) and len(outcomes) < DECODE_CHUNK and held < DECODE_CHUNK_BYTES:
-            member, folder = members[start + len(outcomes)], folders[start + len(outcomes)]
-            label = (names.index(folder) if folder in names else -1) if labelled else None
-            try:
-                data = member.read()
-                if member.name.lower().endswith(".npz"):  # an array set among the files: its rows are items
-                    outcomes.append(("rows", load_npz(io.BytesIO(data), size, None, name=member.name), label))
-                    continue
-                if kind := archive_kind(data):
-                    raise ValueError(f"a nested {kind} archive is not read: unpack it, or pass it as a source of "
-                                     "its own")
-                outcomes.append(("encoded", data, label))
-                held += len(data)
-            except (ValueError, OSError, zipfile.BadZipFile, RuntimeError) as exc:
-                outcomes.append(("error", str(exc) or type(exc).__name__, None))
-        decoded = iter(decode_all([o[1] for o in outcomes if o[0] == "encoded"], size, workers))
-        for member, (kind, payload, label) in zip(members[start:start + len(outcomes)], outcomes):
-            if kind == "rows":
-                images += list(payload.images)
-                ids += payload.ids
-                labels += list(payload.labels) if payload.labels is not None else [label] * len(payload)
-                continue
-            image, reason = next(decoded) if kind == "encoded" else (None, payload)
-            if reason is not None:
-                errors.append(ItemError(member.name, reason))
+    for start in range(0, len(items), DECODE_CHUNK):
+        group = items[start:start + DECODE_CHUNK]
+        for (_, item, _), label, (image, reason) in zip(group, item_labels[start:start + DECODE_CHUNK],
+                                                          decode_items(group, size, workers)):
+            if image is None:
+                errors.append(ItemError(item, reason))
                 continue
             images.append(image)
-            ids.append(member.name)
+            ids.append(item)
             labels.append(label)
-        start += len(outcomes)
-    if any(i.dtype != np.uint8 for i in images):  # a float array set among them: all float, none rounded
-        images = [i.astype(np.float32) / np.float32(255) if i.dtype == np.uint8 else i for i in images]
-    stacked = np.stack(images) if images else np.zeros((0, size, size, 3), np.uint8)
-    return ImageSet(stacked, np.asarray(labels, np.int64) if labelled else None, ids, errors, names)
+    return ImageSet(stack_images(images, size), np.asarray(labels, np.int64) if labelled else None, ids, errors,
+                    names)
 
 
 def _class_names(folders, classes):

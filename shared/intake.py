@@ -137,7 +137,20 @@ def iter_chunks(items: Iterable[Item], batch_size: int, *, size: int = 32, worke
 
 def decode_chunk(index: int, group: list[Item], size: int = 32, workers: int = 1) -> Chunk:
     """One chunk from its items, in their order: members read and decoded, rows kept, errors kept."""
-    outcomes: list = [None] * len(group)  # per item: (image, None) or (None, reason)
+    outcomes = decode_items(group, size, workers)
+    ids = [item[1] for item, (image, _) in zip(group, outcomes) if image is not None]
+    images = [image for image, _ in outcomes if image is not None]
+    errors = [ItemError(item[1], reason) for item, (image, reason) in zip(group, outcomes) if image is None]
+    return Chunk(index, ids, stack_images(images, size), errors)
+
+
+def decode_items(group: list[Item], size: int = 32, workers: int = 1) -> list[tuple[np.ndarray | None, str | None]]:
+    """Per item of ``group``, in order: ``(image, None)``, or ``(None, reason)`` for one that cannot be read.
+
+    Members are read in order and decoded ``workers`` at a time; the encoded
+    bytes held stay under :data:`~shared.decode.DECODE_CHUNK_BYTES` (plus one item).
+    """
+    outcomes: list = [None] * len(group)
     pending: list[tuple[int, bytes]] = []
     held = 0
 
@@ -166,10 +179,7 @@ def decode_chunk(index: int, group: list[Item], size: int = 32, workers: int = 1
             if held >= DECODE_CHUNK_BYTES:  # bound the encoded bytes held, whatever the batch size
                 flush()
     flush()
-    ids = [item[1] for item, (image, _) in zip(group, outcomes) if image is not None]
-    images = [image for image, _ in outcomes if image is not None]
-    errors = [ItemError(item[1], reason) for item, (image, reason) in zip(group, outcomes) if image is None]
-    return Chunk(index, ids, stack_images(images, size), errors)
+    return outcomes
 
 
 def stack_images(images: list[np.ndarray], size: int = 32) -> np.ndarray:

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from .checkpoints import ModelCardError, card_path, read_card, sha256_file, write_card  # noqa: F401  (re-exported)
+from .checkpoints import ModelCardError, read_card, write_card  # noqa: F401  (ModelCardError: what load raises)
 from .classes import CIFAR10_CLASSES  # noqa: F401  (re-exported: where the models' users look)
 
 ARCHITECTURE = "cifar-resnet18"

@@ -15,27 +15,18 @@ clean image. Two scores, both 0 to 1, higher = more suspicious:
 
 An image is flagged above a threshold calibrated on clean images to a stated
 false-positive rate; its record names the signal that raised its score most.
-A calibration may be one source's own (``screening.json``'s ``sources``);
+A calibration may be one source's own (``screening.json``'s ``sources``, :mod:`shared.screening_config`);
 :func:`source_check` says when a job's flags look like a source the
 calibration never saw rather than like attacks.
 """
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import numpy as np
 
 # torch (and the DWT) are imported where a batch is scored: producers read the settings and write records
 # with this module, and start without loading torch.
 
-FILENAME = "screening.json"
-DEFAULT = {"threshold": 0.5, "fpr": None, "defence": "haar", "defended_model": "haar", "raw_model": "standard",
-           "score": "disagreement"}
-SCORES = ("disagreement", "detector")
-#: What a calibration writes into screening.json beside the score's name.
-CALIBRATION_KEYS = ("threshold", "fpr", "measured_fpr", "detection", "detection_of_fooling", "calibrated_on")
 
 
 def score(raw_model, defended_model, images, reconstructed):
@@ -130,17 +121,6 @@ def calibrate(clean_scores: np.ndarray, fpr: float) -> float:
     # flagged = score > threshold; allow floor(fpr * n) clean images above it.
     allowed = int(np.floor(fpr * len(ordered)))
     return float(ordered[len(ordered) - 1 - allowed]) if len(ordered) else 1.0
-
-
-def load_settings(weights_dir: str | Path) -> dict:
-    """``screening.json`` of the weights directory (written by ``waveshield calibrate``), else defaults."""
-    path = Path(weights_dir) / FILENAME
-    if not path.is_file():
-        return dict(DEFAULT)
-    try:
-        return {**DEFAULT, **json.loads(path.read_text())}
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ValueError(f"{path}: unreadable screening settings ({exc})") from None
 
 
 def summary(all_records: list[dict], calibration: dict | None = None) -> dict:

@@ -8,7 +8,7 @@ Every knob of waveshield is an environment variable (``REDIS_URL`` or a
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 #: A file or archive member larger than this is refused unread (a 24-megapixel PNG is about 70 MiB).
@@ -38,20 +38,24 @@ class Settings:
     redrive_after_s: int  # WAVESHIELD_REDRIVE_AFTER: a stalled job with nothing in flight this long has its lost work re-sent
     max_item_bytes: int  # WAVESHIELD_MAX_ITEM_BYTES: a file or archive member larger than this is refused unread
     decode_workers: int  # WAVESHIELD_DECODE_WORKERS: processes decoding images at once (default: every core)
+    flower_basic_auth: str | None = field(default=None, repr=False)  # FLOWER_BASIC_AUTH: user:password of Flower
+
+    def shown(self, name: str):
+        """The value of setting ``name`` as printed: passwords masked."""
+        value = getattr(self, name)
+        if name == "redis_url" and value:
+            return _mask_password(value)
+        if name == "flower_basic_auth" and value:
+            return value.partition(":")[0] + ":***"
+        return str(value) if isinstance(value, Path) else value
 
     def as_text(self) -> str:
         """Render the settings as ``name = value`` lines, passwords masked."""
-        lines = []
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if f.name == "redis_url" and value:
-                value = _mask_password(value)
-            lines.append(f"{f.name} = {value}")
-        return "\n".join(lines)
+        return "\n".join(f"{f.name} = {self.shown(f.name)}" for f in fields(self))
 
     def as_dict(self) -> dict:
-        """The settings as JSON-ready values (paths as strings)."""
-        return {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self).items()}
+        """The settings as JSON-ready values (paths as strings), passwords masked."""
+        return {f.name: self.shown(f.name) for f in fields(self)}
 
 
 def _mask_password(url: str) -> str:
@@ -85,6 +89,10 @@ def load(environ: dict | None = None) -> Settings:
     if "WAVESHIELD_HIGH_WATER" in env:
         raise ValueError("WAVESHIELD_HIGH_WATER (batches on the attack queue) is replaced by WAVESHIELD_IN_FLIGHT_MIB, "
                          "the blob MiB one job of any kind may hold in Redis (default 64): unset it")
+    flower_basic_auth = env.get("FLOWER_BASIC_AUTH") or None
+    if flower_basic_auth is not None and not all(user and password for user, _, password in
+                                                 (pair.partition(":") for pair in flower_basic_auth.split(","))):
+        raise ValueError("FLOWER_BASIC_AUTH must be user:password (or several, comma-separated)")
     visibility_timeout_s = number("WAVESHIELD_VISIBILITY_TIMEOUT", 3600)
     task_time_limit_s = number("WAVESHIELD_TASK_TIME_LIMIT", 1800)
     if visibility_timeout_s <= task_time_limit_s:
@@ -111,6 +119,7 @@ def load(environ: dict | None = None) -> Settings:
         redrive_after_s=number("WAVESHIELD_REDRIVE_AFTER", 30),
         max_item_bytes=number("WAVESHIELD_MAX_ITEM_BYTES", DEFAULT_MAX_ITEM_BYTES),
         decode_workers=number("WAVESHIELD_DECODE_WORKERS", os.cpu_count() or 1),
+        flower_basic_auth=flower_basic_auth,
     )
 
 

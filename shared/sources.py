@@ -66,6 +66,17 @@ def colour_roughness(x: torch.Tensor) -> torch.Tensor:
     return torch.log((mean_step(colour) + 0.5) / (mean_step(luminance) + 0.5))
 
 
+#: Deciles of the colour roughness: what a calibration records of its clean images, for the mismatch guard.
+DECILES = np.linspace(0.1, 0.9, 9)
+
+
+def reference(x: torch.Tensor) -> dict:
+    """What a calibration records of its clean images for the mismatch guard: deciles of their colour roughness."""
+    rough = colour_roughness(x).double().numpy()
+    return {"statistic": "colour_roughness", "deciles": [round(float(q), 6) for q in np.quantile(rough, DECILES)],
+            "images": len(rough)}
+
+
 #: Short sides photographs are downsampled to before :func:`photo_crops` cuts them.
 SHORT_SIDES = (48, 64, 96, 128, 192)
 

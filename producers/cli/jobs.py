@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from producers.cli.progress import ProgressBar
 from shared import settings as settings_mod
 
 
@@ -44,8 +45,10 @@ def evaluate(spec, data, limit, out, local, adaptive, mode):
     redis_url = None if local else resolve_redis_url(cfg.redis_url)
     if not local and redis_url is None:
         raise ValueError("no Redis: start `waveshield up` (or set REDIS_URL to one with workers), or pass --local")
-    report = run_evaluation(data=data or run.get("data", "sample"), limit=limit or run.get("limit"),
-                            out=out or cfg.output_dir / "evaluate", settings=cfg, redis_url=redis_url, plan=plan)
+    with ProgressBar() as bar:
+        report = run_evaluation(data=data or run.get("data", "sample"), limit=limit or run.get("limit"),
+                                out=out or cfg.output_dir / "evaluate", settings=cfg, redis_url=redis_url, plan=plan,
+                                progress=bar)
     click.echo(f"report: {report}")
 
 
@@ -62,9 +65,9 @@ def demo(limit):
     available_plan(paper_plan(), cfg.weights_dir)  # fail fast, with the train command, when weights are missing
     logs = cfg.output_dir / "demo" / "logs"
     click.echo(f"starting Redis and one worker per queue ({', '.join(QUEUES)}); their logs: {logs}")
-    with Stack(resolve_redis_url(cfg.redis_url), log_dir=logs) as stack:
+    with Stack(resolve_redis_url(cfg.redis_url), log_dir=logs) as stack, ProgressBar() as bar:
         report = run_evaluation(data="sample", limit=limit, out=cfg.output_dir / "demo", settings=cfg,
-                                redis_url=stack.redis_url)
+                                redis_url=stack.redis_url, progress=bar)
     click.echo(report.read_text())
     click.echo(f"report: {report}")
 
@@ -73,46 +76,19 @@ def demo(limit):
 @click.option("--flower", is_flag=True, help="Also run Flower on 127.0.0.1:5555 (needs FLOWER_BASIC_AUTH=user:password).")
 def up(flower):
     """Run Redis (REDIS_URL, or the bundled server) and one worker per queue until Ctrl-C."""
-    import os
-
     from producers.stack import serve
 
-    auth = os.environ.get("FLOWER_BASIC_AUTH")
-    if flower and (not auth or ":" not in auth):
-        raise ValueError("Flower never runs without authentication: set FLOWER_BASIC_AUTH=user:password")
-    serve(settings_mod.load().redis_url, flower_auth=auth if flower else None, say=click.echo)
+    serve(settings_mod.load(), flower=flower, say=click.echo)
 
 
 @click.command()
 @click.argument("job", required=False)
 def status(job):
     """Queue lengths, workers, and job progress, read from Redis."""
-    from producers.stack import connect
-    from producers.submit import queue_lengths
-    from shared.pipeline import Pipeline
-    from shared.pipeline.keys import JOBS_KEY
-    from workers.app import app
+    from producers.status import status_lines
 
-    _, client = connect(settings_mod.load().redis_url)
-    click.echo("queues: " + ", ".join(f"{q} {n}" for q, n in queue_lengths(client).items()))
-    stats = client.info("stats")
-    click.echo(f"Redis traffic now: {stats['instantaneous_input_kbps']:.0f} KB/s in, "
-               f"{stats['instantaneous_output_kbps']:.0f} KB/s out")
-    replies = app.control.inspect(timeout=1.0).active_queues() or {}
-    consumers = {q["name"]: w for w, qs in replies.items() for q in qs}
-    click.echo("workers: " + (", ".join(f"{q} <- {w}" for q, w in sorted(consumers.items())) or "none"))
-    pipe = Pipeline(client)
-    jobs = [job] if job else [j.decode() for j in client.zrevrange(JOBS_KEY, 0, 9)]
-    for j in jobs:
-        try:
-            p = pipe.progress(j)
-        except KeyError:
-            raise ValueError(f"no job {j!r} in Redis") from None
-        items = (f"{p['read']} items read{' so far' if p['ingesting'] else ''}, {p['enqueued']} enqueued, "
-                 f"{p['screened']} screened" if "screened" in p else f"{p['images']} images")
-        click.echo(f"job {j}: {p['status']}, {p['done']}/{p['expected']} {'batches' if 'screened' in p else 'cells'}, "
-                   f"{items}, {p['images_per_s']:.1f} images/s, {len(p['errors'])} errors"
-                   + (f", {p['redriven']} unit(s) re-sent after lost messages" if p["redriven"] else ""))
+    for line in status_lines(settings_mod.load().redis_url, job):
+        click.echo(line)
 
 
 @click.command()

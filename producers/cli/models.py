@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import sys
-import time
 from pathlib import Path
 
 import click
 
+from producers.cli.progress import ProgressBar
 from shared import settings as settings_mod
 
 
@@ -34,34 +34,16 @@ def train(defence, width, epochs, batch_size, seed, data, test_data, name, preci
     Resumable: rerun the same command after an interruption and it continues
     from the last finished epoch.
     """
-    from shared import defences, models
-    from shared.data import load_images
-    from shared.model_card import model_card
-    from shared.training import Recipe
-    from shared.training import train as run_training
+    from producers.train import run_train
 
-    cfg = settings_mod.load()
-    device = settings_mod.resolve_device(cfg.device)
-    name = name or ("standard" if defence == "none" else defence)
-    options = None if defence == "none" else defences.get(defence, cfg.weights_dir)
     smoothing = {} if label_smoothing is None else {"label_smoothing": label_smoothing}
-    recipe = Recipe(width=width, epochs=epochs, batch_size=batch_size, seed=seed, defence=options, precision=precision,
-                    augment=augment, **smoothing)
-    train_set = load_images(data, limit=limit)
-    test_set = load_images(test_data)
-    click.echo(f"training {name}: {len(train_set)} images from {data}" + (f" + DWT copies ({options['wavelet']})" if options else "")
-               + f", width {width}, {epochs} epochs, on {device}")
-    checkpoint = cfg.checkpoint_dir / f"{name}.safetensors"
-    started = time.perf_counter()
-    model, log = run_training(train_set, recipe, checkpoint=checkpoint, device=device, progress=_EpochProgress(),
-                              stop_after_epoch=stop_after)
-    if stop_after is not None and stop_after < epochs:
-        click.echo(f"stopped after epoch {stop_after}; rerun the same command to resume from {checkpoint}")
+    written = run_train(defence=defence, name=name, data=data, test_data=test_data, limit=limit,
+                        settings=settings_mod.load(), stop_after=stop_after, say=click.echo, progress=_EpochProgress(),
+                        recipe_options={"width": width, "epochs": epochs, "batch_size": batch_size, "seed": seed,
+                                        "precision": precision, "augment": augment, **smoothing})
+    if written is None:
         return
-    card = model_card(model, log, recipe, train_source=str(data), train_images=len(train_set), test_set=test_set,
-                      test_source=str(test_data), device=device, seconds=time.perf_counter() - started)
-    out = cfg.weights_dir / f"{name}.safetensors"
-    models.save(model, out, card)
+    out, card = written
     click.echo(f"wrote {out} (test accuracy {card['test_accuracy']:.4f})")
 
 
@@ -81,8 +63,9 @@ def tune(data, n, min_psnr, wavelets, objective, out):
 
     cfg = settings_mod.load()
     out = out or cfg.output_dir / "tune"
-    chosen = run_tune(data=data, n=n, out=out, settings=cfg, min_psnr=min_psnr, objective=objective,
-                      wavelets=tuple(w.strip() for w in wavelets.split(",") if w.strip()))
+    with ProgressBar() as bar:
+        chosen = run_tune(data=data, n=n, out=out, settings=cfg, min_psnr=min_psnr, objective=objective,
+                          wavelets=tuple(w.strip() for w in wavelets.split(",") if w.strip()), progress=bar)
     for family, row in chosen.items():
         click.echo(f"{family}: {row['wavelet']} levels={row['levels']} {row['mode']} {row['method']} "
                    f"sigma x{row['sigma_scale']}{' YCbCr' if row['convert2ycbcr'] else ''}: clean PSNR "

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -40,7 +39,7 @@ def screen(paths, watch_dir, max_wait, out, wait, local, batch_size, mode, sourc
     Images stream to the workers as they are read; running the same command again continues
     an interrupted job without screening an image twice.
     """
-    from producers import screen as screen_mod
+    from producers import screen as screen_mod, screen_runs
 
     cfg = settings_mod.load()
     out = out or cfg.output_dir / "screen"
@@ -52,103 +51,40 @@ def screen(paths, watch_dir, max_wait, out, wait, local, batch_size, mode, sourc
     if batch_size < 1:
         raise ValueError(f"--batch-size must be at least 1, got {batch_size}")
     if local:
-        return _screen_here(paths, out, cfg, batch_size, chosen)
-    from producers import ingest
+        summary = screen_runs.screen_here(paths, out, cfg, batch_size, chosen, on_progress=lambda n: click.echo(
+            f"\rscreened {n} item(s)", nl=False, err=True))
+        click.echo("", err=True)
+        return _report(summary, out)
     from producers.stack import connect
-    from shared.pipeline import Pipeline
 
     url, client = connect(cfg.redis_url, or_local=True)
-    background = job_id is not None  # a producer that `--no-wait` or `resume` started
-    if not background:
-        job_id, found = ingest.start_job(client, list(paths), {**chosen, "mode": mode}, batch_size, fresh=fresh)
-    else:
-        found = True
+    job, what = screen_runs.start(client, paths, chosen, mode=mode, batch_size=batch_size, fresh=fresh, job=job_id)
     if not wait:
-        return _hand_over(client, url, job_id, found, paths, out, cfg, batch_size, mode, source)
-    if background:
-        click.echo(f"job {job_id}: producer {os.getpid()} reading from item {Pipeline(client).progress(job_id)['read']}",
-                   err=True)
-    elif found:
-        state = Pipeline(client).progress(job_id)
-        click.echo(f"job {job_id}: " + (f"reading on after the {state['read']} items it counted" if state["ingesting"]
-                                        else "these inputs were screened before (--fresh screens them again)"),
-                   err=True)
-    else:
-        click.echo(f"job {job_id}: started", err=True)
-    _follow(client, job_id, paths, out, cfg, batch_size)
-
-
-def _screen_here(paths, out, cfg, batch_size, chosen):
-    """``--local``: read, screen and write chunk by chunk in this process."""
-    from producers import screen as screen_mod
-    from shared.intake import iter_chunks, iter_items, prefetch
-
-    chunks = prefetch(iter_chunks(iter_items(paths, max_bytes=cfg.max_item_bytes), batch_size,
-                                  workers=cfg.decode_workers))
-    with screen_mod.RecordWriter(out, chosen["calibration"]) as writer:
-        for found in screen_mod.screen_chunks(chunks, cfg, chosen):
-            writer.write(found)
-            click.echo(f"\rscreened {writer.tally.images} item(s)", nl=False, err=True)
-        click.echo("", err=True)
-        summary = writer.close()
-    _report(summary, out)
-
-
-def _hand_over(client, url, job, found, paths, out, cfg, batch_size, mode, source):
-    """``--no-wait``: a detached producer feeds the job (unless it is sealed) and writes ``out`` at the end."""
-    from producers import ingest
-    from shared.pipeline import Pipeline
-
-    state = Pipeline(client).progress(job)
-    if who := ingest.producer_alive(client, job):
-        click.echo(f"job {job}: its producer ({who}) is still reading its input ({state['read']} items so far); "
-                   f"records so far: waveshield results {job} --out DIR")
+        click.echo(screen_runs.hand_over(client, url, job, paths, out, cfg, batch_size=batch_size, mode=mode,
+                                         source=source))
         return
-    if not state["ingesting"]:
-        click.echo(f"job {job} {'was ' if found else ''}submitted ({state['read']} items, {state['screened']} "
-                   f"screened so far); fetch it with: waveshield results {job} --out DIR")
-        return
-    log_path = cfg.output_dir / "producers" / f"{job}.log"
-    argv = ["screen", *map(str, paths), "--job", job, "--out", str(out), "--batch-size", str(batch_size),
-            "--mode", mode, *(["--source", source] if source else [])]
-    pid = ingest.detach(argv, log_path, url)
-    click.echo(f"job {job} submitted: a producer (pid {pid}, log {log_path}) feeds the workers as they keep up and "
-               f"writes {out} when the job is done; records so far: waveshield results {job} --out DIR")
-
-
-def _follow(client, job, paths, out, cfg, batch_size):
-    """Feed the job from where it stopped, then follow it, writing its records as its batches finish."""
-    import time
-
-    from producers import ingest
-    from producers import screen as screen_mod
-    from producers.submit import wait as wait_job
-    from shared.pipeline import Pipeline
-    from workers.app import app
-
-    pipe = Pipeline(client)
-    shown = {"at": 0.0}
+    click.echo(what, err=True)
     live = sys.stderr.isatty()  # a terminal gets one line rewritten; a log gets a line every 10 s
-
-    with screen_mod.RecordWriter(out, pipe.plan(job).get("calibration")) as writer:
-        records = screen_mod.JobRecords(pipe, job, writer)
-
-        def progress(state):
-            records.drain()
-            if time.monotonic() - shown["at"] >= (1.0 if live else 10.0) or state["status"] == "complete":
-                shown["at"] = time.monotonic()
-                of = "" if state["ingesting"] else f" of {state['enqueued']}"
-                click.echo(("\r" if live else "") + f"job {job}: {state['read']} item(s) read, {state['enqueued']} "
-                           f"enqueued, {state['screened']}{of} screened", nl=not live, err=True)
-
-        ingest.ingest(client, app, job, list(paths), cfg, batch_size, on_progress=progress)
-        wait_job(client, job, progress, stall_timeout_s=cfg.stall_timeout_s, app=app,
-                 redrive_after_s=cfg.redrive_after_s)
-        if live:
-            click.echo("", err=True)
-        records.finish()
-        summary = writer.close()
+    summary = screen_runs.follow(client, job, paths, out, cfg, batch_size, on_progress=_ProgressLine(job, live))
+    if live:
+        click.echo("", err=True)
     _report(summary, out)
+
+
+class _ProgressLine:
+    """A screening job's progress on stderr: one line rewritten each second on a terminal, else a line every 10 s."""
+
+    def __init__(self, job: str, live: bool):
+        self.job, self.live, self.at = job, live, 0.0
+
+    def __call__(self, state: dict) -> None:
+        import time
+
+        if time.monotonic() - self.at >= (1.0 if self.live else 10.0) or state["status"] == "complete":
+            self.at = time.monotonic()
+            of = "" if state["ingesting"] else f" of {state['enqueued']}"
+            click.echo(("\r" if self.live else "") + f"job {self.job}: {state['read']} item(s) read, "
+                       f"{state['enqueued']} enqueued, {state['screened']}{of} screened", nl=not self.live, err=True)
 
 
 def _report(summary: dict, out: Path, note: str = "") -> None:
@@ -165,21 +101,10 @@ def _report(summary: dict, out: Path, note: str = "") -> None:
               help="Output directory [default: $WAVESHIELD_OUTPUT_DIR/JOB].")
 def results(job, out):
     """Fetch a screening job's records (as far as it has got) into JSONL, CSV and a summary."""
-    from producers import screen as screen_mod
-    from producers.stack import connect
-    from shared.pipeline import Pipeline
+    from producers.screen_runs import fetch_results
 
     cfg = settings_mod.load()
-    pipe = Pipeline(connect(cfg.redis_url)[1])
-    try:
-        state = pipe.progress(job)
-    except KeyError:
-        raise ValueError(f"no job {job!r} in Redis") from None
-    out = out or cfg.output_dir / job
-    summary = screen_mod.write_outputs(pipe.iter_screen_records(job), out, pipe.plan(job).get("calibration"))
-    note = "" if state["status"] == "complete" else (
-        f" (partial: {state['done']}/{state['expected']} batches done"
-        + (f"; {state['read']} items read so far, the producer is still reading" if state["ingesting"] else "") + ")")
+    summary, out, note = fetch_results(cfg.redis_url, job, out, cfg)
     _report(summary, out, note)
 
 
@@ -220,76 +145,32 @@ def corpus(data, attack_list, name, dtype, shard_size, seed, limit, wait, job_id
     if wait:
         _send_and_follow(client, app, job, image_set, cfg)
         return
-    from producers.ingest import detach
-
-    log_path = cfg.output_dir / "producers" / f"{job}.log"
-    pid = detach(["corpus", "--job", job], log_path, url)
+    pid, log_path = corpus_mod.hand_over(job, cfg, url)
     click.echo(f"a producer (pid {pid}, log {log_path}) sends the shards as the workers keep up; follow it with: "
                f"waveshield status {job}")
 
 
 def _send_and_follow(client, app, job, image_set, cfg):
-    """Send a corpus job's shards (with backpressure), then follow it to the end."""
-    from producers.corpus import feed_corpus
-    from producers.submit import wait as wait_job
+    """Send a corpus job's shards and follow it, with a progress bar."""
+    from producers.corpus import feed_and_follow
     from shared.pipeline import Pipeline
 
-    pipe = Pipeline(client)
-    with click.progressbar(length=pipe.progress(job)["expected"], label=f"job {job}", file=sys.stderr) as bar:
-        def show(state=None):
-            bar.update((state or pipe.progress(job))["done"] - bar.pos)
-
-        feed_corpus(client, app, job, image_set, cfg, on_wait=show)
-        wait_job(client, job, show, stall_timeout_s=cfg.stall_timeout_s, app=app, redrive_after_s=cfg.redrive_after_s)
+    with click.progressbar(length=Pipeline(client).progress(job)["expected"], label=f"job {job}",
+                           file=sys.stderr) as bar:
+        feed_and_follow(client, app, job, image_set, cfg, on_progress=lambda state: bar.update(state["done"] - bar.pos))
     click.echo("complete: manifest.jsonl and preview.png written")
 
 
 def _watch(directory, out, cfg, local, batch_size, max_wait, mode="staged", source=None):
     """Screen files landing in ``directory`` until Ctrl-C or SIGTERM."""
     import signal as signal_mod
-    from collections import deque
 
-    from producers import screen as screen_mod
-    from producers.watch import watch
-    from shared.screening import source_check
-
-    chosen = screen_mod.screening_settings(cfg, source)
-    recent = deque(maxlen=1000)  # the source check reads the last 1,000 records
-    warned = {"now": False}
-
-    def check(found):
-        recent.extend(found)
-        result = source_check(list(recent), chosen["calibration"])
-        if result["mismatch"] and not warned["now"]:
-            click.echo(f"warning (last {len(recent)} images): {result['message']}", err=True)
-        warned["now"] = result["mismatch"]
-        return found
-
-    if local:
-        def screen_batch(image_set):
-            return check(screen_mod.screen_local(image_set, cfg, batch_size, chosen=chosen))
-    else:
-        from producers.stack import connect
-        from producers.submit import wait as wait_job
-        from shared.pipeline import Pipeline
-        from workers.app import app
-
-        _, client = connect(cfg.redis_url, or_local=True)
-
-        def screen_batch(image_set):
-            job = screen_mod.submit_screen(client, app, image_set, cfg, batch_size, mode=mode, source=source)
-            wait_job(client, job, poll_s=0.1, stall_timeout_s=cfg.stall_timeout_s, app=app,
-                     redrive_after_s=cfg.redrive_after_s)
-            return check(Pipeline(client).screen_records(job))
+    from producers.screen_runs import watch_folder
 
     stop = {"now": False}
     signal_mod.signal(signal_mod.SIGTERM, lambda *_: stop.update(now=True))
     signal_mod.signal(signal_mod.SIGINT, lambda *_: stop.update(now=True))
-    click.echo(f"watching {directory}; records go to {out / 'records.jsonl'} (Ctrl-C stops)")
-    total = watch(directory, out, screen_batch, batch_size=batch_size, max_wait_s=max_wait,
-                  should_stop=lambda: stop["now"],
-                  on_start=lambda mode: click.echo("new files found by file-system events" if mode == "events" else
-                                                   "new files found by walking the folder at each poll (no "
-                                                   "file-system events here)"),
-                  on_batch=lambda n, t: click.echo(f"screened {n} file(s), {t} this run"))
+    total = watch_folder(directory, out, cfg, local=local, batch_size=batch_size, max_wait=max_wait, mode=mode,
+                         source=source, should_stop=lambda: stop["now"], say=click.echo,
+                         warn=lambda line: click.echo(line, err=True))
     click.echo(f"stopped; {total} file(s) screened this run")

@@ -1,8 +1,9 @@
-"""What every attack shares: input checks, eval mode, the loss gradient, the eps ball."""
+"""What every attack shares: input checks, eval mode, the loss and its gradient, the eps ball, the signed-gradient loop."""
 
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable, Iterable
 
 import torch
 import torch.nn.functional as F
@@ -44,11 +45,17 @@ def eval_mode(model: torch.nn.Module):
             module.training = training
 
 
-def loss_gradient(model, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Gradient of the mean cross-entropy w.r.t. the images (not the weights)."""
+def cross_entropy(model) -> Callable:
+    """The loss FGSM, BIM and PGD ascend: ``(images, labels) ->`` the mean cross-entropy of ``model``."""
+    def loss(images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(model(images), labels)
+    return loss
+
+
+def loss_gradient(loss: Callable, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Gradient of ``loss(images, labels)`` (a scalar) w.r.t. the images (not the weights)."""
     images = images.detach().requires_grad_(True)
-    loss = F.cross_entropy(model(images), labels)
-    return torch.autograd.grad(loss, images)[0]
+    return torch.autograd.grad(loss(images, labels), images)[0]
 
 
 def project_linf(adversarial: torch.Tensor, original: torch.Tensor, eps: float) -> torch.Tensor:
@@ -65,16 +72,33 @@ def random_start(images: torch.Tensor, eps: float, seed: int) -> torch.Tensor:
     return project_linf(images + (2 * noise - 1) * eps, images, eps)
 
 
-def signed_gradient_steps(model, start: torch.Tensor, images: torch.Tensor, labels: torch.Tensor, *, eps: float,
-                          alpha: float, steps: int) -> torch.Tensor:
-    """``steps`` steps of ``alpha * sign(grad)`` from ``start``, each projected into the eps ball of ``images``.
+def signed_gradient_steps(loss: Callable, start: torch.Tensor, images: torch.Tensor, labels: torch.Tensor, *,
+                          eps: float, alpha: float, steps: int, models: Iterable[torch.nn.Module],
+                          shape_gradient: Callable | None = None) -> torch.Tensor:
+    """``steps`` steps of ``alpha * sign(grad loss)`` from ``start``, each projected into the eps ball of ``images``.
 
     FGSM is one step of size eps from the images, BIM several smaller ones, PGD
-    the same from a random start.
+    the same from a random start, each on :func:`cross_entropy`; the attacker
+    who knows the screening (:mod:`shared.adaptive_screening`) is PGD on a loss
+    of its own.
+
+    Parameters
+    ----------
+    loss : callable
+        ``(images, labels) -> scalar tensor`` to ascend.
+    models : iterable of torch.nn.Module
+        The networks ``loss`` runs, held in eval mode meanwhile.
+    shape_gradient : callable, optional
+        Applied to each gradient before its sign is taken (e.g. summed over
+        channels, for a step that moves a pixel's channels alike).
     """
     adversarial = start
-    with eval_mode(model):
+    with contextlib.ExitStack() as stack:
+        for model in models:
+            stack.enter_context(eval_mode(model))
         for _ in range(steps):
-            grad = loss_gradient(model, adversarial, labels)
+            grad = loss_gradient(loss, adversarial, labels)
+            if shape_gradient is not None:
+                grad = shape_gradient(grad)
             adversarial = project_linf(adversarial + alpha * grad.sign(), images, eps)
     return adversarial

@@ -15,7 +15,7 @@ import math
 
 import torch
 
-from ._base import check_inputs, signed_gradient_steps
+from ._base import check_inputs, cross_entropy, signed_gradient_steps
 
 
 def kurakin_steps(eps: float) -> int:
@@ -56,4 +56,5 @@ def bim(
     steps = kurakin_steps(eps) if steps is None else int(steps)
     if steps < 1 or alpha <= 0:
         raise ValueError(f"BIM needs steps >= 1 and alpha > 0, got steps={steps}, alpha={alpha}")
-    return signed_gradient_steps(model, images, images, labels, eps=eps, alpha=alpha, steps=steps)
+    return signed_gradient_steps(cross_entropy(model), images, images, labels, eps=eps, alpha=alpha, steps=steps,
+                                 models=[model])

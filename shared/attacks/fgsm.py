@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from ._base import check_inputs, signed_gradient_steps
+from ._base import check_inputs, cross_entropy, signed_gradient_steps
 
 
 def fgsm(model, images: torch.Tensor, labels: torch.Tensor, *, eps: float = 8 / 255) -> torch.Tensor:
@@ -32,4 +32,5 @@ def fgsm(model, images: torch.Tensor, labels: torch.Tensor, *, eps: float = 8 / 
         Detached adversarial images within ``eps`` of ``images``, in [0, 1].
     """
     images, labels = check_inputs(images, labels, eps)
-    return signed_gradient_steps(model, images, images, labels, eps=eps, alpha=eps, steps=1)
+    return signed_gradient_steps(cross_entropy(model), images, images, labels, eps=eps, alpha=eps, steps=1,
+                                 models=[model])

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import torch
 
-from ._base import check_inputs, random_start, signed_gradient_steps
+from ._base import check_inputs, cross_entropy, random_start, signed_gradient_steps
 
 
 def pgd(
@@ -53,5 +53,5 @@ def pgd(
     alpha = eps / 4 if alpha is None else alpha
     if steps < 1 or alpha <= 0:
         raise ValueError(f"PGD needs steps >= 1 and alpha > 0, got steps={steps}, alpha={alpha}")
-    return signed_gradient_steps(model, random_start(images, eps, seed), images, labels, eps=eps, alpha=alpha,
-                                 steps=steps)
+    return signed_gradient_steps(cross_entropy(model), random_start(images, eps, seed), images, labels, eps=eps,
+                                 alpha=alpha, steps=steps, models=[model])

@@ -94,3 +94,9 @@ class CorpusStages(JobStore):
                 complete.expire(job_key(job, name), KEEP_JOB_S)
             complete.execute()
         return bool(new)
+
+    def unfinished_corpus(self, job: str, plan: dict, stored: int) -> list:
+        """The attack message of each (shard, attack) of the ``stored`` shards not yet collected (for recovery)."""
+        recorded = {k.decode() for k in self.redis.hkeys(job_key(job, "cells"))}
+        return [("corpus_attack", {"job": job, "shard": s, "attack": a})
+                for s, a in plan["todo"] if f"{s}|{a}" not in recorded and s < stored]

@@ -153,3 +153,16 @@ class EvaluateStages(JobStore):
                 out.append(Cell(aid, cid, config["model"], config.get("defence"), agg.get(f"{aid}|{cid}|correct", 0),
                                 agg.get(f"{aid}|{cid}|total", 0)))
         return out
+
+    def unfinished_evaluate(self, job: str, plan: dict, stored: int) -> list:
+        """The first message of each (batch, attack) of the ``stored`` batches missing a cell (for recovery).
+
+        Fused jobs: one message per batch.
+        """
+        recorded = {k.decode() for k in self.redis.hkeys(job_key(job, "cells"))}
+        configs = [configuration_id(c) for c in plan["configurations"]]
+        missing = [(b, a) for b in range(stored) for a in range(len(plan["attacks"]))
+                   if any(f"{b}|{a}|{c}" not in recorded for c in configs)]
+        if plan.get("mode") == FUSED:
+            return [("fused", {"job": job, "batch": b}) for b in sorted({b for b, _ in missing})]
+        return [("attack", {"job": job, "batch": b, "attack": a}) for b, a in missing]

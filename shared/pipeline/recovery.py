@@ -7,14 +7,15 @@ more, and its job stalls a few cells short. Every stage is idempotent (a
 finished stage only re-sends its messages; collectors record each result
 once), so re-sending the first message of each unfinished unit (a batch's
 attack, a fused batch, a screening batch, a corpus shard) walks the chain
-again: finished stages are skipped and the lost hop is redone.
+again: finished stages are skipped and the lost hop is redone. Each job
+kind's module says which of its units are unfinished
+(``unfinished_<kind>(job, plan, stored)``).
 """
 
 from __future__ import annotations
 
 import json
 
-from ..plans import FUSED, configuration_id
 from .base import JobStore
 from .keys import QUEUES, job_key
 from .orphans import UNACKED_KEY
@@ -45,21 +46,9 @@ class Recovery(JobStore):
             return []
         # Only what a producer stored: a job whose producer is still sending (or was stopped) has batches
         # that were never stored, and their messages would find no images.
-        batches = int(meta.get(b"fed", meta[b"batches"]))
-        kind = plan.get("kind", "evaluate")
-        recorded = {k.decode() for k in self.redis.hkeys(job_key(job, "records" if kind == "screen" else "cells"))}
-        if kind == "screen":
-            first = "screen_fused" if plan.get("mode") == FUSED else "screen_dwt"
-            return [(first, {"job": job, "batch": b}) for b in range(batches) if str(b) not in recorded]
-        if kind == "corpus":
-            return [("corpus_attack", {"job": job, "shard": s, "attack": a})
-                    for s, a in plan["todo"] if f"{s}|{a}" not in recorded and s < batches]
-        configs = [configuration_id(c) for c in plan["configurations"]]
-        missing = [(b, a) for b in range(batches) for a in range(len(plan["attacks"]))
-                   if any(f"{b}|{a}|{c}" not in recorded for c in configs)]
-        if plan.get("mode") == FUSED:
-            return [("fused", {"job": job, "batch": b}) for b in sorted({b for b, _ in missing})]
-        return [("attack", {"job": job, "batch": b, "attack": a}) for b, a in missing]
+        stored = int(meta.get(b"fed", meta[b"batches"]))
+        # Each job kind answers for its own units: ``unfinished_<kind>`` in its module.
+        return getattr(self, f"unfinished_{plan.get('kind', 'evaluate')}")(job, plan, stored)
 
     def note_redrive(self, job: str, messages: list) -> None:
         """Count the re-sent units in the job's meta (``redriven``), for progress and the report."""

@@ -157,6 +157,12 @@ class ScreenStages(JobStore):
         return [job_key(job, "meta"), job_key(job, "records"),
                 *(job_key(job, name) for name in _JOB_KEYS[1:] if name != "records")]
 
+    def unfinished_screen(self, job: str, plan: dict, stored: int) -> list:
+        """The first message of each of the ``stored`` batches whose records are missing (for recovery)."""
+        recorded = {k.decode() for k in self.redis.hkeys(job_key(job, "records"))}
+        first = "screen_fused" if plan.get("mode") == FUSED else "screen_dwt"
+        return [(first, {"job": job, "batch": b}) for b in range(stored) if str(b) not in recorded]
+
     def batch_records(self, job: str, batch: int) -> list[dict] | None:
         """The records of chunk ``batch`` (screened, then unreadable), or None while it is not done."""
         screened, errors = self.redis.hmget(job_key(job, "records"), [str(batch), f"e{batch}"])

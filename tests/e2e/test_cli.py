@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from shared.processes import running
+
 WAVESHIELD = [sys.executable, "-m", "producers.cli"]
 
 
@@ -18,18 +20,11 @@ def gone(pid: int, timeout: float) -> None:
     import time
 
     deadline = time.monotonic() + timeout
-    while Path(f"/proc/{pid}").exists() and "zombie" not in _state(pid):
+    while running(pid):
         if time.monotonic() > deadline:
             os.kill(pid, signal.SIGKILL)
             raise AssertionError(f"process {pid} still running after {timeout} s (killed)")
         time.sleep(0.2)
-
-
-def _state(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/status").read_text().split("State:")[1].split("\n")[0].lower()
-    except (OSError, IndexError):
-        return "zombie"
 
 
 def run(args, env_extra, timeout=600):
@@ -46,11 +41,15 @@ def workdir(tmp_path_factory, redis_url):
 
 
 def test_config_prints_settings_and_masks_password(workdir):
-    result = run(["config"], {**workdir, "REDIS_URL": "redis://user:hunter2@example:6379/0"})
+    secrets = {"REDIS_URL": "redis://user:hunter2@example:6379/0", "FLOWER_BASIC_AUTH": "ops:swordfish"}
+    result = run(["config"], {**workdir, **secrets})
     assert result.returncode == 0
     assert "hunter2" not in result.stdout and "redis://user:***@example:6379/0" in result.stdout
-    as_json = json.loads(run(["config", "--json"], workdir).stdout)
+    assert "swordfish" not in result.stdout and "flower_basic_auth = ops:***" in result.stdout
+    shown = run(["config", "--json"], {**workdir, **secrets}).stdout
+    as_json = json.loads(shown)
     assert as_json["weights_dir"] == workdir["WAVESHIELD_WEIGHTS_DIR"]
+    assert "hunter2" not in shown and "swordfish" not in shown and as_json["flower_basic_auth"] == "ops:***"
 
 
 def test_demo_without_weights_says_how_to_train(workdir):
@@ -203,8 +202,10 @@ def test_up_with_embedded_redis_serves_status_and_stops_without_orphans(workdir,
                 except OSError:
                     pass
             proc.wait()
-    time.sleep(1)
-    alive = [pid for pid in children if Path(f"/proc/{pid}").exists()]
+    deadline = time.monotonic() + 10  # the workers stop with their parent, within moments
+    while any(running(pid) for pid in children) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    alive = [pid for pid in children if running(pid)]
     assert not alive, f"orphans left: {alive}"
     assert "stopping..." in proc.stdout.read()
     assert not (tmp_path / ".cache" / "waveshield" / "up.json").exists()

@@ -33,8 +33,9 @@ def flower(worker_env, workers, tmp_path):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     log = open(tmp_path / "flower.log", "wb")
+    # The credentials go in the environment, as `waveshield up --flower` passes them (off the command line).
     proc = subprocess.Popen([sys.executable, "-m", "celery", "-A", "workers", "flower", "--address=127.0.0.1",
-                             f"--port={port}", f"--basic-auth={AUTH}"], cwd=REPO, env=worker_env, stdout=log,
+                             f"--port={port}"], cwd=REPO, env={**worker_env, "FLOWER_BASIC_AUTH": AUTH}, stdout=log,
                             stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
 

@@ -11,9 +11,10 @@ import subprocess
 import sys
 import time
 import zipfile
-from pathlib import Path
 
 import pytest
+
+from shared.processes import running
 
 from .conftest import QUEUES, REPO, Workers, wait_for
 
@@ -24,12 +25,7 @@ def run(args, env):
     return subprocess.run(WAVESHIELD + args, capture_output=True, text=True, env=env, timeout=300, cwd=REPO)
 
 
-def alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/status").read_text().split("State:")[1].split("\n")[0]
-    except (OSError, IndexError):
-        return False
-    return "zombie" not in state
+alive = running
 
 
 def stop(pid: int) -> None:

@@ -198,3 +198,19 @@ def test_deepfool_over_all_classes_equals_torchattacks(trained_model, correctly_
     ours = attacks.deepfool(trained_model, x[:16], y[:16], candidates=None)
     theirs = torchattacks_deepfool[:16]  # torchattacks attacks each image on its own
     assert (ours - theirs).abs().max() < 1e-4
+
+
+def test_the_signed_gradient_loop_ascends_the_loss_it_is_given_and_shapes_its_gradient():
+    from shared.attacks._base import signed_gradient_steps
+
+    torch.manual_seed(0)
+    images = torch.rand(2, 3, 8, 8) * 0.5 + 0.25
+    labels = torch.zeros(2, dtype=torch.long)
+    # A loss that rewards brightening the red channel only: each step moves red up, the rest not at all.
+    red_up = signed_gradient_steps(lambda x, _: x[:, 0].sum(), images, images, labels, eps=0.1, alpha=0.04, steps=5,
+                                   models=[])
+    assert torch.allclose(red_up[:, 0], images[:, 0] + 0.1) and torch.equal(red_up[:, 1:], images[:, 1:])
+    # Summed over channels before its sign: the three channels of a pixel move alike (the grey attacker's step).
+    grey = signed_gradient_steps(lambda x, _: (x[:, 0] - 0.5 * x[:, 1]).sum(), images, images, labels, eps=0.1,
+                                 alpha=0.04, steps=5, models=[], shape_gradient=lambda g: g.sum(1, keepdim=True))
+    assert torch.allclose(grey - images, torch.full_like(images, 0.1))

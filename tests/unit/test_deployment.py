@@ -52,7 +52,9 @@ def test_redis_is_durable_and_never_evicts(services):
 
 def test_flower_requires_auth_from_environment_and_binds_loopback(services):
     flower = services["flower"]
-    assert any(re.search(r"--basic-auth=\$\{FLOWER_BASIC_AUTH:\?", part) for part in flower["command"])
+    assert flower["environment"]["FLOWER_BASIC_AUTH"].startswith("${FLOWER_BASIC_AUTH:?")  # required, from the env
+    assert not any("basic-auth" in part for part in flower["command"])  # never on a command line `ps` shows
+    assert flower["environment"]["REDIS_URL"] == services["worker-attack"]["environment"]["REDIS_URL"]
     assert all(p.startswith("127.0.0.1:") for p in flower["ports"])
 
 

@@ -3,7 +3,7 @@ import json
 import pytest
 import torch
 
-from shared import models
+from shared import checkpoints, models
 
 
 def test_width_64_is_the_standard_resnet18():
@@ -64,7 +64,7 @@ def test_pickle_checkpoint_is_not_loaded(tmp_path):
     torch.save(models.ResNet18(width=4).state_dict(), path)  # a pickle under a safetensors name
     path.with_suffix(".json").write_text(json.dumps({"architecture": "cifar-resnet18", "width": 4,
                                                      "classes": list(models.CIFAR10_CLASSES),
-                                                     "sha256": models.sha256_file(path)}))
+                                                     "sha256": checkpoints.sha256_file(path)}))
     with pytest.raises(Exception) as info:
         models.load(path)
     assert "pickle" not in type(info.value).__name__.lower()

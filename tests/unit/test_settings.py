@@ -37,3 +37,20 @@ def test_visibility_timeout_must_exceed_the_task_time_limit():
     with pytest.raises(ValueError, match="VISIBILITY_TIMEOUT .600 s. must exceed .*TASK_TIME_LIMIT .1800 s."):
         settings.load({"WAVESHIELD_VISIBILITY_TIMEOUT": "600"})
     assert settings.load({"WAVESHIELD_VISIBILITY_TIMEOUT": "20", "WAVESHIELD_TASK_TIME_LIMIT": "15"}).task_time_limit_s == 15
+
+
+def test_flower_credentials_come_from_the_environment_checked_and_never_shown():
+    assert settings.load({}).flower_basic_auth is None
+    chosen = settings.load({"FLOWER_BASIC_AUTH": "ops:s3cret,audit:pw2"})
+    assert chosen.flower_basic_auth == "ops:s3cret,audit:pw2"
+    assert "s3cret" not in chosen.as_text() + repr(chosen) + str(chosen.as_dict())
+    for bad in ("ops", "ops:", ":pw", "ops:pw,audit"):
+        with pytest.raises(ValueError, match="FLOWER_BASIC_AUTH must be user:password"):
+            settings.load({"FLOWER_BASIC_AUTH": bad})
+
+
+def test_up_refuses_flower_without_credentials():
+    from producers.stack import serve
+
+    with pytest.raises(ValueError, match="never runs without authentication"):
+        serve(settings.load({}), flower=True)

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from shared import defences, models
+from shared import checkpoints, defences, models
 from shared.training import accuracy
 from shared.wavelets import reconstruct
 
@@ -21,7 +21,7 @@ def test_the_standard_model_is_shipped():
 @pytest.mark.parametrize("name", SHIPPED)
 def test_shipped_weights_load_verified_and_score_on_the_sample(name, sample):
     model, card = models.load(WEIGHTS / f"{name}.safetensors")
-    assert card["sha256"] == models.sha256_file(WEIGHTS / f"{name}.safetensors")
+    assert card["sha256"] == checkpoints.sha256_file(WEIGHTS / f"{name}.safetensors")
     assert card["architecture"] == "cifar-resnet18" and card["storage_dtype"] == "float16"
     x, y = sample.to_tensor(), torch.from_numpy(sample.labels)
     assert accuracy(model, x, y) >= 0.85
@@ -41,12 +41,12 @@ def test_defence_settings_file_records_its_rule():
 def test_the_shipped_detector_is_verified_and_screening_selects_it(sample):
     import functools
 
-    from shared import attacks, detector, screening
+    from shared import attacks, detector, screening, screening_config
     from shared.model_store import ModelStore
 
     model, card = detector.load(WEIGHTS / detector.WEIGHTS_NAME)
     assert card["features"] == detector.feature_names(**detector.reads(card))
-    chosen = screening.load_settings(WEIGHTS)
+    chosen = screening_config.load(WEIGHTS)
     assert chosen["score"] == "detector" and chosen["threshold"] == card["threshold"]
     store = ModelStore(WEIGHTS)
     options = functools.lru_cache(maxsize=None)(lambda name: defences.get(name, WEIGHTS))

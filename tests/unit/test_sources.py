@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from producers.screen import calibration_for
+from shared.screening_config import calibration_for
 from shared import screening, sources
 
 

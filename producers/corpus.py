@@ -128,6 +128,47 @@ def feed_corpus(client, app, job: str, image_set, settings: Settings, on_wait=No
     return sent
 
 
+def run_corpus(*, data: str | None, attacks: list[str], name: str | None, settings: Settings, dtype: str,
+               shard_size: int, seed: int, limit: int | None, wait: bool, job: str | None = None,
+               say=lambda line: None, on_progress=lambda state: None) -> None:
+    """`waveshield corpus`: create the job of the pairs not yet written, then follow it here or hand it over.
+
+    ``job`` is the background producer's own (``--job``): it sends that job's
+    shards and follows it. ``say`` gets a line of what happens,
+    ``on_progress`` the job's progress while it is followed here.
+
+    Raises
+    ------
+    ValueError
+        If ``data`` or ``name`` is missing, or the input is not a labelled set.
+    """
+    from producers.stack import connect
+    from workers.app import app
+
+    url, client = connect(settings.redis_url)
+    if job is not None:  # the background producer of a job another command created
+        image_set = load_corpus_input(Pipeline(client).plan(job))
+        feed_and_follow(client, app, job, image_set, settings, on_progress)
+        say("complete: manifest.jsonl and preview.png written")
+        return
+    if not data or not name:
+        raise ValueError("corpus needs --data (the labelled images to attack) and --out (the corpus folder)")
+    job, image_set, queued, done = prepare_corpus(
+        client, data=data, attacks=attacks or PAPER_ATTACKS, name=name, settings=settings, dtype=dtype,
+        shard_size=shard_size, seed=seed, limit=limit)
+    say(f"job {job}: {queued} (shard, attack) pair(s) to compute, {done} already written; output: {name}/ in the "
+        "collector's WAVESHIELD_OUTPUT_DIR")
+    if not queued:
+        return
+    if wait:
+        feed_and_follow(client, app, job, image_set, settings, on_progress)
+        say("complete: manifest.jsonl and preview.png written")
+        return
+    pid, log_path = hand_over(job, settings, url)
+    say(f"a producer (pid {pid}, log {log_path}) sends the shards as the workers keep up; follow it with: "
+        f"waveshield status {job}")
+
+
 def feed_and_follow(client, app, job: str, image_set, settings: Settings, on_progress=lambda state: None) -> None:
     """Send a corpus job's shards (with backpressure), then follow it to the end; ``on_progress`` gets its progress."""
     from producers.submit import wait

@@ -123,42 +123,14 @@ def results(job, out):
 @click.option("--job", "job_id", default=None, hidden=True, help="Send the shards of this job (the background producer).")
 def corpus(data, attack_list, name, dtype, shard_size, seed, limit, wait, job_id):
     """Generate an adversarial corpus in the background; rerun the same command to finish missing shards."""
-    from producers import corpus as corpus_mod
-    from producers.stack import connect
-    from shared.pipeline import Pipeline
-    from workers.app import app
+    from producers.cli.progress import ProgressBar
+    from producers.corpus import run_corpus
 
-    cfg = settings_mod.load()
-    url, client = connect(cfg.redis_url)
-    if job_id is not None:  # the background producer of a job another command created
-        image_set = corpus_mod.load_corpus_input(Pipeline(client).plan(job_id))
-        return _send_and_follow(client, app, job_id, image_set, cfg)
-    if not data or not name:
-        raise ValueError("corpus needs --data (the labelled images to attack) and --out (the corpus folder)")
-    job, image_set, queued, done = corpus_mod.prepare_corpus(
-        client, data=data, attacks=list(attack_list) or corpus_mod.PAPER_ATTACKS, name=name, settings=cfg, dtype=dtype,
-        shard_size=shard_size, seed=seed, limit=limit)
-    click.echo(f"job {job}: {queued} (shard, attack) pair(s) to compute, {done} already written; output: {name}/ in the collector's "
-               "WAVESHIELD_OUTPUT_DIR")
-    if not queued:
-        return
-    if wait:
-        _send_and_follow(client, app, job, image_set, cfg)
-        return
-    pid, log_path = corpus_mod.hand_over(job, cfg, url)
-    click.echo(f"a producer (pid {pid}, log {log_path}) sends the shards as the workers keep up; follow it with: "
-               f"waveshield status {job}")
-
-
-def _send_and_follow(client, app, job, image_set, cfg):
-    """Send a corpus job's shards and follow it, with a progress bar."""
-    from producers.corpus import feed_and_follow
-    from shared.pipeline import Pipeline
-
-    with click.progressbar(length=Pipeline(client).progress(job)["expected"], label=f"job {job}",
-                           file=sys.stderr) as bar:
-        feed_and_follow(client, app, job, image_set, cfg, on_progress=lambda state: bar.update(state["done"] - bar.pos))
-    click.echo("complete: manifest.jsonl and preview.png written")
+    with ProgressBar() as bar:
+        run_corpus(data=data, attacks=list(attack_list), name=name, settings=settings_mod.load(), dtype=dtype,
+                   shard_size=shard_size, seed=seed, limit=limit, wait=wait, job=job_id,
+                   say=lambda line: (bar.close(), click.echo(line)),
+                   on_progress=lambda state: bar(state["done"], state["expected"], f"job {state['job']}"))
 
 
 def _watch(directory, out, cfg, local, batch_size, max_wait, mode="staged", source=None):

@@ -1,0 +1,111 @@
+"""`waveshield resume` and `waveshield report`: a stalled job sent on again, a report rendered again."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from producers.stack import connect
+from shared import report as report_mod
+from shared.settings import Settings
+
+
+def resume(job: str, settings: Settings) -> list[str]:
+    """Re-send a stalled job's unfinished units; restart its intake when its producer is gone; say what happened.
+
+    Raises
+    ------
+    producers.submit.JobFailed
+        If the job is not in Redis.
+    """
+    from producers.ingest import restart_intake
+    from producers.submit import redrive
+    from shared.pipeline import Pipeline
+    from workers.app import app
+
+    url, client = connect(settings.redis_url)
+    pipe = Pipeline(client)
+    in_flight = pipe.in_flight()
+    messages = redrive(pipe, app, job)
+    lines = [f"job {job}: {len(messages)} unfinished unit(s) re-sent"
+             + (f"; {in_flight} message(s) were still in flight, and their work may run twice" if in_flight and
+                messages else "") + ("; follow it with: waveshield status " + job if messages else "")]
+    intake = restart_intake(client, job, settings, url)
+    if intake:
+        lines.append(f"job {job}: {intake}")
+    return lines
+
+
+def render_report(job: str, out: Path | None, settings: Settings) -> Path:
+    """The report of ``job`` (from its counts in Redis) or of a ``report.json`` file, written again; its path.
+
+    Raises
+    ------
+    ValueError
+        If the job is not in Redis.
+    """
+    if job.endswith(".json"):
+        cells, plan, meta = report_mod.read(job)
+        return report_mod.write(cells, out or Path(job).parent, plan=plan, meta=meta, notes=meta.get("notes", []))
+    from shared.pipeline import Pipeline
+
+    pipe = Pipeline(connect(settings.redis_url)[1])
+    try:
+        cells, plan, state = pipe.cells(job), pipe.plan(job), pipe.progress(job)
+    except KeyError:
+        raise ValueError(f"no job {job!r} in Redis") from None
+    return report_mod.write(cells, out or settings.output_dir / job, plan=plan, meta=state,
+                            notes=[f"job {job}: {state['status']}, {state['done']}/{state['expected']} cells"])
+
+
+def evaluate(*, spec: Path | None, data: str | None, limit: int | None, out: Path | None, local: bool,
+             adaptive: bool, mode: str | None, settings: Settings, progress=lambda done, total, what: None) -> Path:
+    """`waveshield evaluate`: the plan of ``spec`` (default: the paper's), on the workers or here; the report's path.
+
+    ``adaptive`` adds the attacks through the Haar defence to the paper's
+    plan; ``mode`` runs it staged or fused; ``spec``'s ``data`` and
+    ``limit`` apply where ``data`` and ``limit`` are not given.
+
+    Raises
+    ------
+    ValueError
+        If ``adaptive`` meets a spec, or no Redis answers and ``local`` is not set.
+    """
+    from producers.local import run_evaluation
+    from producers.stack import resolve_redis_url
+    from shared.evaluation import paper_plan
+    from shared.spec import load_spec
+
+    plan, run = load_spec(spec) if spec else (None, {})
+    if adaptive:
+        if spec:
+            raise ValueError("--adaptive extends the built-in plan; in a spec, give attacks a 'through' instead")
+        plan = paper_plan(adaptive=True)
+    if mode:
+        plan = {**(plan or paper_plan()), "mode": mode}
+    redis_url = None if local else resolve_redis_url(settings.redis_url)
+    if not local and redis_url is None:
+        raise ValueError("no Redis: start `waveshield up` (or set REDIS_URL to one with workers), or pass --local")
+    return run_evaluation(data=data or run.get("data", "sample"), limit=limit or run.get("limit"),
+                          out=out or settings.output_dir / "evaluate", settings=settings, redis_url=redis_url,
+                          plan=plan, progress=progress)
+
+
+def demo(limit: int, settings: Settings, *, say=lambda line: None, progress=lambda done, total, what: None) -> Path:
+    """`waveshield demo`: Redis and one worker per queue, the shipped models on the embedded sample; the report's path.
+
+    Raises
+    ------
+    shared.model_store.MissingWeights
+        Before anything starts, when a model's weights are missing (with the command that trains them).
+    """
+    from producers.local import available_plan, run_evaluation
+    from producers.stack import Stack, resolve_redis_url
+    from shared.evaluation import paper_plan
+    from shared.pipeline import QUEUES
+
+    available_plan(paper_plan(), settings.weights_dir)  # fail fast, with the train command, when weights are missing
+    logs = settings.output_dir / "demo" / "logs"
+    say(f"starting Redis and one worker per queue ({', '.join(QUEUES)}); their logs: {logs}")
+    with Stack(resolve_redis_url(settings.redis_url), log_dir=logs) as stack:
+        return run_evaluation(data="sample", limit=limit, out=settings.output_dir / "demo", settings=settings,
+                              redis_url=stack.redis_url, progress=progress)

@@ -94,7 +94,7 @@ def run_fit(*, corpora: list[Path], clean: str, n_clean: int, calibration, n_cal
         positives, so that the detector learns clean images of each.
     paths, statistics
         What the detector reads (default: ``standard@raw``, the path whose
-        label screening reports, and ``chroma``).
+        label screening reports, and :data:`DEFAULT_STATISTICS`).
     progress : callable
         Called with a line of text as each stage starts.
 

@@ -30,7 +30,7 @@ from shared.wavelets import reconstruct
 
 # Sizes: (GPU run, CPU smoke run).
 SIZES = {"dwt": (10_000, 256), "attack": (10_000, 32), "deepfool_oracle": (500, 2), "train": (50_000, 128),
-         "grid": (10_000, 50), "cpu_dwt": (2_000, 256)}
+         "grid": (10_000, 20), "cpu_dwt": (2_000, 256)}
 
 
 def _repeat(n: int):

@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 from producers.stack import connect
-from shared import report as report_mod
 from shared.settings import Settings
 
 
@@ -43,6 +42,8 @@ def render_report(job: str, out: Path | None, settings: Settings) -> Path:
     ValueError
         If the job is not in Redis.
     """
+    from shared import report as report_mod  # torch, through the plan's cells: only for this command
+
     if job.endswith(".json"):
         cells, plan, meta = report_mod.read(job)
         return report_mod.write(cells, out or Path(job).parent, plan=plan, meta=meta, notes=meta.get("notes", []))

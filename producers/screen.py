@@ -79,15 +79,16 @@ def screen_local(image_set: ImageSet, settings: Settings, batch_size: int = 256,
 
 
 def submit_screen(client, app, image_set: ImageSet, settings: Settings, batch_size: int = 256, *,
-                  mode: str = "staged", source: str | None = None) -> str:
+                  mode: str = "staged", source: str | None = None, chosen: dict | None = None) -> str:
     """Put an in-memory set on the queues as a screening job (with backpressure); return its id.
 
-    ``source``: as for :func:`screening_settings`.
+    ``source``: as for :func:`screening_settings`; ``chosen``: its result,
+    when the caller has it (a watch submits a job per batch).
     """
     from producers.ingest import chunks_of, enqueue
     from shared.pipeline import Pipeline
 
-    chosen = screening_settings(settings, source)
+    chosen = chosen or screening_settings(settings, source)
     if mode not in MODES:
         raise ValueError(f"unknown mode {mode!r}; valid: {', '.join(MODES)}")
     job = Pipeline(client).open_screen_job({**chosen, "mode": mode}, CIFAR10_CLASSES)

@@ -118,19 +118,19 @@ def fetch_results(redis_url: str | None, job: str, out: Path | None, settings: S
     return summary, out, note
 
 
-def watch_folder(directory: Path, out: Path, settings: Settings, *, local: bool, batch_size: int, max_wait: float,
-                 mode: str = "staged", source: str | None = None, should_stop=lambda: False,
-                 say=lambda line: None, warn=lambda line: None) -> int:
+def watch_folder(directory: Path, out: Path, settings: Settings, chosen: dict, *, local: bool, batch_size: int,
+                 max_wait: float, mode: str = "staged", should_stop=lambda: False, say=lambda line: None,
+                 warn=lambda line: None) -> int:
     """Screen files landing in ``directory`` until ``should_stop()``; return how many were screened.
 
-    ``say`` gets a line at the start and after each batch; ``warn`` the
-    source check's warning when the last 1,000 records start to look like a
-    source the calibration never saw.
+    ``chosen``: the settings of :func:`producers.screen.screening_settings`,
+    read once for every batch. ``say`` gets a line at the start and after
+    each batch; ``warn`` the source check's warning when the last 1,000
+    records start to look like a source the calibration never saw.
     """
     from producers.watch import watch
     from shared.screening import source_check
 
-    chosen = screen_mod.screening_settings(settings, source)
     recent = deque(maxlen=1000)  # the source check reads the last 1,000 records
     warned = {"now": False}
 
@@ -143,7 +143,7 @@ def watch_folder(directory: Path, out: Path, settings: Settings, *, local: bool,
         return found
 
     screen_batch = (_local_batches(settings, batch_size, chosen) if local
-                    else _worker_batches(settings, batch_size, mode, source))
+                    else _worker_batches(settings, batch_size, mode, chosen))
     say(f"watching {directory}; records go to {out / 'records.jsonl'} (Ctrl-C stops)")
     return watch(directory, out, lambda image_set: check(screen_batch(image_set)), batch_size=batch_size,
                  max_wait_s=max_wait, should_stop=should_stop,
@@ -159,7 +159,7 @@ def _local_batches(settings: Settings, batch_size: int, chosen: dict):
     return screen_batch
 
 
-def _worker_batches(settings: Settings, batch_size: int, mode: str, source: str | None):
+def _worker_batches(settings: Settings, batch_size: int, mode: str, chosen: dict):
     from producers.stack import connect
     from producers.submit import wait as wait_job
     from shared.pipeline import Pipeline
@@ -168,7 +168,7 @@ def _worker_batches(settings: Settings, batch_size: int, mode: str, source: str 
     _, client = connect(settings.redis_url, or_local=True)
 
     def screen_batch(image_set):
-        job = screen_mod.submit_screen(client, app, image_set, settings, batch_size, mode=mode, source=source)
+        job = screen_mod.submit_screen(client, app, image_set, settings, batch_size, mode=mode, chosen=chosen)
         wait_job(client, job, poll_s=0.1, stall_timeout_s=settings.stall_timeout_s, app=app,
                  redrive_after_s=settings.redrive_after_s)
         return Pipeline(client).screen_records(job)

@@ -61,10 +61,6 @@ class Throttle:
             raise vanished(self.job)
         return int(expected), int(done)
 
-    def in_flight(self) -> int:
-        """The job's units sent and not yet finished."""
-        return self._pending(*self._counts())
-
     def _pending(self, expected: int, done: int) -> int:
         return expected - done if self.from_meta else self.sent - (done - self.done_before)
 

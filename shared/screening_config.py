@@ -3,9 +3,10 @@
 The file sits in the weights directory. It names the score (``disagreement``
 or ``detector``), the defence and the two models whose labels a record
 reports, the default threshold and how it was calibrated, and under
-``sources`` each source's own calibration. Three commands write it:
-``calibrate`` (the hand-made score, or one source), ``fit-detector`` (switch
-to the learned detector) and nothing else; the screening producer reads it.
+``sources`` each source's own calibration. Two commands write it:
+``calibrate`` (the hand-made score, or one source's threshold) and
+``fit-detector`` (switch to the learned detector); the screening producer
+reads it.
 
 Torch-free: a producer reads it without loading torch.
 """

@@ -45,7 +45,7 @@ def screen(paths, watch_dir, max_wait, out, wait, local, batch_size, mode, sourc
     out = out or cfg.output_dir / "screen"
     chosen = screen_mod.screening_settings(cfg, source)  # an unknown --source fails before any image is read
     if watch_dir is not None:
-        return _watch(watch_dir, out, cfg, local, batch_size, max_wait, mode, source)
+        return _watch(watch_dir, out, cfg, chosen, local, batch_size, max_wait, mode)
     if not paths:
         raise ValueError("give PATH... to screen, or --watch DIR")
     if batch_size < 1:
@@ -133,7 +133,7 @@ def corpus(data, attack_list, name, dtype, shard_size, seed, limit, wait, job_id
                    on_progress=lambda state: bar(state["done"], state["expected"], f"job {state['job']}"))
 
 
-def _watch(directory, out, cfg, local, batch_size, max_wait, mode="staged", source=None):
+def _watch(directory, out, cfg, chosen, local, batch_size, max_wait, mode="staged"):
     """Screen files landing in ``directory`` until Ctrl-C or SIGTERM."""
     import signal as signal_mod
 
@@ -142,7 +142,7 @@ def _watch(directory, out, cfg, local, batch_size, max_wait, mode="staged", sour
     stop = {"now": False}
     signal_mod.signal(signal_mod.SIGTERM, lambda *_: stop.update(now=True))
     signal_mod.signal(signal_mod.SIGINT, lambda *_: stop.update(now=True))
-    total = watch_folder(directory, out, cfg, local=local, batch_size=batch_size, max_wait=max_wait, mode=mode,
-                         source=source, should_stop=lambda: stop["now"], say=click.echo,
+    total = watch_folder(directory, out, cfg, chosen, local=local, batch_size=batch_size, max_wait=max_wait, mode=mode,
+                         should_stop=lambda: stop["now"], say=click.echo,
                          warn=lambda line: click.echo(line, err=True))
     click.echo(f"stopped; {total} file(s) screened this run")

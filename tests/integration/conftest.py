@@ -67,12 +67,18 @@ class Workers:
         proc.wait()
 
     def stop_all(self) -> None:
-        for queue in list(self.procs):
-            proc = self.procs.pop(queue)
+        """Ask every worker to stop at once (a warm shutdown each), then wait; kill one that outlives 20 s."""
+        procs, self.procs = list(self.procs.values()), {}
+        for proc in procs:
             try:
                 os.killpg(proc.pid, signal.SIGTERM)
-                proc.wait(20)
-            except (ProcessLookupError, subprocess.TimeoutExpired):
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + 20
+        for proc in procs:
+            try:
+                proc.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
 

@@ -15,6 +15,7 @@ batches an uninterrupted one would have.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import math
 import os
@@ -191,17 +192,20 @@ def train(
     )
     amp = autocast_dtype(device, recipe.precision)
     log = {"recipe": asdict(recipe), "precision": str(amp).removeprefix("torch.") if amp else "fp32", "epochs": []}
-    start_epoch = _resume(Path(checkpoint), model, optimizer, recipe, log)
+    # A checkpoint resumes only the run it came from: the same recipe on the same images.
+    identity = {"recipe": asdict(recipe), "data_sha256": _data_digest(train_set)}
+    start_epoch = _resume(Path(checkpoint), model, optimizer, identity, log)
     with convolution_backend(recipe.width, device) as onednn:
         log["convolutions"] = ("oneDNN" if onednn else "native") if device.startswith("cpu") else "cuDNN"
         _run_epochs(model, optimizer, x, y, recipe, log, range(start_epoch, recipe.epochs), device=device, amp=amp,
-                    checkpoint=Path(checkpoint), progress=progress, stop_after_epoch=stop_after_epoch)
+                    checkpoint=Path(checkpoint), identity=identity, progress=progress,
+                    stop_after_epoch=stop_after_epoch)
     optimizer.zero_grad(set_to_none=True)  # hand back a model without stale gradients
     return model.eval().to(memory_format=torch.contiguous_format), log
 
 
 def _run_epochs(model, optimizer, x, y, recipe: Recipe, log: dict, epochs: range, *, device, amp, checkpoint: Path,
-                progress, stop_after_epoch) -> None:
+                identity: dict, progress, stop_after_epoch) -> None:
     steps_per_epoch = math.ceil(len(x) / recipe.batch_size)
     total = steps_per_epoch * recipe.epochs
     for epoch in epochs:
@@ -232,7 +236,7 @@ def _run_epochs(model, optimizer, x, y, recipe: Recipe, log: dict, epochs: range
                           "loss": loss_sum / seen, "acc": correct / seen, "lr": lr})
         log["epochs"].append({"epoch": epoch + 1, "loss": loss_sum / seen, "train_acc": correct / seen,
                               "seconds": time.perf_counter() - started})
-        _save_checkpoint(checkpoint, model, optimizer, recipe, epoch + 1, log)
+        _save_checkpoint(checkpoint, model, optimizer, identity, epoch + 1, log)
         if stop_after_epoch is not None and epoch + 1 >= stop_after_epoch and epoch + 1 < recipe.epochs:
             break
 
@@ -250,7 +254,12 @@ def _chunks(n: int, size: int):
         yield slice(start, min(start + size, n))
 
 
-def _save_checkpoint(path: Path, model, optimizer, recipe: Recipe, epoch: int, log: dict) -> None:
+def _data_digest(images: ImageSet) -> str:
+    """sha256 of the training images' pixels and labels."""
+    return hashlib.sha256(images.images.tobytes() + images.labels.tobytes()).hexdigest()
+
+
+def _save_checkpoint(path: Path, model, optimizer, identity: dict, epoch: int, log: dict) -> None:
     """Weights and momentum as safetensors, the rest as JSON; written atomically."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
@@ -260,20 +269,22 @@ def _save_checkpoint(path: Path, model, optimizer, recipe: Recipe, epoch: int, l
             tensors[f"momentum.{i}"] = buf.detach().cpu().contiguous()
     tmp = path.with_suffix(".tmp")
     save_file(tensors, str(tmp))
-    meta = {"epoch": epoch, "recipe": asdict(recipe), "log": log, "weights_sha256": sha256_file(tmp)}
+    meta = {"epoch": epoch, **identity, "log": log, "weights_sha256": sha256_file(tmp)}
     path.with_suffix(".json.tmp").write_text(json.dumps(meta))
     tmp.replace(path)
     path.with_suffix(".json.tmp").replace(path.with_suffix(".json"))
 
 
-def _resume(path: Path, model, optimizer, recipe: Recipe, log: dict) -> int:
+def _resume(path: Path, model, optimizer, identity: dict, log: dict) -> int:
     """Load a matching checkpoint; return the first epoch still to run (0 if none)."""
     meta_path = path.with_suffix(".json")
     if not path.is_file() or not meta_path.is_file():
         return 0
     meta = json.loads(meta_path.read_text())
-    if meta.get("recipe") != asdict(recipe):
+    if meta.get("recipe") != identity["recipe"]:
         raise ValueError(f"checkpoint {path} was made with another recipe; delete it or train with the same options")
+    if meta.get("data_sha256", identity["data_sha256"]) != identity["data_sha256"]:  # older checkpoints lack it
+        raise ValueError(f"checkpoint {path} was made on other training images; delete it or train on the same data")
     if sha256_file(path) != meta.get("weights_sha256"):
         raise ValueError(f"checkpoint {path} does not match its sidecar (interrupted write?); delete it to start over")
     tensors = load_file(str(path))

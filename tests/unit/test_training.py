@@ -68,6 +68,21 @@ def test_resume_with_another_recipe_is_refused(sample, tmp_path):
         train(subset, Recipe(width=4, epochs=3, precision="fp32"), checkpoint=tmp_path / "c.safetensors")
 
 
+def test_resume_on_other_images_is_refused_and_the_same_images_resume(sample, tmp_path):
+    # Same recipe, same name, other images: the finished run must not be handed back as if trained on these.
+    first, other = (type(sample)(sample.images[s], sample.labels[s], sample.ids[s])
+                    for s in (slice(128), slice(128, 256)))
+    recipe = Recipe(width=4, epochs=1, precision="fp32")
+    train(first, recipe, checkpoint=tmp_path / "d.safetensors")
+    with pytest.raises(ValueError, match="other training images"):
+        train(other, recipe, checkpoint=tmp_path / "d.safetensors")
+    relabelled = type(sample)(first.images, (first.labels + 1) % 10, first.ids)
+    with pytest.raises(ValueError, match="other training images"):
+        train(relabelled, recipe, checkpoint=tmp_path / "d.safetensors")
+    _, log = train(first, recipe, checkpoint=tmp_path / "d.safetensors")
+    assert log["resumed_at_epoch"] == 1
+
+
 def test_dwt_recipe_doubles_the_training_set(sample):
     from shared.training import training_tensors
 

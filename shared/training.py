@@ -255,8 +255,10 @@ def _chunks(n: int, size: int):
 
 
 def _data_digest(images: ImageSet) -> str:
-    """sha256 of the training images' pixels and labels."""
-    return hashlib.sha256(images.images.tobytes() + images.labels.tobytes()).hexdigest()
+    """sha256 of the training images' pixels and labels (as int64, whichever loader read them)."""
+    digest = hashlib.sha256(images.images.tobytes())
+    digest.update(images.labels.astype("int64").tobytes())
+    return digest.hexdigest()
 
 
 def _save_checkpoint(path: Path, model, optimizer, identity: dict, epoch: int, log: dict) -> None:

@@ -81,6 +81,10 @@ def test_resume_on_other_images_is_refused_and_the_same_images_resume(sample, tm
         train(relabelled, recipe, checkpoint=tmp_path / "d.safetensors")
     _, log = train(first, recipe, checkpoint=tmp_path / "d.safetensors")
     assert log["resumed_at_epoch"] == 1
+    # The same images whose labels another loader read as int32 are the same run.
+    _, log = train(type(sample)(first.images, first.labels.astype("int32"), first.ids), recipe,
+                   checkpoint=tmp_path / "d.safetensors")
+    assert log["resumed_at_epoch"] == 1
 
 
 def test_dwt_recipe_doubles_the_training_set(sample):

@@ -15,7 +15,7 @@ CIFAR_TEST = REPO.parent / "shared" / "datasets" / "cifar10-jpeg" / "test.zip"
 
 def test_images(n: int):
     """``n`` real CIFAR-10 test images (JPEG mirror, else the embedded sample) as float NCHW + labels."""
-    from shared.data import load_images
+    from shared.images.load import load_images
 
     source = CIFAR_TEST if CIFAR_TEST.is_file() else "sample"
     images = load_images(source, limit=n)

@@ -25,9 +25,10 @@ import numpy as np
 import torch
 
 from _common import REPO, machine, test_images
-from shared import codec, defences, wavelets
+from shared.store import codec
+from shared.dwt import defences, transform as wavelets
 from shared.attacks import bim, deepfool, fgsm
-from shared.model_store import ModelStore
+from shared.models.store import ModelStore
 
 REPO_WEIGHTS = REPO / "weights"
 ATTACKS = {  # the paper's grid, crafted on the standard model

@@ -22,7 +22,7 @@ import numpy as np
 from PIL import Image
 
 from _common import machine
-from shared.data import decode_image, load_images
+from shared.images.load import decode_image, load_images
 from shared.settings import load as load_settings
 
 

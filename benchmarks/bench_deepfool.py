@@ -16,7 +16,8 @@ import torch
 import torchattacks
 
 from _common import REPO, machine, test_images
-from shared import attacks, models
+from shared import attacks
+from shared.models import network
 
 
 def main() -> None:
@@ -25,7 +26,7 @@ def main() -> None:
     parser.add_argument("--weights", default=str(REPO / "weights" / "standard.safetensors"))
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
-    model, card = models.load(args.weights, device=args.device)
+    model, card = network.load(args.weights, device=args.device)
     x, y, source = test_images(4 * args.n)
     with torch.no_grad():
         keep = (model(x.to(args.device)).argmax(1).cpu() == y).nonzero().squeeze(1)[: args.n]

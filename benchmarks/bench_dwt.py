@@ -16,7 +16,7 @@ import torch
 from skimage.restoration import denoise_wavelet
 
 from _common import best_of, machine, test_images
-from shared.wavelets import reconstruct
+from shared.dwt.transform import reconstruct
 
 CONFIGS = [
     {"wavelet": "haar"},

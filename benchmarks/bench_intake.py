@@ -48,7 +48,7 @@ sys.path.insert(0, str(REPO))
 
 from shared.pipeline import Pipeline  # noqa: E402
 from shared.pipeline.keys import clean_key, job_key  # noqa: E402
-from shared.processes import running  # noqa: E402
+from shared.pipeline.meta import running  # noqa: E402
 
 WAVESHIELD = [sys.executable, "-m", "producers.cli"]
 

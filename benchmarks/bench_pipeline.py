@@ -18,7 +18,7 @@ from _common import CIFAR_TEST, machine
 from producers.local import run_evaluation
 from producers.stack import Stack, resolve_redis_url
 from shared import settings
-from shared.evaluation import paper_plan
+from shared.evaluation.plan import paper_plan
 
 
 def _cells(report_json: Path) -> list:

@@ -17,8 +17,8 @@ from pathlib import Path
 import torch
 
 from _common import CIFAR_TEST, machine
-from shared.data import load_images
-from shared.training import Recipe, accuracy, autocast_dtype, train
+from shared.images.load import load_images
+from shared.models.training import Recipe, accuracy, autocast_dtype, train
 
 CIFAR_TRAIN = CIFAR_TEST.with_name("train.zip")
 

@@ -21,9 +21,9 @@ import time
 from pathlib import Path
 
 from _common import CIFAR_TEST, REPO, machine
-from producers.screen import screen_local
-from shared import screening_config
-from shared.data import load_images
+from producers.screening.screen import screen_local
+from shared.screening import config as screening_config
+from shared.images.load import load_images
 from shared.settings import load as load_settings
 
 

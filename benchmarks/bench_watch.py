@@ -1,7 +1,7 @@
 """What a watched inbox costs while nothing new lands: CPU seconds per minute, events against polling.
 
 An inbox holding ``--files`` files that are all screened already (their ids
-in records.jsonl), watched for ``--seconds`` by ``producers.watch.watch``
+in records.jsonl), watched for ``--seconds`` by ``producers.screening.watch.watch``
 with the shipped poll interval, once finding new files through file-system
 events and once walking the folder at each poll; side by side in one run.
 The screening function is never called (nothing is new), so what is
@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 from _common import machine
-from producers.watch import watch
+from producers.screening.watch import watch
 
 
 def cpu_per_minute(inbox: Path, out: Path, seconds: float, events: bool) -> tuple[float, str]:

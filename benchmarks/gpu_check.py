@@ -22,11 +22,13 @@ import numpy as np
 import torch
 
 from _common import machine
-from shared import attacks, defences, models, settings
-from shared.data import load_images
-from shared.evaluation import paper_plan
-from shared.training import Recipe, train
-from shared.wavelets import reconstruct
+from shared import attacks, settings
+from shared.dwt import defences
+from shared.models import network
+from shared.images.load import load_images
+from shared.evaluation.plan import paper_plan
+from shared.models.training import Recipe, train
+from shared.dwt.transform import reconstruct
 
 # Sizes: (GPU run, CPU smoke run).
 SIZES = {"dwt": (10_000, 256), "attack": (10_000, 32), "deepfool_oracle": (500, 2), "train": (50_000, 128),
@@ -78,7 +80,7 @@ def check_dwt(device, size, cpu_size, rows) -> None:
 
 def check_attacks(device, size, oracle_size, rows) -> None:
     """FGSM, BIM and DeepFool on the shipped standard model; DeepFool also against torchattacks."""
-    model = models.load(settings.load().weights_dir / "standard.safetensors", device=device)[0]
+    model = network.load(settings.load().weights_dir / "standard.safetensors", device=device)[0]
     x, _, y = _repeat(size)
     x, y = x.to(device), y.to(device)
     for name, params in (("fgsm", {"eps": 0.01}), ("bim", {"eps": 0.01}), ("deepfool", {})):

@@ -8,11 +8,12 @@ from pathlib import Path
 
 import numpy as np
 
-from shared.data import load_images
-from shared.plans import paper_attacks
+from shared.evaluation.plan import paper_attacks
+from shared.images.image_set import iter_batches
+from shared.images.load import load_images
+from shared.models.store import ModelStore
 from shared.pipeline import Pipeline
 from shared.pipeline.keys import corpus_shards_key
-from shared.model_store import ModelStore
 from shared.settings import Settings
 
 #: The paper's attacks as ``--attacks`` texts (the command's default).
@@ -53,14 +54,14 @@ def prepare_corpus(client, *, data: str, attacks: list[str], name: str, settings
 
     Nothing is sent yet: :func:`feed_corpus` sends the shards.
     """
-    from shared.corpus import DTYPES
+    from shared.evaluation.plan import CORPUS_DTYPES
     from shared.pipeline import corpus_output
 
-    if dtype not in DTYPES:
-        raise ValueError(f"--dtype must be one of {', '.join(DTYPES)}")
+    if dtype not in CORPUS_DTYPES:
+        raise ValueError(f"--dtype must be one of {', '.join(CORPUS_DTYPES)}")
     corpus_output(settings.output_dir, name)  # refuses a name that leaves the output directory
     card = ModelStore(settings.weights_dir).card(source_model)
-    image_set = load_images(data, limit=limit)
+    image_set = load_images(data, limit=limit, workers=settings.decode_workers)
     if image_set.labels is None or not len(image_set):
         raise ValueError(f"{data}: a corpus needs labelled images")
     specs = [parse_attack(a) for a in attacks]
@@ -68,11 +69,11 @@ def prepare_corpus(client, *, data: str, attacks: list[str], name: str, settings
             "shard_size": shard_size, "seed": seed, "out": name, "data": str(data)}
     plan["corpus_key"] = corpus_key(plan, image_set.ids)
     done = {m.decode() for m in client.smembers(corpus_shards_key(plan["corpus_key"]))}
-    starts = range(0, len(image_set), shard_size)
-    todo = [(b, a) for b in range(len(starts)) for a in range(len(specs)) if f"{b}|{a}" not in done]
+    shards = list(iter_batches(len(image_set), shard_size))
+    todo = [(b, a) for b in range(len(shards)) for a in range(len(specs)) if f"{b}|{a}" not in done]
     job = Pipeline(client, blob_ttl_s=settings.blob_ttl_s).create_corpus_job(
-        {**plan, "limit": limit}, np.asarray(image_set.labels), [image_set.ids[s:s + shard_size] for s in starts], todo)
-    return job, image_set, len(todo), len(starts) * len(specs) - len(todo)
+        {**plan, "limit": limit}, np.asarray(image_set.labels), [image_set.ids[s] for s in shards], todo)
+    return job, image_set, len(todo), len(shards) * len(specs) - len(todo)
 
 
 def corpus_key(plan: dict, ids: list[str]) -> str:
@@ -81,7 +82,7 @@ def corpus_key(plan: dict, ids: list[str]) -> str:
     return hashlib.sha256(identity).hexdigest()[:16]
 
 
-def load_corpus_input(plan: dict):
+def load_corpus_input(plan: dict, workers: int = 1):
     """The image set of a corpus job, read again (how a detached producer feeds a job another command created).
 
     Raises
@@ -89,7 +90,7 @@ def load_corpus_input(plan: dict):
     ValueError
         If the data no longer holds the images the job was made for.
     """
-    image_set = load_images(plan["data"], limit=plan.get("limit"))
+    image_set = load_images(plan["data"], limit=plan.get("limit"), workers=workers)
     if corpus_key({k: v for k, v in plan.items() if k in _PLAN_KEYS}, image_set.ids) != plan["corpus_key"]:
         raise ValueError(f"{plan['data']} no longer holds the images this corpus job was made for; run the corpus "
                          "command again")
@@ -107,7 +108,6 @@ def feed_corpus(client, app, job: str, image_set, settings: Settings, on_wait=No
     """
     from producers.submit import Throttle, send
     from shared.pipeline.inflight import batches_allowed, corpus_batch_bytes
-    from shared.pipeline.keys import job_key
 
     pipe = Pipeline(client, blob_ttl_s=settings.blob_ttl_s)
     plan = pipe.plan(job)
@@ -118,7 +118,7 @@ def feed_corpus(client, app, job: str, image_set, settings: Settings, on_wait=No
     pending: dict[int, list[int]] = {}
     for shard, attack in plan["todo"]:
         pending.setdefault(shard, []).append(attack)
-    first = int(client.hget(job_key(job, "meta"), "fed") or 0)
+    first = pipe.batches_fed(job)
     sent = 0
     for shard in sorted(s for s in pending if s >= first):
         throttle.wait_for_room(len(pending[shard]))
@@ -147,7 +147,7 @@ def run_corpus(*, data: str | None, attacks: list[str], name: str | None, settin
 
     url, client = connect(settings.redis_url)
     if job is not None:  # the background producer of a job another command created
-        image_set = load_corpus_input(Pipeline(client).plan(job))
+        image_set = load_corpus_input(Pipeline(client).plan(job), settings.decode_workers)
         feed_and_follow(client, app, job, image_set, settings, on_progress)
         say("complete: manifest.jsonl and preview.png written")
         return
@@ -184,7 +184,7 @@ def feed_and_follow(client, app, job: str, image_set, settings: Settings, on_pro
 
 def hand_over(job: str, settings: Settings, redis_url: str) -> tuple[int, Path]:
     """A detached producer sends the job's shards as the workers keep up; return its pid and its log's path."""
-    from producers.ingest import detach
+    from producers.screening.ingest import detach
 
     log_path = settings.output_dir / "producers" / f"{job}.log"
     return detach(["corpus", "--job", job], log_path, redis_url), log_path

@@ -16,7 +16,7 @@ def resume(job: str, settings: Settings) -> list[str]:
     producers.submit.JobFailed
         If the job is not in Redis.
     """
-    from producers.ingest import restart_intake
+    from producers.screening.ingest import restart_intake
     from producers.submit import redrive
     from shared.pipeline import Pipeline
     from workers.app import app
@@ -42,7 +42,7 @@ def render_report(job: str, out: Path | None, settings: Settings) -> Path:
     ValueError
         If the job is not in Redis.
     """
-    from shared import report as report_mod  # torch, through the plan's cells: only for this command
+    from shared.evaluation import report as report_mod  # Pillow and the figures: only for this command
 
     if job.endswith(".json"):
         cells, plan, meta = report_mod.read(job)
@@ -73,8 +73,8 @@ def evaluate(*, spec: Path | None, data: str | None, limit: int | None, out: Pat
     """
     from producers.local import run_evaluation
     from producers.stack import resolve_redis_url
-    from shared.evaluation import paper_plan
-    from shared.spec import load_spec
+    from shared.evaluation.plan import paper_plan
+    from shared.evaluation.spec import load_spec
 
     plan, run = load_spec(spec) if spec else (None, {})
     if adaptive:
@@ -96,12 +96,12 @@ def demo(limit: int, settings: Settings, *, say=lambda line: None, progress=lamb
 
     Raises
     ------
-    shared.model_store.MissingWeights
+    shared.models.store.MissingWeights
         Before anything starts, when a model's weights are missing (with the command that trains them).
     """
     from producers.local import available_plan, run_evaluation
     from producers.stack import Stack, resolve_redis_url
-    from shared.evaluation import paper_plan
+    from shared.evaluation.plan import paper_plan
     from shared.pipeline import QUEUES
 
     available_plan(paper_plan(), settings.weights_dir)  # fail fast, with the train command, when weights are missing

@@ -7,10 +7,12 @@ from pathlib import Path
 
 import torch
 
-from shared import defences, report
-from shared.data import load_images
-from shared.evaluation import deterministic_kernels, evaluate_local, paper_plan
-from shared.model_store import MissingWeights, ModelStore, train_command
+from shared.dwt import defences
+from shared.evaluation import report
+from shared.evaluation.plan import ModelPath, paper_plan
+from shared.evaluation.run import deterministic_kernels, evaluate_local
+from shared.images.load import load_images
+from shared.models.store import MissingWeights, ModelStore, train_command
 from shared.settings import Settings, resolve_device
 
 
@@ -46,7 +48,7 @@ def run_evaluation(*, data: str, limit: int | None, out: Path, settings: Setting
     ``progress(done, total, what)`` hears how far it got: images evaluated
     here (``what``: ``evaluating``), or cells a job finished (``job ID``).
     """
-    image_set = load_images(data, limit=limit)
+    image_set = load_images(data, limit=limit, workers=settings.decode_workers)
     if image_set.labels is None or len(image_set) == 0:
         raise ValueError(f"{data}: evaluation needs labelled images (class sub-folders, or 'y' in an npz)")
     plan, notes = available_plan(plan or paper_plan(), settings.weights_dir)
@@ -77,8 +79,8 @@ def run_evaluation(*, data: str, limit: int | None, out: Path, settings: Setting
 
 def _example_sheet(plan, image_set, settings, path, count: int = 6) -> None:
     """Original / adversarial / reconstructed rows for a few images, each with the model's prediction."""
-    from shared.evaluation import craft, defend
-    from shared.figures import image_sheet
+    from shared.evaluation.figures import image_sheet
+    from shared.evaluation.run import craft, defend
 
     device = resolve_device(settings.device)
     store = ModelStore(settings.weights_dir, device)
@@ -101,7 +103,7 @@ def _example_sheet(plan, image_set, settings, path, count: int = 6) -> None:
         if defended:
             model = store.get(defended["model"])
             rec = defend(adversarial, defences.get(defended["defence"], settings.weights_dir))
-            rows.append(captioned(rec, model, f"{defended['model']}+{defended['defence']}"))
+            rows.append(captioned(rec, model, ModelPath.of(defended).id))
     image_sheet(rows, path)
 
 
@@ -124,7 +126,7 @@ def _in_process(plan, image_set, settings, progress):
 def _on_workers(plan, image_set, settings, redis_url, progress):
     from producers import submit
     from shared.pipeline import Pipeline
-    from shared.redis_client import connect
+    from shared.store.client import connect
     from workers.app import app, use_broker
 
     use_broker(redis_url)

@@ -180,7 +180,7 @@ def connect(redis_url: str | None, *, or_local: bool = False):
     Raises ValueError (one line for the user) when there is none.
     """
     from shared import settings
-    from shared.redis_client import connect as client_for
+    from shared.store.client import connect as client_for
     from workers.app import use_broker
 
     url = resolve_redis_url(redis_url)

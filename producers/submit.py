@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import redis
 
-from shared.data import ImageSet
+from shared.evaluation.plan import DEFAULT_BATCH_SIZE
+from shared.images.image_set import iter_batches
+from shared.images.load import ImageSet
 from shared.pipeline import QUEUES, TASK_QUEUES, Pipeline, orphans
 from shared.pipeline.inflight import batches_allowed, evaluate_batch_bytes
-from shared.pipeline.keys import job_key
+from shared.pipeline.keys import task_name
+from shared.pipeline.meta import JobNotFound
 from shared.pipeline.recovery import describe
 from shared.settings import Settings
 
@@ -28,6 +32,15 @@ def vanished(job: str) -> JobFailed:
                      "finish; run the same command again to resubmit it")
 
 
+@contextlib.contextmanager
+def followed(job: str) -> Iterator[None]:
+    """Inside, ``job`` going missing from Redis (a Redis that lost its data) is the one line of :func:`vanished`."""
+    try:
+        yield
+    except JobNotFound:
+        raise vanished(job) from None
+
+
 def queue_lengths(client: redis.Redis) -> dict[str, int]:
     """Messages waiting in each queue (Celery's Redis transport keeps a list per queue)."""
     return {q: int(client.llen(q)) for q in QUEUES}
@@ -35,7 +48,7 @@ def queue_lengths(client: redis.Redis) -> dict[str, int]:
 
 def send(app, messages) -> None:
     for name, kwargs in messages:
-        app.send_task(f"waveshield.{name}", kwargs=kwargs, queue=TASK_QUEUES[name])
+        app.send_task(task_name(name), kwargs=kwargs, queue=TASK_QUEUES[name])
 
 
 class Throttle:
@@ -51,15 +64,14 @@ class Throttle:
     def __init__(self, client: redis.Redis, job: str, allowed: int, *, from_meta: bool = False,
                  on_wait: Callable[[], None] | None = None, poll_s: float = 0.2, stall_timeout_s: float | None = None):
         self.client, self.job, self.allowed, self.from_meta = client, job, allowed, from_meta
+        self.pipe = Pipeline(client)
         self.on_wait, self.poll_s, self.stall_timeout_s = on_wait, poll_s, stall_timeout_s
         self.sent = 0
         self.done_before = self._counts()[1]
 
     def _counts(self) -> tuple[int, int]:
-        expected, done = self.client.hmget(job_key(self.job, "meta"), ["expected", "done"])
-        if done is None:  # the plan went with a Redis that lost its data
-            raise vanished(self.job)
-        return int(expected), int(done)
+        with followed(self.job):
+            return self.pipe.counts(self.job)
 
     def _pending(self, expected: int, done: int) -> int:
         return expected - done if self.from_meta else self.sent - (done - self.done_before)
@@ -99,7 +111,7 @@ def submit(client: redis.Redis, app, plan: dict, image_set: ImageSet, settings: 
         raise ValueError("evaluation needs labelled images")
     pipe = Pipeline(client, blob_ttl_s=settings.blob_ttl_s)
     job = pipe.create_job(plan, np.asarray(image_set.labels))
-    size = int(plan.get("batch_size", 250))
+    size = int(plan.get("batch_size", DEFAULT_BATCH_SIZE))
     cells = len(plan["attacks"]) * len(plan["configurations"])
     peak = evaluate_batch_bytes(plan, min(size, len(image_set)), image_set.images.itemsize)
     if peak > settings.in_flight_mib * 2 ** 20:
@@ -107,12 +119,10 @@ def submit(client: redis.Redis, app, plan: dict, image_set: ImageSet, settings: 
                     "batches go one at a time; a smaller batch_size keeps it under", size, peak / 2 ** 20,
                     settings.in_flight_mib)
     throttle = Throttle(client, job, batches_allowed(peak, settings.in_flight_mib) * cells, on_wait=on_wait)
-    for b, start in enumerate(range(0, len(image_set), size)):
+    for b, batch in enumerate(iter_batches(len(image_set), size)):
         throttle.wait_for_room(cells)
-        try:
-            messages = pipe.add_batch(job, b, image_set.images[start:start + size])
-        except KeyError:  # the plan went with a Redis that lost its data
-            raise vanished(job) from None
+        with followed(job):
+            messages = pipe.add_batch(job, b, image_set.images[batch])
         send(app, messages)
         throttle.sent_units(cells)
     return job
@@ -147,10 +157,8 @@ def wait(client: redis.Redis, job: str, progress: Callable[[dict], None] | None 
     idle_since = None  # since when nothing has been in flight while the job stood still
     may_redrive = True  # once per stall: a unit that fails every time is left to the stall timeout
     while True:
-        try:
+        with followed(job):
             state = pipe.progress(job)
-        except KeyError:
-            raise vanished(job) from None
         if progress:
             progress(state)
         if state["status"] == "complete":
@@ -192,10 +200,8 @@ def redrive(pipe: Pipeline, app, job: str) -> list:
     on, and collectors record each result once. Work still in flight may run
     twice, so :func:`wait` calls this only when nothing is in flight.
     """
-    try:
+    with followed(job):
         messages = pipe.unfinished(job)
-    except KeyError:
-        raise vanished(job) from None
     if messages:
         pipe.note_redrive(job, messages)
         send(app, messages)

@@ -5,12 +5,12 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from shared import defences, models
-from shared.data import load_images
-from shared.model_card import model_card
+from shared.dwt import defences
+from shared.images.load import load_images
+from shared.models import network
+from shared.models.training import Recipe, model_card
+from shared.models.training import train as run_training
 from shared.settings import Settings, resolve_device
-from shared.training import Recipe
-from shared.training import train as run_training
 
 
 def run_train(*, defence: str, name: str | None, data: str, test_data: str, limit: int | None, settings: Settings,
@@ -30,12 +30,12 @@ def run_train(*, defence: str, name: str | None, data: str, test_data: str, limi
     limit : int, optional
         Only the first ``limit`` training images.
     recipe_options : dict
-        Keyword arguments of :class:`shared.training.Recipe` besides the defence.
+        Keyword arguments of :class:`shared.models.training.Recipe` besides the defence.
     stop_after : int, optional
         Stop after this epoch, as an interruption would; the checkpoint stays
         for a resume.
     say, progress : callable
-        A line of text at the start; each step's progress (see :func:`shared.training.train`).
+        A line of text at the start; each step's progress (see :func:`shared.models.training.train`).
 
     Returns
     -------
@@ -46,8 +46,8 @@ def run_train(*, defence: str, name: str | None, data: str, test_data: str, limi
     name = name or ("standard" if defence == "none" else defence)
     options = None if defence == "none" else defences.get(defence, settings.weights_dir)
     recipe = Recipe(defence=options, **recipe_options)
-    train_set = load_images(data, limit=limit)
-    test_set = load_images(test_data)
+    train_set = load_images(data, limit=limit, workers=settings.decode_workers)
+    test_set = load_images(test_data, workers=settings.decode_workers)
     say(f"training {name}: {len(train_set)} images from {data}" + (f" + DWT copies ({options['wavelet']})" if options else "")
         + f", width {recipe.width}, {recipe.epochs} epochs, on {device}")
     checkpoint = settings.checkpoint_dir / f"{name}.safetensors"
@@ -60,5 +60,5 @@ def run_train(*, defence: str, name: str | None, data: str, test_data: str, limi
     card = model_card(model, log, recipe, train_source=str(data), train_images=len(train_set), test_set=test_set,
                       test_source=str(test_data), device=device, seconds=time.perf_counter() - started)
     out = settings.weights_dir / f"{name}.safetensors"
-    models.save(model, out, card)
+    network.save(model, out, card)
     return out, card

@@ -8,10 +8,13 @@ from pathlib import Path
 
 import torch
 
-from shared import attacks, defences, figures, models, tuning
-from shared.data import load_images
-from shared.plans import PAPER_EPS, paper_attacks
-from shared.model_store import ModelStore
+from shared import attacks
+from shared.dwt import defences, tuning
+from shared.evaluation import figures
+from shared.evaluation.plan import PAPER_EPS, paper_attacks
+from shared.images.load import load_images
+from shared.models import network
+from shared.models.store import ModelStore
 from shared.settings import Settings, resolve_device
 
 
@@ -24,8 +27,8 @@ def run_tune(*, data: str, n: int, out: Path, settings: Settings, min_psnr: floa
     """
     device = resolve_device(settings.device)
     weights = ModelStore(settings.weights_dir).require(model_name, "tune (it crafts its adversarial images there)")
-    model, card = models.load(weights, device=device)
-    image_set = load_images(data, limit=n)
+    model, card = network.load(weights, device=device)
+    image_set = load_images(data, limit=n, workers=settings.decode_workers)
     if image_set.labels is None or not len(image_set):
         raise ValueError(f"{data}: tune needs labelled images")
     clean = image_set.to_tensor().to(device)

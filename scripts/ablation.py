@@ -101,8 +101,8 @@ def torchattacks_fgsm(name: str, limit: int) -> dict:
     import torchattacks
 
     from shared.attacks import fgsm
-    from shared.data import load_images
-    from shared.model_store import ModelStore
+    from shared.images.load import load_images
+    from shared.models.store import ModelStore
 
     model = ModelStore(ABLATION_WEIGHTS).get(name)
     images = load_images(TEST_DATA, limit=limit)  # the same class-balanced prefix evaluate takes

@@ -30,9 +30,10 @@ import torch
 from safetensors.torch import load_file, save_file
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from shared import detector, screening, screening_sources as ss, sources  # noqa: E402
-from shared.data import load_images  # noqa: E402
-from shared.model_store import ModelStore  # noqa: E402
+from shared.screening import detector, verdicts, examples as ss  # noqa: E402
+from shared.images import encodings
+from shared.images.load import load_images  # noqa: E402
+from shared.models.store import ModelStore  # noqa: E402
 from shared.settings import load as load_settings, resolve_device  # noqa: E402
 
 #: name -> (fit data, held-out data), as make_sources.py writes them; the mirror's come from --mirror.
@@ -94,7 +95,7 @@ def build(reader, data: str, n: int, attack_list, key: str):
     print(f"{key}: {len(image_set)} images", flush=True)
     rough = {}
     ex = ss.examples(reader, key, image_set.to_tensor(), labels, attack_list,
-                     on_images=lambda k, images: rough.__setitem__(k, sources.colour_roughness(images)))
+                     on_images=lambda k, images: rough.__setitem__(k, encodings.colour_roughness(images)))
     return ex, rough
 
 
@@ -172,7 +173,7 @@ def render(report: dict) -> str:
               for n, r in report["own_calibration"].items()]
     lines += ["", "## What the source check sees", "",
               "Distance between the colour roughness of each source's odd-positioned images (clean, or attacked) "
-              "and a calibration's clean images (`shared.screening.decile_distance`; the check calls a set "
+              "and a calibration's clean images (`shared.screening.verdicts.decile_distance`; the check calls a set "
               "unlike its calibration from 0.25): the default calibration (every source's even-positioned clean "
               "images together) and one made on the mirror alone.", "",
               "| source | images | against the default | against the mirror's |", "| --- | --- | --- | --- |"]
@@ -244,7 +245,7 @@ def main() -> None:
             show(f"{set_name}, all but {n}", result)
         model = models[(set_name, "all sources")][0]
         for n in names:  # a source's own calibration: its first 1,000 calibration images set its threshold
-            own = screening.calibrate(model.score(calibration[n].clean[:OWN_CALIBRATION]).numpy(), args.fpr)
+            own = verdicts.calibrate(model.score(calibration[n].clean[:OWN_CALIBRATION]).numpy(), args.fpr)
             report["own_calibration"][n] = {"images": min(OWN_CALIBRATION, len(calibration[n].clean)),
                                             "threshold": own, **ss.measure(model, own, measured[n])}
         # What the source check sees: the default calibration's colours against each source's, clean and attacked.
@@ -254,8 +255,8 @@ def main() -> None:
             row = {}
             for key, values in rough[n].items():
                 v = values[1::2].double().numpy()
-                row[key] = {"default": screening.decile_distance(v, np.quantile(pooled, np.linspace(0.1, 0.9, 9))),
-                            "mirror": screening.decile_distance(v, np.quantile(mirror_only, np.linspace(0.1, 0.9, 9)))}
+                row[key] = {"default": verdicts.decile_distance(v, np.quantile(pooled, np.linspace(0.1, 0.9, 9))),
+                            "mirror": verdicts.decile_distance(v, np.quantile(mirror_only, np.linspace(0.1, 0.9, 9)))}
             report["source_check"][n] = row
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)

@@ -1,7 +1,7 @@
 """Build the embedded demo set: the first 100 test images of each CIFAR-10 class.
 
 Copies the JPEG bytes unchanged from the CIFAR-10 JPEG mirror's test.zip into
-shared/assets/cifar10-test-sample.zip (about 1 MB).
+shared/images/assets/cifar10-test-sample.zip (about 1 MB).
 
     python scripts/make_sample.py ../shared/datasets/cifar10-jpeg/test.zip
 """
@@ -11,7 +11,7 @@ import zipfile
 from pathlib import Path
 
 PER_CLASS = 100
-OUT = Path(__file__).resolve().parent.parent / "shared" / "assets" / "cifar10-test-sample.zip"
+OUT = Path(__file__).resolve().parent.parent / "shared" / "images" / "assets" / "cifar10-test-sample.zip"
 
 
 def main(test_zip: str) -> None:

@@ -30,8 +30,8 @@ import numpy as np
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from shared.models import CIFAR10_CLASSES  # noqa: E402
-from shared.sources import ENCODINGS, SUFFIX, encode, photo_crops  # noqa: E402
+from shared.models.network import CIFAR10_CLASSES  # noqa: E402
+from shared.images.encodings import ENCODINGS, SUFFIX, encode, photo_crops  # noqa: E402
 
 #: The canonical prefix holds 1,017 images of each of the five training batches.
 PER_BATCH = 1017
@@ -40,7 +40,7 @@ FIT_BATCHES = 2
 FIT_PHOTOS = ("astronaut.png", "coffee.png", "motorcycle_left.png", "motorcycle_right.png", "hubble_deep_field.jpg",
               "ihc.png")
 HELD_PHOTOS = ("chelsea.png", "rocket.jpg", "retina.jpg")
-#: Crops per photograph and size (:func:`shared.sources.photo_crops`).
+#: Crops per photograph and size (:func:`shared.images.encodings.photo_crops`).
 CROPS = 140
 DATE = (2020, 1, 1, 0, 0, 0)  # reproducible zip bytes
 

@@ -13,8 +13,8 @@ import redis
 import torch
 
 from producers.redis_server import EmbeddedRedis, reachable
-from shared.data import load_images
-from shared.training import Recipe, train
+from shared.images.load import load_images
+from shared.models.training import Recipe, train
 
 REPO = Path(__file__).resolve().parent.parent
 CIFAR_JPEG = REPO.parent / "shared" / "datasets" / "cifar10-jpeg"
@@ -50,7 +50,7 @@ def _marked_processes() -> list[tuple[int, str]]:
 def no_process_left_behind():
     """After the suite, no process it started is still running (they are killed and reported)."""
     yield
-    from shared import decode
+    from shared.images import decode
 
     decode.close_pool()  # this process's decoding workers live as long as it; the check is for the rest
     if not Path("/proc").is_dir():
@@ -100,7 +100,7 @@ def photo_crops_zip(tmp_path_factory):
 
     import skimage
 
-    from shared.sources import encode, photo_crops
+    from shared.images.encodings import encode, photo_crops
 
     folder = Path(skimage.__file__).resolve().parent / "data"
     path = tmp_path_factory.mktemp("photos") / "crops.zip"

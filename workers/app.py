@@ -3,15 +3,15 @@
 from celery import Celery
 
 from shared import settings
-from shared.pipeline import QUEUES, TASK_QUEUES
+from shared.pipeline import TASK_QUEUES
+from shared.pipeline.keys import task_name
 
 from .runtime import broker_url
 from .sweeper import Sweeper
 
 _cfg = settings.load()
 
-app = Celery("waveshield", broker=broker_url(),
-             include=[f"workers.{q}" for q in QUEUES])
+app = Celery("waveshield", broker=broker_url(), include=["workers.tasks"])
 app.conf.update(
     # JSON only: a pickled message could run code on the worker, so it is refused.
     task_serializer="json", accept_content=["json"], result_serializer="json",
@@ -33,7 +33,7 @@ app.conf.update(
     # Loading models happens lazily inside the task, not at process start, so the start check never times out.
     worker_proc_alive_timeout=60,
     task_default_queue="collect", task_create_missing_queues=True,
-    task_routes={f"waveshield.{name}": {"queue": queue} for name, queue in TASK_QUEUES.items()},
+    task_routes={task_name(stage): {"queue": queue} for stage, queue in TASK_QUEUES.items()},
     # Events feed Flower and `waveshield status`.
     worker_send_task_events=True, task_send_sent_event=True,
     broker_connection_retry_on_startup=True,

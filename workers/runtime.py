@@ -7,11 +7,13 @@ import functools
 import redis
 from celery.exceptions import Reject
 
-from shared import defences, settings
-from shared.model_store import ModelStore
+from shared import settings
+from shared.dwt import defences
+from shared.models.store import ModelStore
 from shared.pipeline import TASK_QUEUES, Pipeline
+from shared.pipeline.keys import task_name
 from shared.pipeline.orphans import Lease
-from shared.redis_client import CONNECTION_ERRORS, connect
+from shared.store.client import CONNECTION_ERRORS, connect
 
 
 def broker_url() -> str:
@@ -21,7 +23,7 @@ def broker_url() -> str:
 @functools.lru_cache(maxsize=1)
 def pipeline() -> Pipeline:
     """This process's Pipeline (created in the pool child, where CUDA may be used)."""
-    from shared.evaluation import deterministic_kernels  # torch: in the worker's pool child, not in producers
+    from shared.evaluation.run import deterministic_kernels  # torch: in the worker's pool child, not in producers
 
     cfg = settings.load()
     if cfg.torch_threads:
@@ -55,4 +57,4 @@ def run_stage(task, stage: str, **kwargs) -> None:
     except CONNECTION_ERRORS as exc:  # Redis gone for longer than the retry window: hand the task back
         raise Reject(f"Redis unreachable: {exc}", requeue=True) from exc
     for name, message in messages if isinstance(messages, list) else []:
-        task.app.send_task(f"waveshield.{name}", kwargs=message, queue=TASK_QUEUES[name])
+        task.app.send_task(task_name(name), kwargs=message, queue=TASK_QUEUES[name])

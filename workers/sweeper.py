@@ -13,7 +13,7 @@ import logging
 from celery import bootsteps
 
 from shared.pipeline import orphans
-from shared.redis_client import CONNECTION_ERRORS
+from shared.store.client import CONNECTION_ERRORS
 
 from .runtime import quick_client
 

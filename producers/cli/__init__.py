@@ -21,7 +21,8 @@ _USER_ERRORS = (ValueError, FileNotFoundError, ConnectionError)
 
 class _Group(click.Group):
     def invoke(self, ctx):
-        from redis.exceptions import ConnectionError as RedisConnectionError, TimeoutError as RedisTimeoutError
+        from redis.exceptions import ConnectionError as RedisConnectionError
+        from redis.exceptions import TimeoutError as RedisTimeoutError
 
         from producers.submit import JobFailed
 

@@ -8,6 +8,7 @@ import click
 
 from producers.cli.progress import ProgressBar
 from shared import settings as settings_mod
+from shared.evaluation.plan import RUN_MODES
 
 
 @click.command()
@@ -20,7 +21,7 @@ from shared import settings as settings_mod
 @click.option("--local", is_flag=True, help="Run the same plan in this process, without a broker.")
 @click.option("--adaptive", is_flag=True, help="Add BIM and PGD crafted through the full Haar defence with BPDA "
               "(at the paper's eps and 8/255) to the paper's plan.")
-@click.option("--mode", type=click.Choice(["staged", "fused"]), default=None,
+@click.option("--mode", type=click.Choice(RUN_MODES), default=None,
               help="On the workers: each stage on its own queue (staged, the default), or a batch's stages in one "
                    "task on the fused queue, only counts through Redis (fused). See docs/scaling.md.")
 def evaluate(spec, data, limit, out, local, adaptive, mode):

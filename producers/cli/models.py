@@ -9,10 +9,12 @@ import click
 
 from producers.cli.progress import ProgressBar
 from shared import settings as settings_mod
+from shared.dwt import DEFAULT_WAVELETS
+from shared.dwt.defences import DEFAULTS
 
 
 @click.command()
-@click.option("--defence", type=click.Choice(["none", "haar", "daubechies"]), default="none", show_default=True,
+@click.option("--defence", type=click.Choice(["none", *DEFAULTS]), default="none", show_default=True,
               help="none = the standard model; haar/daubechies = trained on originals + their DWT copies.")
 @click.option("--width", default=16, show_default=True, help="ResNet18 width (64 = the standard ResNet18).")
 @click.option("--epochs", default=30, show_default=True, help="Passes over the training set (DWT copies included).")
@@ -51,7 +53,7 @@ def train(defence, width, epochs, batch_size, seed, data, test_data, name, preci
 @click.option("--data", default="sample", show_default=True, help="Labelled images to tune on.")
 @click.option("--n", "n", default=256, show_default=True, help="Number of images.")
 @click.option("--min-psnr", default=30.0, show_default=True, help="Clean PSNR a setting must keep (dB).")
-@click.option("--wavelets", default=",".join(("haar", "db2", "db3", "db4", "sym4")), show_default=True,
+@click.option("--wavelets", default=",".join(DEFAULT_WAVELETS), show_default=True,
               help="Comma-separated wavelets to sweep.")
 @click.option("--objective", type=click.Choice(["attenuation", "gain"]), default="attenuation", show_default=True,
               help="What to maximise above the PSNR threshold (see tune.md).")
@@ -87,7 +89,7 @@ def tune(data, n, min_psnr, wavelets, objective, out):
               help="Where calibration.md goes [default: $WAVESHIELD_OUTPUT_DIR/calibrate].")
 def calibrate(data, n, fpr, source, out):
     """Set the screening flag's threshold at a false-positive rate; report detection per attack."""
-    from producers.calibrate import run_calibration, run_source_calibration
+    from producers.screening.calibrate import run_calibration, run_source_calibration
 
     cfg = settings_mod.load()
     out = out or cfg.output_dir / "calibrate"
@@ -133,7 +135,7 @@ def calibrate(data, n, fpr, source, out):
 def fit_detector(corpora, fit_sources, n_source, clean, n_clean, calibration, n_calibration, fpr, paths, statistics,
                  out):
     """Train the learned detector on corpora and sources, calibrate it per source, and make screening use it."""
-    from producers.fit_detector import run_fit
+    from producers.detector.fit import run_fit
 
     if not corpora and not fit_sources:
         raise click.UsageError("give --corpus DIR or --source NAME=DATA (or both): the detector needs attacked images")

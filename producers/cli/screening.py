@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from shared import settings as settings_mod
+from shared.evaluation.plan import CORPUS_DTYPES, RUN_MODES, STAGED
 
 
 @click.command()
@@ -23,7 +24,7 @@ from shared import settings as settings_mod
                    "fetch the records so far with `results`.")
 @click.option("--local", is_flag=True, help="Screen in this process, without a broker.")
 @click.option("--batch-size", default=256, show_default=True)
-@click.option("--mode", type=click.Choice(["staged", "fused"]), default="staged", show_default=True,
+@click.option("--mode", type=click.Choice(RUN_MODES), default=STAGED, show_default=True,
               help="On the workers: each stage on its own queue, or a batch's stages in one "
                    "task on the fused queue, only records through Redis (fused).")
 @click.option("--source", default=None, metavar="NAME",
@@ -39,7 +40,8 @@ def screen(paths, watch_dir, max_wait, out, wait, local, batch_size, mode, sourc
     Images stream to the workers as they are read; running the same command again continues
     an interrupted job without screening an image twice.
     """
-    from producers import screen as screen_mod, screen_runs
+    from producers.screening import runs as screen_runs
+    from producers.screening import screen as screen_mod
 
     cfg = settings_mod.load()
     out = out or cfg.output_dir / "screen"
@@ -101,7 +103,7 @@ def _report(summary: dict, out: Path, note: str = "") -> None:
               help="Output directory [default: $WAVESHIELD_OUTPUT_DIR/JOB].")
 def results(job, out):
     """Fetch a screening job's records (as far as it has got) into JSONL, CSV and a summary."""
-    from producers.screen_runs import fetch_results
+    from producers.screening.runs import fetch_results
 
     cfg = settings_mod.load()
     summary, out, note = fetch_results(cfg.redis_url, job, out, cfg)
@@ -113,7 +115,7 @@ def results(job, out):
 @click.option("--attacks", "attack_list", multiple=True,
               help="NAME[:key=value,...], repeatable, e.g. --attacks bim:eps=0.007 [default: the paper's seven].")
 @click.option("--out", "name", default=None, help="Corpus folder inside the collector's WAVESHIELD_OUTPUT_DIR.  [required]")
-@click.option("--dtype", type=click.Choice(["float16", "float32"]), default="float16", show_default=True)
+@click.option("--dtype", type=click.Choice(CORPUS_DTYPES), default=CORPUS_DTYPES[0], show_default=True)
 @click.option("--shard-size", default=500, show_default=True, help="Images per shard.")
 @click.option("--seed", default=0, show_default=True)
 @click.option("--limit", type=int, default=None, help="Only the first N images.")
@@ -137,7 +139,7 @@ def _watch(directory, out, cfg, chosen, local, batch_size, max_wait, mode="stage
     """Screen files landing in ``directory`` until Ctrl-C or SIGTERM."""
     import signal as signal_mod
 
-    from producers.screen_runs import watch_folder
+    from producers.screening.runs import watch_folder
 
     stop = {"now": False}
     signal_mod.signal(signal_mod.SIGTERM, lambda *_: stop.update(now=True))

@@ -8,11 +8,11 @@ non-differentiable defence so any of them can attack through it.
 
 from __future__ import annotations
 
-from .bim import bim, kurakin_steps
-from .bpda import BPDA
-from .deepfool import deepfool
-from .fgsm import fgsm
-from .pgd import pgd
+from shared.attacks.bim import bim, kurakin_steps
+from shared.attacks.bpda import BPDA
+from shared.attacks.deepfool import deepfool
+from shared.attacks.fgsm import fgsm
+from shared.attacks.pgd import pgd
 
 ATTACKS = {"fgsm": fgsm, "bim": bim, "pgd": pgd, "deepfool": deepfool}
 

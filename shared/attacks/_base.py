@@ -79,7 +79,7 @@ def signed_gradient_steps(loss: Callable, start: torch.Tensor, images: torch.Ten
 
     FGSM is one step of size eps from the images, BIM several smaller ones, PGD
     the same from a random start, each on :func:`cross_entropy`; the attacker
-    who knows the screening (:mod:`shared.adaptive_screening`) is PGD on a loss
+    who knows the screening (:mod:`shared.screening.evasion`) is PGD on a loss
     of its own.
 
     Parameters

@@ -15,7 +15,7 @@ import math
 
 import torch
 
-from ._base import check_inputs, cross_entropy, signed_gradient_steps
+from shared.attacks._base import check_inputs, cross_entropy, signed_gradient_steps
 
 
 def kurakin_steps(eps: float) -> int:

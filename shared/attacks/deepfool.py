@@ -23,7 +23,7 @@ import contextlib
 
 import torch
 
-from ._base import check_inputs, eval_mode
+from shared.attacks._base import check_inputs, eval_mode
 
 # Guards the division by a zero gradient difference (a flat classifier).
 _TINY = 1e-12

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from ._base import check_inputs, cross_entropy, signed_gradient_steps
+from shared.attacks._base import check_inputs, cross_entropy, signed_gradient_steps
 
 
 def fgsm(model, images: torch.Tensor, labels: torch.Tensor, *, eps: float = 8 / 255) -> torch.Tensor:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import torch
 
-from ._base import check_inputs, cross_entropy, random_start, signed_gradient_steps
+from shared.attacks._base import check_inputs, cross_entropy, random_start, signed_gradient_steps
 
 
 def pgd(

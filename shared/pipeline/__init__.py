@@ -13,7 +13,7 @@ JSON, which the worker sends. No chords, no results backend.
 Exactly once: a stage that already finished (its done-marker is set) only
 re-sends its messages and releases its input; the collector records each
 cell with HSETNX inside a Lua script, so a redelivered message never counts
-twice. Blobs are released by their consumers (see :mod:`shared.blobstore`).
+twice. Blobs are released by their consumers (see :mod:`shared.store.blobs`).
 
 One module per job kind (:mod:`.evaluate`, :mod:`.screen`, :mod:`.corpus`)
 over the shared keys (:mod:`.keys`), collector scripts (:mod:`.scripts`) and
@@ -23,12 +23,21 @@ a message is re-driven from :mod:`.recovery`.
 
 from __future__ import annotations
 
-from .corpus import CorpusStages
-from .evaluate import EvaluateStages
-from .keys import (KEEP_JOB_S, QUEUES, RAW, TASK_QUEUES, adversarial_key, clean_key, corpus_output,
-                   reconstructed_key, records_key)
-from .recovery import Recovery
-from .screen import ScreenStages
+from shared.pipeline.corpus import CorpusStages
+from shared.pipeline.evaluate import EvaluateStages
+from shared.pipeline.keys import (
+    KEEP_JOB_S,
+    QUEUES,
+    RAW,
+    TASK_QUEUES,
+    adversarial_key,
+    clean_key,
+    corpus_output,
+    reconstructed_key,
+    records_key,
+)
+from shared.pipeline.recovery import Recovery
+from shared.pipeline.screen import ScreenStages
 
 
 class Pipeline(EvaluateStages, ScreenStages, CorpusStages, Recovery):

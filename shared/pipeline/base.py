@@ -6,13 +6,20 @@ import json
 import time
 from collections.abc import Callable
 
-from ..blobstore import BlobStore
-from .keys import KEEP_JOB_S, deliveries_key, job_key
-from .scripts import _COLLECT, _CORPUS_COLLECT, _NOTE_FED, _SCREEN_COLLECT, _SCREEN_SEAL
+from shared.pipeline.keys import KEEP_JOB_S, deliveries_key, job_key
+from shared.pipeline.meta import JobMeta, JobNotFound
+from shared.pipeline.scripts import (
+    _COLLECT,
+    _CORPUS_COLLECT,
+    _CORPUS_COMPLETE,
+    _NOTE_FED,
+    _SCREEN_COLLECT,
+    _SCREEN_SEAL,
+)
+from shared.store.blobs import BlobStore
 
 
-
-class JobStore:
+class JobStore(JobMeta):
     """A job's plan, markers and counts in one Redis; the base of every job kind's stages.
 
     The parameters are :class:`shared.pipeline.Pipeline`'s.
@@ -29,13 +36,14 @@ class JobStore:
         self._collect = redis.register_script(_COLLECT)
         self._screen_collect = redis.register_script(_SCREEN_COLLECT)
         self._corpus_collect = redis.register_script(_CORPUS_COLLECT)
+        self._corpus_complete = redis.register_script(_CORPUS_COMPLETE)
         self._screen_seal = redis.register_script(_SCREEN_SEAL)
         self._note_fed = redis.register_script(_NOTE_FED)
 
     def plan(self, job: str) -> dict:
         raw = self.redis.get(job_key(job, "plan"))
         if raw is None:
-            raise KeyError(f"no job {job!r} in Redis")
+            raise JobNotFound(job)
         return json.loads(raw)
 
     def labels(self, job: str, batch: int):
@@ -74,7 +82,7 @@ class JobStore:
         """Cells done and expected, images/s, status, errors."""
         meta = {k.decode(): v.decode() for k, v in self.redis.hgetall(job_key(job, "meta")).items()}
         if not meta:
-            raise KeyError(f"no job {job!r} in Redis")
+            raise JobNotFound(job)
         done, expected = int(meta["done"]), int(meta["expected"])
         elapsed = float(meta.get("finished", time.time())) - float(meta["started"])
         images_done = (int(meta["screened"]) if "screened" in meta else

@@ -8,10 +8,18 @@ import uuid
 
 import numpy as np
 
-from ..image_set import to_float_nchw
-from .base import JobStore
-from .keys import (_JOB_KEYS, JOBS_KEY, KEEP_JOB_S, clean_key, corpus_blob_key, corpus_output, corpus_shards_key,
-                   job_key)
+from shared.images.image_set import to_float_nchw
+from shared.pipeline.base import JobStore
+from shared.pipeline.keys import (
+    _JOB_KEYS,
+    JOBS_KEY,
+    KEEP_JOB_S,
+    clean_key,
+    corpus_blob_key,
+    corpus_output,
+    corpus_shards_key,
+    job_key,
+)
 
 
 class CorpusStages(JobStore):
@@ -20,7 +28,7 @@ class CorpusStages(JobStore):
     def create_corpus_job(self, plan: dict, labels: np.ndarray, shard_ids: list[list[str]], todo: list[tuple[int, int]],
                           *, job: str | None = None) -> str:
         """Store a corpus job; ``todo`` lists the (shard, attack) pairs still to compute."""
-        from ..evaluation import validate_plan
+        from shared.evaluation.run import validate_plan
 
         validate_plan({**plan, "configurations": [{"model": plan["source_model"], "defence": None}]})
         job = job or uuid.uuid4().hex[:12]
@@ -46,8 +54,8 @@ class CorpusStages(JobStore):
 
     def corpus_attack(self, job: str, shard: int, attack: int) -> list:
         """Attack one shard; keep the float result and its manifest lines for the collector."""
-        from .. import corpus as corpus_files
-        from ..evaluation import craft
+        from shared.evaluation import corpus as corpus_files
+        from shared.evaluation.run import craft
 
         messages = [("corpus_collect", {"job": job, "shard": shard, "attack": attack})]
         marker = job_key(job, "done", "corpus_attack", shard, attack)
@@ -71,7 +79,7 @@ class CorpusStages(JobStore):
 
     def corpus_collect(self, job: str, shard: int, attack: int, output_dir) -> bool:
         """Write one shard (the collector is the corpus's single writer); finish the corpus with the last."""
-        from .. import corpus as corpus_files
+        from shared.evaluation import corpus as corpus_files
 
         plan = self.plan(job)
         out = corpus_output(output_dir, plan["out"])
@@ -88,11 +96,7 @@ class CorpusStages(JobStore):
         if due:  # the last shard, or a redelivery of it after a crash before the manifest was written
             corpus_files.finish(out, plan["attacks"], plan["shards"])
             corpus_files.preview(out, plan["attacks"])
-            complete = self.redis.pipeline(transaction=True)  # one step: complete and set to expire
-            complete.hset(job_key(job, "meta"), mapping={"status": "complete", "finished": time.time()})
-            for name in _JOB_KEYS:
-                complete.expire(job_key(job, name), KEEP_JOB_S)
-            complete.execute()
+            self._corpus_complete(keys=[job_key(job, name) for name in _JOB_KEYS], args=[time.time(), KEEP_JOB_S])
         return bool(new)
 
     def unfinished_corpus(self, job: str, plan: dict, stored: int) -> list:

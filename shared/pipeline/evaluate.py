@@ -9,10 +9,19 @@ import uuid
 
 import numpy as np
 
-from ..image_set import to_float_nchw
-from ..plans import FUSED, configuration_id
-from .base import JobStore
-from .keys import _JOB_KEYS, JOBS_KEY, KEEP_JOB_S, RAW, adversarial_key, clean_key, job_key, reconstructed_key
+from shared.evaluation.plan import CLEAN, DEFAULT_BATCH_SIZE, FUSED, AttackSpec, Cell, ModelPath
+from shared.images.image_set import iter_batches, to_float_nchw
+from shared.pipeline.base import JobStore
+from shared.pipeline.keys import (
+    _JOB_KEYS,
+    JOBS_KEY,
+    KEEP_JOB_S,
+    RAW,
+    adversarial_key,
+    clean_key,
+    job_key,
+    reconstructed_key,
+)
 
 
 class EvaluateStages(JobStore):
@@ -20,20 +29,20 @@ class EvaluateStages(JobStore):
 
     def create_job(self, plan: dict, labels: np.ndarray, *, job: str | None = None) -> str:
         """Store a job's plan, labels and expected cell count; return its id. Batches follow with add_batch."""
-        from ..evaluation import validate_plan
+        from shared.evaluation.run import validate_plan
 
         validate_plan(plan)
         job = job or uuid.uuid4().hex[:12]
-        size = int(plan.get("batch_size", 250))
-        batches = range(0, len(labels), size)
+        size = int(plan.get("batch_size", DEFAULT_BATCH_SIZE))
+        batches = list(iter_batches(len(labels), size))
         pipe = self.redis.pipeline()
         pipe.set(job_key(job, "plan"), json.dumps(plan))
         pipe.hset(job_key(job, "meta"), mapping={
             "expected": len(batches) * len(plan["attacks"]) * len(plan["configurations"]), "done": 0,
             "images": len(labels), "batches": len(batches), "started": time.time(), "status": "running"})
         pipe.zadd(JOBS_KEY, {job: time.time()})
-        for b, start in enumerate(batches):
-            pipe.hset(job_key(job, "labels"), b, json.dumps(labels[start:start + size].tolist()))
+        for b, batch in enumerate(batches):
+            pipe.hset(job_key(job, "labels"), b, json.dumps(labels[batch].tolist()))
         pipe.execute()
         return job
 
@@ -52,7 +61,7 @@ class EvaluateStages(JobStore):
 
     def attack(self, job: str, batch: int, attack: int) -> list:
         """Craft one attack on one batch; route to every defence that reads it."""
-        from ..evaluation import CLEAN, attack_model, craft
+        from shared.evaluation.run import attack_model, craft
 
         plan = self.plan(job)
         defences = sorted({c.get("defence") or RAW for c in plan["configurations"]})
@@ -72,7 +81,8 @@ class EvaluateStages(JobStore):
     def dwt(self, job: str, batch: int, attack: int, defence: str) -> list:
         """Reconstruct one attacked batch with one named defence."""
         import torch
-        from ..evaluation import defend
+
+        from shared.evaluation.run import defend
 
         messages = [("classify", {"job": job, "batch": batch, "attack": attack, "defence": defence})]
         marker = job_key(job, "done", "dwt", batch, attack, defence)
@@ -86,7 +96,8 @@ class EvaluateStages(JobStore):
     def classify(self, job: str, batch: int, attack: int, defence: str) -> list:
         """Predict with every model configured on this input; one collect message per configuration."""
         import torch
-        from ..evaluation import classify
+
+        from shared.evaluation.run import classify
 
         plan = self.plan(job)
         configs = [c for c in plan["configurations"] if (c.get("defence") or RAW) == defence]
@@ -102,12 +113,12 @@ class EvaluateStages(JobStore):
         for config in configs:
             correct = int((classify(self.get_model(config["model"]), x) == y).sum())
             messages.append(("collect", {"job": job, "batch": batch, "attack": attack,
-                                         "configuration": configuration_id(config), "correct": correct, "total": len(y)}))
+                                         "configuration": ModelPath.of(config).id, "correct": correct, "total": len(y)}))
         return self._finish(marker, source, consumer, messages, remember=True)
 
     def fused(self, job: str, batch: int) -> list:
         """Every stage of one batch in this process (attack, DWT, classify); only its counts go on, in one message."""
-        from ..evaluation import evaluate_batch
+        from shared.evaluation.run import evaluate_batch
 
         marker = job_key(job, "done", "fused", batch)
         sent = self._sent_before(marker)
@@ -129,29 +140,24 @@ class EvaluateStages(JobStore):
 
         Returns how many were new; the job completes with its last cell.
         """
-        from ..evaluation import attack_id
-
         plan = self.plan(job)
         args = [time.time(), KEEP_JOB_S]
         for attack, configuration, correct, total in cells:
             args += [f"{batch}|{attack}|{configuration}", f"{correct},{total}",
-                     f"{attack_id(plan['attacks'][attack])}|{configuration}", correct, total]
+                     f"{AttackSpec.of(plan['attacks'][attack]).id}|{configuration}", correct, total]
         keys = [job_key(job, "meta"), job_key(job, "cells"), job_key(job, "agg"),
                 *(job_key(job, name) for name in _JOB_KEYS[1:])]
         return int(self._collect(keys=keys, args=args))
 
     def cells(self, job: str) -> list:
         """The aggregated cells of a job, in plan order."""
-        from ..evaluation import Cell, attack_id
-
         plan = self.plan(job)
         agg = {k.decode(): int(v) for k, v in self.redis.hgetall(job_key(job, "agg")).items()}
         out = []
-        for attack in plan["attacks"]:
-            for config in plan["configurations"]:
-                aid, cid = attack_id(attack), configuration_id(config)
-                out.append(Cell(aid, cid, config["model"], config.get("defence"), agg.get(f"{aid}|{cid}|correct", 0),
-                                agg.get(f"{aid}|{cid}|total", 0)))
+        for spec in map(AttackSpec.of, plan["attacks"]):
+            for path in map(ModelPath.of, plan["configurations"]):
+                key = f"{spec.id}|{path.id}"
+                out.append(Cell(spec, path, agg.get(f"{key}|correct", 0), agg.get(f"{key}|total", 0)))
         return out
 
     def unfinished_evaluate(self, job: str, plan: dict, stored: int) -> list:
@@ -160,7 +166,7 @@ class EvaluateStages(JobStore):
         Fused jobs: one message per batch.
         """
         recorded = {k.decode() for k in self.redis.hkeys(job_key(job, "cells"))}
-        configs = [configuration_id(c) for c in plan["configurations"]]
+        configs = [ModelPath.of(c).id for c in plan["configurations"]]
         missing = [(b, a) for b in range(stored) for a in range(len(plan["attacks"]))
                    if any(f"{b}|{a}|{c}" not in recorded for c in configs)]
         if plan.get("mode") == FUSED:

@@ -11,8 +11,10 @@ small and are not counted.
 
 from __future__ import annotations
 
-from ..plans import FUSED
-from .keys import RAW
+import numpy as np
+
+from shared.evaluation.plan import CORPUS_DTYPES, FUSED
+from shared.pipeline.keys import RAW
 
 _FLOAT32 = 4
 
@@ -29,7 +31,7 @@ def screen_batch_bytes(plan: dict, images: int, itemsize: int, size: int = 32) -
 
 def corpus_batch_bytes(plan: dict, images: int, itemsize: int, attacks: int, size: int = 32) -> int:
     """A corpus shard: its clean images and one adversarial copy per attack still to run, in the corpus dtype."""
-    dtype_size = 2 if plan.get("dtype", "float16") == "float16" else _FLOAT32
+    dtype_size = np.dtype(plan.get("dtype", CORPUS_DTYPES[0])).itemsize
     return _pixels(images, size) * (itemsize + attacks * dtype_size)
 
 

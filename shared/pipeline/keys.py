@@ -1,7 +1,7 @@
 """Names in Redis, queues and the lifetime of a finished job: what every job kind shares.
 
 Every Redis key of the pipeline is named here, but two: the blob store's
-per-job traffic counter (:func:`shared.blobstore.traffic_key`, below the
+per-job traffic counter (:func:`shared.store.blobs.traffic_key`, below the
 pipeline) and Celery's own queues and ``unacked`` hash
 (:data:`shared.pipeline.orphans.UNACKED_KEY`, the transport's name).
 """
@@ -17,6 +17,13 @@ TASK_QUEUES = {"attack": "attack", "dwt": "dwt", "classify": "classify", "collec
                "fused": "fused", "collect_cells": "collect",
                "screen_dwt": "dwt", "screen_classify": "classify", "screen_collect": "collect",
                "screen_fused": "fused", "corpus_attack": "attack", "corpus_collect": "collect"}
+
+
+def task_name(stage: str) -> str:
+    """The Celery task that runs ``stage`` (a key of :data:`TASK_QUEUES`)."""
+    return f"waveshield.{stage}"
+
+
 KEEP_JOB_S = 7 * 86400  # how long a finished job's counts stay in Redis
 _JOB_KEYS = ("meta", "plan", "cells", "agg", "labels", "ids", "records", "errors", "traffic")
 

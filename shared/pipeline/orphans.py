@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import redis
 
-from .keys import QUEUES, SWEEP_LOCK_KEY, lease_key, worker_key
+from shared.pipeline.keys import QUEUES, SWEEP_LOCK_KEY, lease_key, worker_key
 
 #: Celery's Redis transport: delivered, unacknowledged messages (tag -> [message, exchange, routing key]),
 #: and when each was delivered (tag -> unix time).

@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import json
 
-from .base import JobStore
-from .keys import QUEUES, job_key
-from .orphans import UNACKED_KEY
+from shared.pipeline.base import JobStore
+from shared.pipeline.keys import QUEUES, job_key
+from shared.pipeline.orphans import UNACKED_KEY
 
 
 class Recovery(JobStore):

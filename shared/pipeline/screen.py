@@ -9,12 +9,12 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from .. import screening
-from ..blobstore import BlobMissing
-from ..image_set import to_float_nchw
-from ..plans import FUSED
-from .base import JobStore
-from .keys import _JOB_KEYS, JOBS_KEY, KEEP_JOB_S, clean_key, job_key, reconstructed_key, records_key
+from shared.evaluation.plan import FUSED
+from shared.images.image_set import to_float_nchw
+from shared.pipeline.base import JobStore
+from shared.pipeline.keys import _JOB_KEYS, JOBS_KEY, KEEP_JOB_S, clean_key, job_key, reconstructed_key, records_key
+from shared.screening import verdicts
+from shared.store.blobs import BlobMissing
 
 
 class ScreenStages(JobStore):
@@ -102,12 +102,12 @@ class ScreenStages(JobStore):
 
     def _score_batch(self, job: str, batch: int, plan: dict, x, rec=None) -> None:
         """The records of one screening batch (``x`` and ``rec`` tensors), kept for the collector."""
-        from ..sources import colour_roughness
+        from shared.images.encodings import colour_roughness
 
-        p_raw, p_def, suspicion, signals = screening.screen_batch(plan, x, self.get_model, self.defence_options,
+        p_raw, p_def, suspicion, signals = verdicts.screen_batch(plan, x, self.get_model, self.defence_options,
                                                                   self.get_detector, reconstructed=rec)
         ids = json.loads(self.redis.hget(job_key(job, "ids"), batch))
-        found = screening.records(ids, p_raw, p_def, suspicion, plan["threshold"], plan["classes"], signals,
+        found = verdicts.records(ids, p_raw, p_def, suspicion, plan["threshold"], plan["classes"], signals,
                                   colour_roughness(x))
         self.redis.set(records_key(job, batch), json.dumps(found), ex=KEEP_JOB_S)
 
@@ -116,7 +116,7 @@ class ScreenStages(JobStore):
         messages = [("screen_classify", {"job": job, "batch": batch})]
         marker = job_key(job, "done", "screen_dwt", batch)
         if not self._done(marker):
-            from ..evaluation import defend
+            from shared.evaluation.run import defend
 
             plan = self.plan(job)
             x = to_float_nchw(self.blobs.get(clean_key(job, batch), stage="screen_dwt"), self.device)
@@ -175,8 +175,12 @@ class ScreenStages(JobStore):
         batches = int(self.redis.hget(job_key(job, "meta"), "batches") or 0)
         for b in range(batches):
             yield from self.batch_records(job, b) or []
+        yield from self.set_error_records(job)
+
+    def set_error_records(self, job: str) -> list[dict]:
+        """The records of a set's unreadable items, kept apart from its chunks (a job made from a set in memory)."""
         errors = self.redis.hget(job_key(job, "records"), "errors")
-        yield from json.loads(errors) if errors else []
+        return json.loads(errors) if errors else []
 
     def screen_records(self, job: str) -> list[dict]:
         """Every record of a screening job so far (:meth:`iter_screen_records` as a list)."""

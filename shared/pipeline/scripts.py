@@ -55,6 +55,8 @@ local expected = tonumber(redis.call('HGET', KEYS[1], 'expected') or '-1')
 local due = done >= 0 and done >= expected and redis.call('HGET', KEYS[1], 'status') ~= 'complete'
 return {new, due and 1 or 0}
 """
+# Completing a corpus whose manifest is written: KEYS meta and the job's other keys, ARGV finished, keep_s.
+_CORPUS_COMPLETE = _COMPLETE + "return 1"
 # A producer stored batch ARGV[1] - 1: KEYS[1] meta's 'fed' becomes at least ARGV[1] (batches of
 # a corpus may be skipped, so it only grows).
 _NOTE_FED = """

@@ -14,10 +14,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from producers.screen import screen_local
-from shared import sources
-from shared.data import load_images
-from shared.models import CIFAR10_CLASSES
+from producers.screening.screen import screen_local
+from shared.images import encodings
+from shared.images.load import load_images
+from shared.models.network import CIFAR10_CLASSES
 from shared.settings import load as load_settings
 
 from .test_cli import run, workdir  # noqa: F401 (the fixture)
@@ -37,16 +37,16 @@ def source_samples(tmp_path_factory, canonical_prefix, cifar_test_zip):
     out["canonical PNG files"] = root / "png"
     for encoding, key in (("png", "canonical PNG files"), ("jpeg-q95-444", "JPEG q95 4:4:4"), ("jpeg-q50", "JPEG q50"),
                           ("webp-q90", "WebP q90")):
-        suffix = sources.SUFFIX[sources.ENCODINGS[encoding]["format"]]
+        suffix = encodings.SUFFIX[encodings.ENCODINGS[encoding]["format"]]
         if encoding == "png":
             for i, (image, c) in enumerate(zip(images, labels)):
                 (out[key] / CIFAR10_CLASSES[c]).mkdir(parents=True, exist_ok=True)
-                (out[key] / CIFAR10_CLASSES[c] / f"{i:04d}{suffix}").write_bytes(sources.encode(image, encoding))
+                (out[key] / CIFAR10_CLASSES[c] / f"{i:04d}{suffix}").write_bytes(encodings.encode(image, encoding))
             continue
         out[key] = root / f"{encoding}.zip"
         with zipfile.ZipFile(out[key], "w") as archive:
             for i, (image, c) in enumerate(zip(images, labels)):
-                archive.writestr(f"{CIFAR10_CLASSES[c]}/{i:04d}{suffix}", sources.encode(image, encoding))
+                archive.writestr(f"{CIFAR10_CLASSES[c]}/{i:04d}{suffix}", encodings.encode(image, encoding))
     out["mirror"] = root / "mirror.zip"
     with zipfile.ZipFile(cifar_test_zip) as src, zipfile.ZipFile(out["mirror"], "w") as archive:
         for c in CIFAR10_CLASSES:
@@ -58,9 +58,9 @@ def source_samples(tmp_path_factory, canonical_prefix, cifar_test_zip):
     photos = Path(skimage.__file__).resolve().parent / "data"
     out["photo crops"] = root / "photos.zip"
     with zipfile.ZipFile(out["photo crops"], "w") as archive:
-        for name, crop in sources.photo_crops([photos / n for n in ("chelsea.png", "rocket.jpg", "retina.jpg")],
+        for name, crop in encodings.photo_crops([photos / n for n in ("chelsea.png", "rocket.jpg", "retina.jpg")],
                                               seed=7, per_size=40):
-            archive.writestr(name, sources.encode(crop, "png"))
+            archive.writestr(name, encodings.encode(crop, "png"))
     return out
 
 
@@ -90,7 +90,7 @@ def test_the_source_check_speaks_when_a_mirror_only_detector_meets_canonical_pix
     settings = json.loads((weights / "screening.json").read_text())
     (weights / "screening.json").write_text(json.dumps({**settings, "threshold": card["threshold"]}))
     env = {**workdir, "WAVESHIELD_WEIGHTS_DIR": str(weights)}
-    calibrated = run(["calibrate", "--source", "mirror", "--data", "sample", "--n", "200",
+    calibrated = run(["calibrate", "--source", "mirror", "--data", "sample", "--n", "100",
                       "--out", str(tmp_path / "cal")], env)
     assert calibrated.returncode == 0, calibrated.stderr
 

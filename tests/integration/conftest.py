@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 import redis
 
-
 REPO = Path(__file__).resolve().parents[2]
 from shared.pipeline import QUEUES  # the tests import it from here
 
@@ -29,8 +28,9 @@ def tiny_weights(tmp_path_factory, sample):
     """Weights for standard/haar/daubechies: small models trained briefly by the real loop."""
     import torch
 
-    from shared import defences, models
-    from shared.training import Recipe, train
+    from shared.dwt import defences
+    from shared.models import network
+    from shared.models.training import Recipe, train
 
     weights = tmp_path_factory.mktemp("weights")
     torch.manual_seed(0)
@@ -39,7 +39,7 @@ def tiny_weights(tmp_path_factory, sample):
         recipe = Recipe(width=4, epochs=2, batch_size=128, precision="fp32", defence=options)
         subset = type(sample)(sample.images[::2], sample.labels[::2], sample.ids[::2])
         model, _ = train(subset, recipe, checkpoint=weights / f"ckpt-{name}.safetensors")
-        models.save(model, weights / f"{name}.safetensors", {"epochs": 2})
+        network.save(model, weights / f"{name}.safetensors", {"epochs": 2})
     return weights
 
 
@@ -101,6 +101,16 @@ def workers(worker_env, tmp_path):
     pool.stop_all()
 
 
+#: Images of an evaluation job through the workers: 4 batches of 25, each with 8 attacks x 5 configurations.
+JOB_IMAGES, JOB_BATCH = 100, 25
+
+
+@pytest.fixture()
+def job_images(sample):
+    """The first JOB_IMAGES images of the sample: what the evaluation jobs of these tests run on."""
+    return type(sample)(sample.images[:JOB_IMAGES], sample.labels[:JOB_IMAGES], sample.ids[:JOB_IMAGES])
+
+
 def wait_for(predicate, timeout: float, interval: float = 0.2, what: str = "condition"):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -111,23 +121,36 @@ def wait_for(predicate, timeout: float, interval: float = 0.2, what: str = "cond
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
+_LOCAL_COUNTS: dict = {}
+
+
 def local_counts(plan: dict, image_set, weights: Path) -> dict:
-    """The plan's counts per (attack, configuration), computed in this process: the reference."""
+    """The plan's counts per (attack, configuration), computed in this process: the reference.
+
+    Computed once per plan (its mode aside: staged and fused count the same), images and weights in a
+    session; several tests check their jobs against the same reference.
+    """
     import functools
+    import json
 
     import torch
 
-    from shared import defences, models
-    from shared.evaluation import evaluate_local
+    from shared.dwt import defences
+    from shared.evaluation.run import evaluate_local
+    from shared.models import network
 
-    get_model = functools.lru_cache(maxsize=None)(lambda name: models.load(weights / f"{name}.safetensors")[0])
-    cells = evaluate_local(plan, image_set.to_tensor(), torch.from_numpy(image_set.labels), get_model,
-                           lambda name: defences.get(name, weights))
-    return {(c.attack, c.configuration): (c.correct, c.total) for c in cells}
+    key = (json.dumps({k: v for k, v in plan.items() if k != "mode"}, sort_keys=True), tuple(image_set.ids),
+           str(weights))
+    if key not in _LOCAL_COUNTS:
+        get_model = functools.lru_cache(maxsize=None)(lambda name: network.load(weights / f"{name}.safetensors")[0])
+        cells = evaluate_local(plan, image_set.to_tensor(), torch.from_numpy(image_set.labels), get_model,
+                               lambda name: defences.get(name, weights))
+        _LOCAL_COUNTS[key] = {(c.attack.id, c.configuration): (c.correct, c.total) for c in cells}
+    return dict(_LOCAL_COUNTS[key])
 
 
 def pipeline_counts(client, job: str) -> dict:
     """A job's counts per (attack, configuration), as the collector recorded them in Redis."""
     from shared.pipeline import Pipeline
 
-    return {(c.attack, c.configuration): (c.correct, c.total) for c in Pipeline(client).cells(job)}
+    return {(c.attack.id, c.configuration): (c.correct, c.total) for c in Pipeline(client).cells(job)}

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import redis
 
-from shared import corpus as corpus_files
-from shared.evaluation import paper_plan
+from shared.evaluation import corpus as corpus_files
+from shared.evaluation.plan import paper_plan
 from shared.pipeline import Pipeline, records_key
 
 
@@ -48,7 +48,7 @@ def _evaluate_job(client, tmp_path):
         assert pipe.collect(**message)
 
     def result(p):
-        return sorted((c.attack, c.configuration, c.correct, c.total) for c in p.cells(job))
+        return sorted((c.attack.id, c.configuration, c.correct, c.total) for c in p.cells(job))
 
     expected = sorted((a, c, 3 + i + j, 10) for i, a in enumerate(("clean", "fgsm eps=0.004"))
                       for j, c in enumerate(("standard+raw", "haar+haar")))

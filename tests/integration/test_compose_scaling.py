@@ -16,10 +16,10 @@ import pytest
 import yaml
 
 from producers import submit as producer
-from shared.evaluation import paper_plan
+from shared.evaluation.plan import paper_plan
 from shared.settings import load as load_settings
 
-from .conftest import REPO, Workers, local_counts, pipeline_counts, wait_for
+from .conftest import JOB_BATCH, JOB_IMAGES, REPO, Workers, local_counts, pipeline_counts, wait_for
 
 COMPOSE = yaml.safe_load((REPO / "docker-compose.yml").read_text())
 SCALE = {"worker-attack": 2, "worker-dwt": 2, "worker-classify": 2, "collector": 1}
@@ -58,8 +58,8 @@ def scaled_services(worker_env, tmp_path):
         pool.stop_all()
 
 
-def test_scaled_services_share_their_queues_and_counts_equal_local(redis_client, redis_url, scaled_services, sample,
-                                                                   tiny_weights, monkeypatch):
+def test_scaled_services_share_their_queues_and_counts_equal_local(redis_client, redis_url, scaled_services,
+                                                                   job_images, tiny_weights, monkeypatch):
     monkeypatch.setenv("REDIS_URL", redis_url)
     from workers.app import app, use_broker
 
@@ -67,11 +67,11 @@ def test_scaled_services_share_their_queues_and_counts_equal_local(redis_client,
     # Every replica up before the job starts, so that each can take a share of it.
     wait_for(lambda: {name for reply in app.control.ping(timeout=1.0) or [] for name in reply} >= set(scaled_services),
              timeout=90, interval=1.0, what=f"replicas {scaled_services} to answer ping")
-    image_set = type(sample)(sample.images[:200], sample.labels[:200], sample.ids[:200])
-    plan = {**paper_plan(batch_size=25), "threads": 2}
+    image_set = job_images
+    plan = {**paper_plan(batch_size=JOB_BATCH), "threads": 2}
     job = producer.submit(redis_client, app, plan, image_set, load_settings())
     state = producer.wait(redis_client, job, timeout_s=600, app=app)
-    assert state["done"] == state["expected"] == 8 * 8 * 5 and not state["errors"]
+    assert state["done"] == state["expected"] == JOB_IMAGES // JOB_BATCH * 8 * 5 and not state["errors"]
     assert pipeline_counts(redis_client, job) == local_counts(plan, image_set, tiny_weights)
     stats = app.control.inspect(timeout=2.0).stats() or {}
     for node in scaled_services:

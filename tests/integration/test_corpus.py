@@ -7,8 +7,9 @@ import torch
 
 from producers import submit as producer
 from producers.corpus import submit_corpus
-from shared import attacks, models
-from shared.data import load_images
+from shared import attacks
+from shared.images.load import load_images
+from shared.models import network
 from shared.settings import load as load_settings
 
 
@@ -39,7 +40,7 @@ def test_corpus_shards_manifest_preview_and_resume(redis_client, redis_url, work
     assert x.dtype == np.float16 and x.shape == (15, 3, 32, 32)
     sample = load_images("sample", limit=40)
     clean = sample.to_tensor()[:15]
-    model = models.load(tiny_weights / "standard.safetensors")[0]
+    model = network.load(tiny_weights / "standard.safetensors")[0]
     expected = attacks.bim(model, clean, torch.from_numpy(sample.labels[:15]), eps=0.01)
     assert np.abs(x.astype(np.float32) - expected.numpy()).max() < 1e-3  # the float perturbation, not uint8-rounded
     assert ids == sample.ids[:15] and y.tolist() == sample.labels[:15].tolist()

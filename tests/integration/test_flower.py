@@ -11,7 +11,7 @@ import urllib.request
 import pytest
 
 from producers import submit as producer
-from shared.evaluation import paper_plan
+from shared.evaluation.plan import paper_plan
 from shared.settings import load as load_settings
 
 from .conftest import QUEUES, REPO, wait_for

@@ -14,7 +14,7 @@ import zipfile
 
 import pytest
 
-from shared.processes import running
+from shared.pipeline.meta import running
 
 from .conftest import QUEUES, REPO, Workers, wait_for
 
@@ -108,9 +108,9 @@ def test_backpressure_kill_and_the_same_command_reads_on_without_repeats(redis_c
 def test_resume_restarts_an_intake_whose_producer_is_gone(redis_client, worker_env, tmp_path, sample, monkeypatch):
     from PIL import Image
 
-    from producers import ingest
+    from producers.screening import ingest
     from producers.submit import send
-    from shared.intake import iter_chunks, iter_items
+    from shared.images.intake import iter_chunks, iter_items
     from shared.pipeline import Pipeline
     from shared.pipeline.keys import job_key
 
@@ -122,7 +122,7 @@ def test_resume_restarts_an_intake_whose_producer_is_gone(redis_client, worker_e
     client = redis_client
     # A job whose producer counted one chunk of 16 and was killed: opened and fed as the command does.
     monkeypatch.setenv("WAVESHIELD_WEIGHTS_DIR", worker_env["WAVESHIELD_WEIGHTS_DIR"])
-    from producers.screen import screening_settings
+    from producers.screening.screen import screening_settings
     from shared.settings import load as load_settings
     from workers.app import app, use_broker
 

@@ -6,15 +6,15 @@ import numpy as np
 import pytest
 
 from producers import submit as producer
-from shared.evaluation import paper_plan
+from shared.evaluation.plan import paper_plan
 from shared.pipeline import Pipeline
 from shared.pipeline.keys import adversarial_key
 from shared.settings import load as load_settings
 
-from .conftest import local_counts, pipeline_counts, wait_for
+from .conftest import JOB_BATCH, JOB_IMAGES, local_counts, pipeline_counts, wait_for
 
 
-def _plan(batch_size=25):
+def _plan(batch_size=JOB_BATCH):
     # Crafting on 2 threads in the workers (started with 1) and in this process alike:
     # DeepFool's images sit on the boundary, and a different thread count moves them.
     return {**paper_plan(batch_size=batch_size), "threads": 2}
@@ -29,8 +29,8 @@ def _app(redis_url, monkeypatch):
 
 
 @pytest.fixture()
-def image_set(sample):
-    return type(sample)(sample.images[:200], sample.labels[:200], sample.ids[:200])
+def image_set(job_images):
+    return job_images
 
 
 @pytest.mark.parametrize("mode", ["staged", "fused"])
@@ -41,7 +41,7 @@ def test_pipeline_counts_equal_local_and_blobs_are_cleaned(redis_client, redis_u
     memory_before = redis_client.info("memory")["used_memory"]
     job = producer.submit(redis_client, app, plan, image_set, load_settings())
     state = producer.wait(redis_client, job, timeout_s=600)
-    assert state["done"] == state["expected"] == 8 * 8 * 5 and not state["errors"]
+    assert state["done"] == state["expected"] == JOB_IMAGES // JOB_BATCH * 8 * 5 and not state["errors"]
     assert pipeline_counts(redis_client, job) == local_counts(plan, image_set, tiny_weights)
     assert not list(redis_client.scan_iter(match="ws:blob:*"))  # every blob released by its last consumer
     assert all(v == 0 for v in producer.queue_lengths(redis_client).values())
@@ -97,7 +97,7 @@ def test_collect_counts_a_redelivered_cell_once(redis_client):
     job = pipe.create_job(plan, np.zeros(10, np.int64))
     assert pipe.collect(job, 0, 1, "standard+raw", 7, 10)
     assert not pipe.collect(job, 0, 1, "standard+raw", 7, 10)  # the same message again
-    cell = next(c for c in pipe.cells(job) if c.configuration == "standard+raw" and c.attack == "fgsm eps=0.004")
+    cell = next(c for c in pipe.cells(job) if c.configuration == "standard+raw" and c.attack.id == "fgsm eps=0.004")
     assert (cell.correct, cell.total) == (7, 10) and pipe.progress(job)["done"] == 1
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from producers import submit as producer
-from shared.evaluation import paper_plan
+from shared.evaluation.plan import paper_plan
 from shared.pipeline import Pipeline, orphans
 from shared.pipeline.recovery import UNACKED_KEY
 

@@ -17,10 +17,10 @@ import torch
 
 from producers import submit as producer
 from producers.redis_server import EmbeddedRedis
-from shared.evaluation import paper_plan
+from shared.evaluation.plan import paper_plan
 from shared.pipeline import Pipeline, orphans
-from shared.redis_client import connect
 from shared.settings import load as load_settings
+from shared.store.client import connect
 
 from .conftest import QUEUES, REPO, Workers, local_counts, pipeline_counts, wait_for
 
@@ -126,7 +126,7 @@ def test_redis_kill_9_with_aof_everysec_mid_job_completes_within_180_s_of_the_re
 
 
 def _submit_screen(redis_url, image_set, monkeypatch):
-    from producers import screen as screen_mod
+    from producers.screening import screen as screen_mod
     from workers.app import app, use_broker
 
     monkeypatch.setenv("REDIS_URL", redis_url)

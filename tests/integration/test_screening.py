@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from producers import screen as screen_mod
 from producers import submit as producer
-from shared.data import load_many
+from producers.screening import screen as screen_mod
+from shared.images.load import load_many
 from shared.pipeline import Pipeline
 from shared.settings import load as load_settings
 
@@ -86,8 +86,10 @@ def detector_weights(tiny_weights, tmp_path, sample):
 
     import torch
 
-    from shared import attacks, defences, detector
-    from shared.model_store import ModelStore
+    from shared import attacks
+    from shared.dwt import defences
+    from shared.models.store import ModelStore
+    from shared.screening import detector
 
     weights = tmp_path / "weights"
     shutil.copytree(tiny_weights, weights)

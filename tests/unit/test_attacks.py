@@ -5,10 +5,11 @@ import pytest
 import torch
 import torchattacks
 
-from shared import attacks, defences
+from shared import attacks
 from shared.attacks import BPDA, kurakin_steps
-from shared.model_store import ModelStore
-from shared.wavelets import reconstruct
+from shared.dwt import defences
+from shared.dwt.transform import reconstruct
+from shared.models.store import ModelStore
 
 
 @pytest.mark.parametrize("eps", [0.004, 0.007, 0.01])

@@ -6,8 +6,9 @@ Skipped without a CUDA device; benchmarks/gpu_check.sh runs them (``-m cuda``) o
 import pytest
 import torch
 
-from shared import attacks, models
-from shared.training import Recipe, train
+from shared import attacks
+from shared.models import network
+from shared.models.training import Recipe, train
 
 pytestmark = [pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
 
@@ -16,7 +17,7 @@ pytestmark = [pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available()
 def shipped():
     from shared.settings import load
 
-    return models.load(load().weights_dir / "standard.safetensors")[0]
+    return network.load(load().weights_dir / "standard.safetensors")[0]
 
 
 def test_model_on_cuda_predicts_as_on_cpu(shipped, sample):

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from shared.data import SAMPLE_ZIP, decode_image, load_images, load_many
-from shared.models import CIFAR10_CLASSES
+from shared.images.load import SAMPLE_ZIP, decode_image, load_images, load_many
+from shared.models.network import CIFAR10_CLASSES
 
 
 def _png(img: Image.Image, fmt="PNG", **kw) -> bytes:
@@ -170,7 +170,7 @@ def test_bad_npz_raises_one_clear_error(tmp_path, arrays, message):
 
 def test_npz_with_pickled_objects_is_refused(tmp_path):
     np.savez(tmp_path / "obj.npz", x=np.array([{"evil": 1}], dtype=object))
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="Object arrays cannot be loaded when allow_pickle=False"):
         load_images(tmp_path / "obj.npz")
 
 

@@ -1,12 +1,12 @@
 """docker-compose.yml agrees with the Celery app: one worker service per queue, secrets from the environment."""
 
-import re
 from pathlib import Path
 
 import pytest
 import yaml
 
-from workers.app import QUEUES, app
+from shared.pipeline.keys import QUEUES, TASK_QUEUES, task_name
+from workers.app import app
 
 COMPOSE = Path(__file__).resolve().parents[2] / "docker-compose.yml"
 
@@ -26,7 +26,7 @@ def test_every_queue_has_exactly_one_worker_service_and_nothing_else(services):
     assert sorted(served) == sorted(QUEUES)
     app.loader.import_default_modules()  # the task modules, as a worker imports them
     tasks = [name for name in app.tasks if name.startswith("waveshield.")]
-    assert len(tasks) >= len(QUEUES)
+    assert sorted(tasks) == sorted(task_name(stage) for stage in TASK_QUEUES)  # one task per stage, nothing else
     for name in tasks:  # where Celery itself routes each registered task: a queue some service consumes
         assert app.amqp.router.route({}, name)["queue"].name in served, name
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from shared.data import load_images, load_many
+from shared.images.load import load_images, load_many
 
 
 @pytest.fixture()

@@ -9,10 +9,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from shared import intake, screening
-from shared.processes import running
-from shared.data import load_many
-from shared.members import walk_folder
+from shared.images import intake
+from shared.images.load import load_many
+from shared.images.members import walk_folder
+from shared.pipeline.meta import running
+from shared.screening import verdicts
 
 
 def _png(image: np.ndarray) -> bytes:
@@ -129,19 +130,19 @@ def test_the_tally_over_batches_equals_the_summary_of_all_records():
     calibration = {"name": "default", "threshold": 0.5, "fpr": 0.05, "reference": reference}
     records = [{"id": str(i), "label": ["cat", "dog"][i % 2], "flagged": bool(rng.random() < 0.3), "error": None,
                 "colour_roughness": float(rng.normal(0.5))} for i in range(300)]
-    records += [screening.error_record("bad", "unreadable")]
-    tally = screening.Tally(calibration)
+    records += [verdicts.error_record("bad", "unreadable")]
+    tally = verdicts.Tally(calibration)
     for start in range(0, len(records), 37):
         tally.add(records[start:start + 37])
-    assert tally.summary() == screening.summary(records, calibration)
+    assert tally.summary() == verdicts.summary(records, calibration)
     check = tally.summary()["source_check"]
-    oracle = screening.decile_distance([r["colour_roughness"] for r in records[:300]], reference["deciles"])
+    oracle = verdicts.decile_distance([r["colour_roughness"] for r in records[:300]], reference["deciles"])
     assert check["distance"] == round(oracle, 4) and check["images"] == 300
     assert check["flagged_share"] == round(sum(r["flagged"] for r in records[:300]) / 300, 4)
 
 
 def test_the_record_writer_streams_and_summarises(tmp_path):
-    from producers.screen import RecordWriter
+    from producers.screening.screen import RecordWriter
 
     records = [{"id": str(i), "label": "cat", "confidence": 0.9, "raw_label": "cat", "suspicion": 0.1,
                 "flagged": i == 3, "error": None, "signal": "steps", "colour_roughness": -1.0} for i in range(10)]
@@ -150,7 +151,7 @@ def test_the_record_writer_streams_and_summarises(tmp_path):
         assert len((tmp_path / "out" / "records.jsonl").read_text().splitlines()) == 4  # on disk before the end
         writer.write(records[4:])
         summary = writer.close()
-    assert summary == screening.summary(records) == json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary == verdicts.summary(records) == json.loads((tmp_path / "out" / "summary.json").read_text())
     assert (tmp_path / "out" / "records.csv").read_text().count("\n") == 11
 
 
@@ -159,7 +160,7 @@ def test_decoding_workers_end_with_the_process_that_made_them():
     import sys
     import time
 
-    script = ("import os, sys; from shared import decode; from tests.unit.test_intake import _png; import numpy as np; "
+    script = ("import os, sys; from shared.images import decode; from tests.unit.test_intake import _png; import numpy as np; "
               "decode.decode_all([_png(np.zeros((8, 8, 3), np.uint8))] * 64, 32, 2); "
               "print(' '.join(str(p.pid) for p in decode._pool._processes.values()), flush=True); os._exit(0)")
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -177,8 +178,10 @@ def test_the_screening_producer_starts_without_torch():
     import subprocess
     import sys
 
-    script = ("import sys; import producers.cli, producers.cli.screening, producers.screen, producers.ingest, "
-              "producers.submit, workers.app; from producers.screen import screening_settings; "
+    script = ("import sys; import producers.cli, producers.cli.screening, producers.screening.screen, "
+              "producers.screening.ingest, producers.submit, workers.app, shared.evaluation.report; "
+              "from shared.screening.detector import PATHS, reads; "  # a detector's card, without its network
+              "from producers.screening.screen import screening_settings; "
               "from shared.settings import load; screening_settings(load()); "
               "print(sorted(m for m in sys.modules if m == 'torch' or m.startswith('torch.')))")
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

@@ -2,8 +2,8 @@
 
 import pytest
 
-from shared import models
-from shared.model_store import MissingWeights, ModelStore
+from shared.models import network
+from shared.models.store import MissingWeights, ModelStore
 
 
 def test_missing_weights_say_how_to_train_them(tmp_path):
@@ -16,11 +16,11 @@ def test_missing_weights_say_how_to_train_them(tmp_path):
 
 
 def test_models_load_once_verified_and_cards_read_without_weights(tmp_path):
-    card = models.save(models.ResNet18(width=4), tmp_path / "standard.safetensors", {"epochs": 1})
+    card = network.save(network.ResNet18(width=4), tmp_path / "standard.safetensors", {"epochs": 1})
     store = ModelStore(tmp_path)
     model = store.get("standard")
     assert store.get("standard") is model and not model.training and model.width == 4
     assert store.card("standard")["sha256"] == card["sha256"]
     (tmp_path / "standard.safetensors").write_bytes(b"tampered")
-    with pytest.raises(models.ModelCardError, match="sha256"):
+    with pytest.raises(network.ModelCardError, match="sha256"):
         ModelStore(tmp_path).get("standard")

@@ -6,7 +6,7 @@ import time
 import pytest
 import redis
 
-from shared.redis_client import RetryWithin, connect
+from shared.store.client import RetryWithin, connect
 
 
 def _closed_port() -> int:

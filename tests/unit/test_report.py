@@ -3,27 +3,53 @@
 import json
 import math
 
+import numpy as np
 import pytest
+from PIL import Image
 
-from shared import report
-from shared.evaluation import CLEAN, Cell
+from shared.evaluation import figures, report
+from shared.evaluation.plan import CLEAN, EPS_8_255, AttackSpec, Cell, ModelPath
 
 CONFIGS = [("standard+raw", "standard", None), ("standard+haar", "standard", "haar"), ("haar+haar", "haar", "haar"),
            ("standard+daubechies", "standard", "daubechies"), ("daubechies+daubechies", "daubechies", "daubechies")]
 
 
 def _cells(accuracy: dict[str, list[int]]) -> list[Cell]:
-    """Cells of 100 images each; ``accuracy`` maps an attack id to the correct count per configuration."""
-    return [Cell(attack, config, model, defence, correct=correct, total=100)
+    """Cells of 100 images each; ``accuracy`` maps an attack to the correct count per configuration."""
+    return [Cell(attack, ModelPath(model, defence), correct=correct, total=100)
             for attack, row in accuracy.items() for (config, model, defence), correct in zip(CONFIGS, row)]
 
 
 CELLS = _cells({
-    CLEAN: [90, 85, 88, 84, 87],
-    "fgsm eps=0.004": [40, 70, 80, 69, 79],
-    "deepfool": [10, 60, 84, 61, 83],
-    "pgd eps=0.031373 via haar+haar": [0, 5, 2, 30, 40],
+    AttackSpec.named(CLEAN): [90, 85, 88, 84, 87],
+    AttackSpec.named("fgsm", eps=0.004): [40, 70, 80, 69, 79],
+    AttackSpec.named("deepfool"): [10, 60, 84, 61, 83],
+    AttackSpec("pgd", (("eps", EPS_8_255),), ModelPath("haar", "haar")): [0, 5, 2, 30, 40],
 })
+
+
+def _bar_heights(png, series: int) -> list[list[float]]:
+    """Per series (its palette colour), the value of each of its bars, left to right, read from the chart's pixels.
+
+    The y axis is read off the picture: its frame's left edge is the leftmost
+    full-height black column, its ticks (0 to 100) the black marks left of it.
+    The legend's swatches are left out; a bar's value is its top over the axis.
+    """
+    pixels = np.asarray(Image.open(png).convert("RGB")).astype(int)
+    black = (pixels == 0).all(-1)
+    left = np.nonzero(black.sum(0) > pixels.shape[0] // 2)[0].min()
+    ticks = np.nonzero(black[:, left - 3])[0]
+    top, bottom = ticks.min(), ticks.max()  # the rows of 100 and 0
+    swatches = np.zeros(black.shape, bool)
+    swatches[:60 + 18 * series, figures._W - 200:figures._W - 189] = True  # the legend's squares (its text is black)
+    heights = []
+    for colour in figures.PALETTE[:series]:
+        mask = (pixels == colour).all(-1) & ~swatches
+        mask[:, :left + 1] = False
+        columns = np.nonzero(mask[top:bottom + 1].any(0))[0]
+        runs = np.split(columns, np.nonzero(np.diff(columns) > 1)[0] + 1) if len(columns) else []
+        heights.append([100 * (bottom - min(mask[:, run].argmax(0))) / (bottom - top) for run in runs])
+    return heights
 
 
 def test_average_drop_leaves_adaptive_attacks_out():
@@ -50,12 +76,21 @@ def test_single_table_without_defences_and_json_holds_every_cell(tmp_path):
     raw_only = [c for c in CELLS if c.defence is None]
     text = report.to_markdown(raw_only)
     assert "## Table 2: accuracy under attack" in text and "Table 2.1" not in text
-    report.write(CELLS, tmp_path, plan={"attacks": []})
+    plan = {"attacks": [spec.entry() for spec in dict.fromkeys(c.attack for c in CELLS)]}
+    report.write(CELLS, tmp_path, plan=plan)
     payload = json.loads((tmp_path / "report.json").read_text())
     assert len(payload["cells"]) == len(CELLS)
     assert {c["configuration"] for c in payload["cells"]} == {c[0] for c in CONFIGS}
-    assert (tmp_path / "accuracy.png").stat().st_size > 0 and (tmp_path / "adaptive.png").stat().st_size > 0
-    cells, plan, meta = report.read(tmp_path / "report.json")
-    assert cells == CELLS and plan == {"attacks": []}
+    # What the charts show: each configuration's bars, read back from the pixels, are the cells' accuracies.
+    transfer = ["fgsm eps=0.004", "deepfool"]
+    by_cell = {(c.attack.id, c.configuration): 100 * c.accuracy for c in CELLS}
+    drawn = _bar_heights(tmp_path / "accuracy.png", len(CONFIGS))
+    expected = [[by_cell[(a, config)] for a in [CLEAN, *transfer]] for config, _, _ in CONFIGS]
+    assert np.allclose(drawn, expected, atol=0.5), (drawn, expected)  # half a point: a pixel is 0.22
+    drawn = _bar_heights(tmp_path / "adaptive.png", len(CONFIGS))
+    expected = [[by_cell[("pgd eps=0.031373 via haar+haar", config)]] for config, _, _ in CONFIGS]
+    assert np.allclose(drawn, expected, atol=0.5), (drawn, expected)
+    cells, read_plan, meta = report.read(tmp_path / "report.json")
+    assert cells == CELLS and read_plan == plan
     with pytest.raises(ValueError, match="not a waveshield report"):
         report.read(tmp_path / "accuracy.png")

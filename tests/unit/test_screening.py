@@ -2,17 +2,17 @@ import numpy as np
 import pytest
 import torch
 
-from shared import screening
+from shared.screening import verdicts
 
 
 def test_calibrated_threshold_keeps_the_false_positive_rate():
     scores = np.random.default_rng(0).random(1000)
     for fpr in (0.01, 0.05, 0.2):
-        threshold = screening.calibrate(scores, fpr)
+        threshold = verdicts.calibrate(scores, fpr)
         assert (scores > threshold).mean() <= fpr
         assert (scores >= threshold).mean() > fpr - 0.002  # and not needlessly strict
     with pytest.raises(ValueError, match="fpr"):
-        screening.calibrate(scores, 1.5)
+        verdicts.calibrate(scores, 1.5)
 
 
 def test_score_is_total_variation_and_records_flag_above_threshold():
@@ -27,12 +27,12 @@ def test_score_is_total_variation_and_records_flag_above_threshold():
     raw = Fixed([[10.0, 0.0], [0.0, 10.0]])
     defended = Fixed([[10.0, 0.0], [10.0, 0.0]])
     images = torch.zeros(2, 3, 4, 4)
-    p_raw, p_def, suspicion = screening.score(raw, defended, images, images)
+    p_raw, p_def, suspicion = verdicts.score(raw, defended, images, images)
     assert suspicion[0] < 1e-3 and suspicion[1] > 0.99
-    records = screening.records(["a", "b"], p_raw, p_def, suspicion, 0.5, ["cat", "dog"])
+    records = verdicts.records(["a", "b"], p_raw, p_def, suspicion, 0.5, ["cat", "dog"])
     assert [r["flagged"] for r in records] == [False, True]
     assert records[1]["label"] == "cat" and records[1]["raw_label"] == "dog"
-    summary = screening.summary(records + [screening.error_record("c", "empty file")])
+    summary = verdicts.summary(records + [verdicts.error_record("c", "empty file")])
     assert summary == {"images": 3, "screened": 2, "flagged": 1, "errors": 1, "labels": {"cat": 2}}
 
 
@@ -40,8 +40,8 @@ def test_screening_settings_refuse_an_unknown_score_and_a_missing_detector(tmp_p
     import json
     import shutil
 
-    from producers.screen import screening_settings
-    from shared.models import ModelCardError
+    from producers.screening.screen import screening_settings
+    from shared.models.network import ModelCardError
     from shared.settings import load as load_settings
 
     from .test_shipped_weights import WEIGHTS

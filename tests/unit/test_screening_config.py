@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from shared import screening_config as config
+from shared.screening import config
 
 
 def test_no_file_reads_the_defaults_and_a_written_file_reads_back(tmp_path):

@@ -6,9 +6,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from shared import checkpoints, defences, models
-from shared.training import accuracy
-from shared.wavelets import reconstruct
+from shared.dwt import defences
+from shared.dwt.transform import reconstruct
+from shared.models import checkpoints, network
+from shared.models.training import accuracy
 
 WEIGHTS = Path(__file__).resolve().parents[2] / "weights"
 SHIPPED = sorted(p.stem for p in WEIGHTS.glob("*.safetensors") if p.stem != "detector")  # the classifiers
@@ -20,7 +21,7 @@ def test_the_standard_model_is_shipped():
 
 @pytest.mark.parametrize("name", SHIPPED)
 def test_shipped_weights_load_verified_and_score_on_the_sample(name, sample):
-    model, card = models.load(WEIGHTS / f"{name}.safetensors")
+    model, card = network.load(WEIGHTS / f"{name}.safetensors")
     assert card["sha256"] == checkpoints.sha256_file(WEIGHTS / f"{name}.safetensors")
     assert card["architecture"] == "cifar-resnet18" and card["storage_dtype"] == "float16"
     x, y = sample.to_tensor(), torch.from_numpy(sample.labels)
@@ -41,8 +42,10 @@ def test_defence_settings_file_records_its_rule():
 def test_the_shipped_detector_is_verified_and_screening_selects_it(sample):
     import functools
 
-    from shared import attacks, detector, screening, screening_config
-    from shared.model_store import ModelStore
+    from shared import attacks
+    from shared.models.store import ModelStore
+    from shared.screening import config as screening_config
+    from shared.screening import detector
 
     model, card = detector.load(WEIGHTS / detector.WEIGHTS_NAME)
     assert card["features"] == detector.feature_names(**detector.reads(card))

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from shared.spec import load_spec
+from shared.evaluation.spec import load_spec
 
 TOML = """
 data = "sample"
@@ -69,7 +69,7 @@ def test_adaptive_attack_through_a_defended_configuration(tmp_path):
     (tmp_path / "a.toml").write_text('[[attacks]]\nname = "pgd"\neps = 0.03\nthrough = {model = "haar", defence = "haar"}\n'
                                      '[[configurations]]\nmodel = "haar"\ndefence = "haar"\n')
     plan, _ = load_spec(tmp_path / "a.toml")
-    from shared.evaluation import attack_id
+    from shared.evaluation.plan import attack_id
 
     assert plan["attacks"][1]["through"] == {"model": "haar", "defence": "haar"}
     assert attack_id(plan["attacks"][1]) == "pgd eps=0.03 via haar+haar"

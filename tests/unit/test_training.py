@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 import torch
 
-from shared import models
-from shared.training import Recipe, augment, learning_rate, train
+from shared.models import network
+from shared.models.training import Recipe, augment, learning_rate, train
 
 
 def test_one_cycle_schedule_shape():
@@ -39,14 +39,14 @@ def test_interrupted_training_resumes_to_the_same_model(sample, tmp_path):
     for (k, a), b in zip(straight.state_dict().items(), resumed.state_dict().values()):
         assert torch.allclose(a.float(), b.float(), atol=1e-4), k
 
-    card = models.save(resumed, tmp_path / "w.safetensors", {"epochs": 2, "training_data": "sample[:512]"})
-    loaded, loaded_card = models.load(tmp_path / "w.safetensors")
+    card = network.save(resumed, tmp_path / "w.safetensors", {"epochs": 2, "training_data": "sample[:512]"})
+    loaded, loaded_card = network.load(tmp_path / "w.safetensors")
     assert loaded_card["sha256"] == card["sha256"] and loaded.width == 4
 
 
 def test_ablation_factors_change_what_training_sees(sample, tmp_path, monkeypatch):
     # augment=False feeds the images as they are; label_smoothing reaches the loss.
-    import shared.training as training
+    from shared.models import training
 
     subset = type(sample)(sample.images[:128], sample.labels[:128], sample.ids[:128])
     calls, smoothing = [], []
@@ -88,7 +88,7 @@ def test_resume_on_other_images_is_refused_and_the_same_images_resume(sample, tm
 
 
 def test_dwt_recipe_doubles_the_training_set(sample):
-    from shared.training import training_tensors
+    from shared.models.training import training_tensors
 
     subset = type(sample)(sample.images[:64], sample.labels[:64], sample.ids[:64])
     x, y = training_tensors(subset, Recipe(defence={"wavelet": "haar"}))
@@ -112,7 +112,7 @@ def test_narrow_width_trains_on_the_avx2_kernels(tmp_path):
     import subprocess
     import sys
 
-    script = ("from shared.data import load_images\nfrom shared.training import Recipe, train\n"
+    script = ("from shared.images.load import load_images\nfrom shared.models.training import Recipe, train\n"
               "s = load_images('sample')\ns = type(s)(s.images[::2], s.labels[::2], s.ids[::2])\n"
               f"train(s, Recipe(width=4, epochs=2, batch_size=128, precision='fp32'), checkpoint={str(tmp_path / 'a.safetensors')!r})\n"
               "print('trained')")
@@ -122,7 +122,7 @@ def test_narrow_width_trains_on_the_avx2_kernels(tmp_path):
 
 
 def test_bf16_follows_the_onednn_isa_cap(monkeypatch):
-    from shared.training import autocast_dtype, cpu_bf16_supported
+    from shared.models.training import autocast_dtype, cpu_bf16_supported
 
     monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
     native = cpu_bf16_supported()

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from producers.watch import Inbox, watch
+from producers.screening.watch import Inbox, watch
 
 
 def _until(condition, timeout_s: float = 10.0):

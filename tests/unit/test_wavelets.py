@@ -6,7 +6,7 @@ import torch
 from skimage.metrics import mean_squared_error, peak_signal_noise_ratio
 from skimage.restoration import denoise_wavelet
 
-from shared.wavelets import mse, psnr, reconstruct
+from shared.dwt.transform import mse, psnr, reconstruct
 
 
 def _oracle(batch, **options):
@@ -148,7 +148,7 @@ def test_cuda_tensor_stays_on_gpu_and_matches_cpu(real_images):
 
 def test_sigma_scale_scales_the_noise_level(real_images):
     x = real_images[:-2]
-    from shared.wavelet_noise import estimate_sigma, finest_diagonal_like_pywt
+    from shared.dwt.noise import estimate_sigma, finest_diagonal_like_pywt
 
     estimated = estimate_sigma(finest_diagonal_like_pywt(torch.from_numpy(x), "haar")).numpy()
     for scale in (0.5, 2.0):

@@ -5,7 +5,7 @@ import zipfile
 
 import pytest
 
-from shared.zip_members import entries, zip_members
+from shared.images.zips import entries, zip_members
 
 
 def _members(path, **kw):

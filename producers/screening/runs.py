@@ -1,0 +1,176 @@
+"""How a `waveshield screen` runs: in this process, fed to the workers and followed, handed to a background
+producer, or watching a folder. Progress and messages reach the caller through callbacks; nothing here prints."""
+
+from __future__ import annotations
+
+import os
+from collections import deque
+from pathlib import Path
+
+from producers.screening import ingest
+from producers.screening import screen as screen_mod
+from shared.settings import Settings
+
+
+def screen_here(paths, out: Path, settings: Settings, batch_size: int, chosen: dict,
+                on_progress=lambda screened: None) -> dict:
+    """``--local``: read, screen and write chunk by chunk in this process; return the summary.
+
+    ``on_progress`` gets the number of items screened after each chunk.
+    """
+    from shared.images.intake import iter_chunks, iter_items, prefetch
+
+    chunks = prefetch(iter_chunks(iter_items(paths, max_bytes=settings.max_item_bytes), batch_size,
+                                  workers=settings.decode_workers))
+    with screen_mod.RecordWriter(out, chosen["calibration"]) as writer:
+        for found in screen_mod.screen_chunks(chunks, settings, chosen):
+            writer.write(found)
+            on_progress(writer.tally.images)
+        return writer.close()
+
+
+def start(client, paths, chosen: dict, *, mode: str, batch_size: int, fresh: bool, job: str | None) -> tuple[str, str]:
+    """Open (or find) the job of ``paths`` and this plan; return its id and what it is doing, in a line.
+
+    ``job`` names the job of a background producer (``--job``), which feeds it on.
+    """
+    from shared.pipeline import Pipeline
+
+    if job is not None:
+        return job, f"job {job}: producer {os.getpid()} reading from item {Pipeline(client).progress(job)['read']}"
+    job, found = ingest.start_job(client, list(paths), {**chosen, "mode": mode}, batch_size, fresh=fresh)
+    if not found:
+        return job, f"job {job}: started"
+    state = Pipeline(client).progress(job)
+    return job, f"job {job}: " + (f"reading on after the {state['read']} items it counted" if state["ingesting"]
+                                  else "these inputs were screened before (--fresh screens them again)")
+
+
+def hand_over(client, url: str, job: str, paths, out: Path, settings: Settings, *, batch_size: int, mode: str,
+              source: str | None) -> str:
+    """``--no-wait``: a detached producer feeds the job (unless it is sealed or fed) and writes ``out`` at the end.
+
+    Returns what happened, in a line.
+    """
+    from shared.pipeline import Pipeline
+
+    state = Pipeline(client).progress(job)
+    if who := ingest.producer_alive(client, job):
+        return (f"job {job}: its producer ({who}) is still reading its input ({state['read']} items so far); "
+                f"records so far: waveshield results {job} --out DIR")
+    if not state["ingesting"]:
+        return (f"job {job} submitted ({state['read']} items, {state['screened']} screened so far); fetch it with: "
+                f"waveshield results {job} --out DIR")
+    log_path = settings.output_dir / "producers" / f"{job}.log"
+    argv = ["screen", *map(str, paths), "--job", job, "--out", str(out), "--batch-size", str(batch_size),
+            "--mode", mode, *(["--source", source] if source else [])]
+    pid = ingest.detach(argv, log_path, url)
+    return (f"job {job} submitted: a producer (pid {pid}, log {log_path}) feeds the workers as they keep up and "
+            f"writes {out} when the job is done; records so far: waveshield results {job} --out DIR")
+
+
+def follow(client, job: str, paths, out: Path, settings: Settings, batch_size: int,
+           on_progress=lambda state: None) -> dict:
+    """Feed the job from where it stopped, then follow it to the end, writing its records as its batches finish.
+
+    ``on_progress`` gets the job's progress (read, enqueued, screened...) at
+    each look. Returns the summary.
+    """
+    from producers.submit import wait as wait_job
+    from shared.pipeline import Pipeline
+    from workers.app import app
+
+    pipe = Pipeline(client)
+    with screen_mod.RecordWriter(out, pipe.plan(job).get("calibration")) as writer:
+        records = screen_mod.JobRecords(pipe, job, writer)
+
+        def progress(state):
+            records.drain()
+            on_progress(state)
+
+        ingest.ingest(client, app, job, list(paths), settings, batch_size, on_progress=progress)
+        wait_job(client, job, progress, stall_timeout_s=settings.stall_timeout_s, app=app,
+                 redrive_after_s=settings.redrive_after_s)
+        records.finish()
+        return writer.close()
+
+
+def fetch_results(redis_url: str | None, job: str, out: Path | None, settings: Settings) -> tuple[dict, Path, str]:
+    """`waveshield results`: a job's records so far into ``out``; return the summary, ``out`` and a note if partial.
+
+    Raises
+    ------
+    ValueError
+        If the job is not in Redis.
+    """
+    from producers.stack import connect
+    from shared.pipeline import Pipeline
+
+    pipe = Pipeline(connect(redis_url)[1])
+    try:
+        state = pipe.progress(job)
+    except KeyError:
+        raise ValueError(f"no job {job!r} in Redis") from None
+    out = out or settings.output_dir / job
+    summary = screen_mod.write_outputs(pipe.iter_screen_records(job), out, pipe.plan(job).get("calibration"))
+    note = "" if state["status"] == "complete" else (
+        f" (partial: {state['done']}/{state['expected']} batches done"
+        + (f"; {state['read']} items read so far, the producer is still reading" if state["ingesting"] else "") + ")")
+    return summary, out, note
+
+
+def watch_folder(directory: Path, out: Path, settings: Settings, chosen: dict, *, local: bool, batch_size: int,
+                 max_wait: float, mode: str = "staged", should_stop=lambda: False, say=lambda line: None,
+                 warn=lambda line: None) -> int:
+    """Screen files landing in ``directory`` until ``should_stop()``; return how many were screened.
+
+    ``chosen``: the settings of :func:`producers.screening.screen.screening_settings`,
+    read once for every batch. ``say`` gets a line at the start and after
+    each batch; ``warn`` the source check's warning when the last 1,000
+    records start to look like a source the calibration never saw.
+    """
+    from producers.screening.watch import watch
+    from shared.screening.verdicts import source_check
+
+    recent = deque(maxlen=1000)  # the source check reads the last 1,000 records
+    warned = {"now": False}
+
+    def check(found):
+        recent.extend(found)
+        result = source_check(list(recent), chosen["calibration"])
+        if result["mismatch"] and not warned["now"]:
+            warn(f"warning (last {len(recent)} images): {result['message']}")
+        warned["now"] = result["mismatch"]
+        return found
+
+    screen_batch = (_local_batches(settings, batch_size, chosen) if local
+                    else _worker_batches(settings, batch_size, mode, chosen))
+    say(f"watching {directory}; records go to {out / 'records.jsonl'} (Ctrl-C stops)")
+    return watch(directory, out, lambda image_set: check(screen_batch(image_set)), batch_size=batch_size,
+                 max_wait_s=max_wait, should_stop=should_stop, decode_workers=settings.decode_workers,
+                 on_start=lambda how: say("new files found by file-system events" if how == "events" else
+                                          "new files found by walking the folder at each poll (no file-system "
+                                          "events here)"),
+                 on_batch=lambda n, t: say(f"screened {n} file(s), {t} this run"))
+
+
+def _local_batches(settings: Settings, batch_size: int, chosen: dict):
+    def screen_batch(image_set):
+        return screen_mod.screen_local(image_set, settings, batch_size, chosen=chosen)
+    return screen_batch
+
+
+def _worker_batches(settings: Settings, batch_size: int, mode: str, chosen: dict):
+    from producers.stack import connect
+    from producers.submit import wait as wait_job
+    from shared.pipeline import Pipeline
+    from workers.app import app
+
+    _, client = connect(settings.redis_url, or_local=True)
+
+    def screen_batch(image_set):
+        job = screen_mod.submit_screen(client, app, image_set, settings, batch_size, mode=mode, chosen=chosen)
+        wait_job(client, job, poll_s=0.1, stall_timeout_s=settings.stall_timeout_s, app=app,
+                 redrive_after_s=settings.redrive_after_s)
+        return Pipeline(client).screen_records(job)
+    return screen_batch

@@ -1,0 +1,179 @@
+"""`waveshield screen` and `waveshield results`: bulk screening on the workers, or in this process."""
+
+from __future__ import annotations
+
+import csv
+import functools
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+from shared.dwt import defences
+from shared.evaluation.plan import RUN_MODES, ModelPath
+from shared.images.image_set import CIFAR10_CLASSES, ImageSet, to_float_nchw
+from shared.models.store import ModelStore
+from shared.screening import config as screening_config
+from shared.screening import detector, verdicts
+from shared.settings import Settings, resolve_device
+
+# Nothing here imports torch at import time: a producer reads, enqueues and writes records without it,
+# and only screening in this process (screen_chunks) loads the models.
+
+FIELDS = list(verdicts.RECORD_FIELDS)
+
+
+def screening_settings(settings: Settings, source: str | None = None) -> dict:
+    """Score, threshold, defence and models to screen with; checks the weights (and detector) exist.
+
+    ``source`` picks a calibration recorded by ``waveshield calibrate --source``
+    (default: the one the score was fitted or calibrated with).
+    """
+    chosen = screening_config.load(settings.weights_dir)
+    store = ModelStore(settings.weights_dir)
+    names = (chosen["raw_model"], chosen["defended_model"])
+    if chosen["score"] == "detector":
+        card = store.detector_card()
+        paths = detector.reads(card)["paths"]
+        names = sorted({ModelPath.named(p).model for p in paths})
+        chosen["detector_sha256"] = card["sha256"]
+        raw, defended = ModelPath(chosen["raw_model"]).name, ModelPath(chosen["defended_model"], chosen["defence"]).name
+        if raw not in paths or defended not in paths:
+            raise ValueError(f"the detector reads the paths {', '.join(paths)}; {screening_config.FILENAME} names "
+                             f"{raw} and {defended}")
+    for name in names:
+        store.require(name, "screening")
+    defences.get(chosen["defence"], settings.weights_dir)
+    calibration = screening_config.calibration_for(chosen, source)
+    plan = {k: chosen[k] for k in ("score", "defence", "raw_model", "defended_model", "detector_sha256") if k in chosen}
+    return {**plan, "threshold": calibration["threshold"], "calibration": calibration}
+
+
+def screen_chunks(chunks, settings: Settings, chosen: dict) -> Iterator[list[dict]]:
+    """Screen each chunk (:class:`shared.images.intake.Chunk`) in this process: its records, readable or not, in order.
+
+    ``chosen``: the settings of :func:`screening_settings`.
+    """
+    from shared.images.encodings import colour_roughness
+
+    store = ModelStore(settings.weights_dir, resolve_device(settings.device))
+    options = functools.lru_cache(maxsize=None)(lambda name: defences.get(name, settings.weights_dir))
+    for chunk in chunks:
+        found = []
+        if len(chunk.ids):
+            x = to_float_nchw(chunk.images, store.device)
+            p_raw, p_def, suspicion, signals = verdicts.screen_batch(chosen, x, store.get, options, store.detector)
+            found = verdicts.records(chunk.ids, p_raw, p_def, suspicion, chosen["threshold"], CIFAR10_CLASSES,
+                                      signals, colour_roughness(x))
+        yield found + [verdicts.error_record(e.id, e.reason) for e in chunk.errors]
+
+
+def screen_local(image_set: ImageSet, settings: Settings, batch_size: int = 256, source: str | None = None,
+                 chosen: dict | None = None) -> list[dict]:
+    """Screen an in-memory set in this process; one record per item, readable or not (unreadable last).
+
+    ``chosen``: the settings of :func:`screening_settings` (read here when None).
+    """
+    from producers.screening.ingest import chunks_of
+
+    chosen = chosen or screening_settings(settings, source)
+    return [r for found in screen_chunks(chunks_of(image_set, batch_size), settings, chosen) for r in found]
+
+
+def submit_screen(client, app, image_set: ImageSet, settings: Settings, batch_size: int = 256, *,
+                  mode: str = "staged", source: str | None = None, chosen: dict | None = None) -> str:
+    """Put an in-memory set on the queues as a screening job (with backpressure); return its id.
+
+    ``source``: as for :func:`screening_settings`; ``chosen``: its result,
+    when the caller has it (a watch submits a job per batch).
+    """
+    from producers.screening.ingest import chunks_of, enqueue
+    from shared.pipeline import Pipeline
+
+    chosen = chosen or screening_settings(settings, source)
+    if mode not in RUN_MODES:
+        raise ValueError(f"unknown mode {mode!r}; valid: {', '.join(RUN_MODES)}")
+    job = Pipeline(client).open_screen_job({**chosen, "mode": mode}, CIFAR10_CLASSES)
+    enqueue(client, app, job, chunks_of(image_set, batch_size), settings)
+    return job
+
+
+class RecordWriter:
+    """records.jsonl and records.csv written as records arrive, and summary.json at the end.
+
+    Memory holds the counts of :class:`shared.screening.verdicts.Tally`, never the
+    records, whatever the set's size. Use as a context manager, or call
+    :meth:`close`.
+    """
+
+    def __init__(self, out: Path, calibration: dict | None = None):
+        out.mkdir(parents=True, exist_ok=True)
+        self.out = out
+        self.tally = verdicts.Tally(calibration)
+        self._jsonl = open(out / "records.jsonl", "w")
+        self._csv_file = open(out / "records.csv", "w", newline="")
+        self._csv = csv.DictWriter(self._csv_file, fieldnames=FIELDS)
+        self._csv.writeheader()
+
+    def write(self, records: list[dict]) -> None:
+        """Append ``records`` to both files (flushed, so that a reader sees whole batches)."""
+        self._jsonl.writelines(json.dumps(r) + "\n" for r in records)
+        self._csv.writerows(records)
+        self._jsonl.flush()
+        self._csv_file.flush()
+        self.tally.add(records)
+
+    def close(self) -> dict:
+        """Close the files, write summary.json and return the summary."""
+        self._jsonl.close()
+        self._csv_file.close()
+        summary = self.tally.summary()
+        (self.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        return summary
+
+    def __enter__(self) -> "RecordWriter":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if not self._jsonl.closed:
+            self.close()
+
+
+def write_outputs(records, out: Path, calibration: dict | None = None) -> dict:
+    """records.jsonl, records.csv and summary.json in ``out`` from an iterable of records; return the summary.
+
+    ``calibration``: the plan's (:func:`shared.screening.config.calibration_for`); the summary names
+    it and says whether the flags look like a source mismatch.
+    """
+    writer = RecordWriter(out, calibration)
+    batch: list[dict] = []
+    for record in records:
+        batch.append(record)
+        if len(batch) >= 1024:
+            writer.write(batch)
+            batch = []
+    writer.write(batch)
+    return writer.close()
+
+
+class JobRecords:
+    """A screening job's records, appended to a :class:`RecordWriter` chunk by chunk, in order, as batches finish."""
+
+    def __init__(self, pipe, job: str, writer: RecordWriter):
+        self.pipe, self.job, self.writer = pipe, job, writer
+        self.next = 0  # the first chunk not yet written
+
+    def drain(self, _state: dict | None = None) -> int:
+        """Write every finished chunk from the next one on, stopping at the first unfinished; return how many."""
+        written = 0
+        while (found := self.pipe.batch_records(self.job, self.next)) is not None:
+            self.writer.write(found)
+            self.next += 1
+            written += 1
+        return written
+
+    def finish(self) -> None:
+        """After the job completed: the records a job made from an in-memory set keeps apart (its unreadable items)."""
+        self.drain()
+        errors = self.pipe.set_error_records(self.job)
+        if errors:
+            self.writer.write(errors)

@@ -1,0 +1,121 @@
+"""Adversarial corpora: attacked images in float shards with a per-image manifest.
+
+A shard is one (attack, batch) pair: ``<attack>/shard-NNNNN.npz`` holding
+``x`` (float16 or float32, N x C x H x W in [0, 1], never rounded to uint8),
+``y`` and ``ids``, beside ``<attack>/shard-NNNNN.jsonl`` with one manifest line
+per image. Both are written atomically (temporary name, then rename), so a
+shard either exists whole or not at all, and a rerun of the same spec only
+computes the shards that are missing. At the end ``manifest.jsonl`` gathers
+the lines of every shard in order and ``preview.png`` shows a few images.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from shared.dwt.transform import psnr
+from shared.evaluation.plan import CORPUS_DTYPES, AttackSpec
+from shared.files import write_atomically
+
+
+def slug(attack: dict) -> str:
+    """A folder name for an attack entry: ``bim_eps0.007`` (:attr:`AttackSpec.slug`)."""
+    return AttackSpec.of(attack).slug
+
+
+def shard_paths(out: Path, attack: dict, shard: int) -> tuple[Path, Path]:
+    base = Path(out) / slug(attack) / f"shard-{shard:05d}"
+    return base.with_suffix(".npz"), base.with_suffix(".jsonl")
+
+
+def shard_done(out: Path, attack: dict, shard: int) -> bool:
+    npz, lines = shard_paths(out, attack, shard)
+    return npz.is_file() and lines.is_file()
+
+
+@torch.no_grad()
+def manifest_lines(model, clean: torch.Tensor, adversarial: torch.Tensor, labels: torch.Tensor, ids: list[str],
+                   attack: dict, *, seed: int, model_sha256: str) -> list[dict]:
+    """One manifest record per image: predictions before and after, success, L2, Linf, PSNR."""
+    before = model(clean).argmax(1)
+    after = model(adversarial).argmax(1)
+    delta = (adversarial - clean).flatten(1)
+    l2, linf = delta.norm(dim=1), delta.abs().amax(dim=1)
+    quality = psnr(adversarial, clean)
+    params = dict(attack.get("params", {}))
+    if "eps" in params:
+        params["eps_255"] = round(params["eps"] * 255, 4)
+    out = []
+    for i, item in enumerate(ids):
+        out.append({"id": item, "label": int(labels[i]), "attack": attack["name"], "params": params, "seed": seed,
+                    "source_model_sha256": model_sha256, "pred_before": int(before[i]), "pred_after": int(after[i]),
+                    "success": bool(before[i] == labels[i] and after[i] != labels[i]),
+                    "l2": round(float(l2[i]), 6), "linf": round(float(linf[i]), 6),
+                    "psnr": round(float(quality[i]), 4) if torch.isfinite(quality[i]) else None})
+    return out
+
+
+def write_shard(out: Path, attack: dict, shard: int, adversarial: np.ndarray, labels: np.ndarray, ids: list[str],
+                lines: list[dict], dtype: str) -> None:
+    """Write one shard's arrays and manifest lines, each atomically."""
+    if dtype not in CORPUS_DTYPES:
+        raise ValueError(f"corpus dtype must be one of {', '.join(CORPUS_DTYPES)}, got {dtype!r}")
+    npz, jsonl = shard_paths(out, attack, shard)
+    npz.parent.mkdir(parents=True, exist_ok=True)
+    write_atomically(npz, lambda tmp: np.savez(tmp, x=adversarial.astype(dtype), y=np.asarray(labels, np.int64),
+                                               ids=np.asarray(ids, dtype=str)))
+    write_atomically(jsonl, lambda tmp: tmp.write_text("".join(json.dumps(line) + "\n" for line in lines)))
+
+
+def read_shards(out: Path):
+    """Yield ``(x, y, pred_before)`` of every shard of a corpus written by :func:`write_shard`, as float32 tensors.
+
+    Raises
+    ------
+    ValueError
+        If ``out`` holds no shard.
+    """
+    shards = sorted(Path(out).glob("*/shard-*.npz"))
+    if not shards:
+        raise ValueError(f"{out}: no corpus shards (<attack>/shard-NNNNN.npz) found; generate one with waveshield corpus")
+    for npz in shards:
+        with np.load(npz, allow_pickle=False) as arrays:
+            x, y = torch.from_numpy(arrays["x"].astype(np.float32)), torch.from_numpy(arrays["y"])
+        lines = [json.loads(line) for line in npz.with_suffix(".jsonl").read_text().splitlines()]
+        yield x, y, torch.tensor([line["pred_before"] for line in lines])
+
+
+def finish(out: Path, attacks: list[dict], shards: int) -> int:
+    """Gather every shard's lines into manifest.jsonl (attack, then shard order); return the line count."""
+    count = 0
+
+    def gather(tmp: Path) -> None:
+        nonlocal count
+        with open(tmp, "w") as fh:
+            for attack in attacks:
+                for shard in range(shards):
+                    text = shard_paths(out, attack, shard)[1].read_text()
+                    fh.write(text)
+                    count += text.count("\n")
+
+    write_atomically(Path(out) / "manifest.jsonl", gather)
+    return count
+
+
+def preview(out: Path, attacks: list[dict], per_attack: int = 8) -> Path:
+    """preview.png: the first images of shard 0 of every attack, with predictions before -> after."""
+    from shared.evaluation.figures import image_sheet
+
+    rows = []
+    for attack in attacks:
+        npz, jsonl = shard_paths(out, attack, 0)
+        with np.load(npz, allow_pickle=False) as data:
+            x = data["x"][:per_attack].astype(np.float32)
+        lines = [json.loads(l) for l in jsonl.read_text().splitlines()[:per_attack]]
+        rows.append([(im.transpose(1, 2, 0), f"{slug(attack)[:14]} {l['pred_before']}->{l['pred_after']}")
+                     for im, l in zip(x, lines)])
+    return image_sheet(rows, Path(out) / "preview.png", scale=3)

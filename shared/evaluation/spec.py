@@ -1,0 +1,104 @@
+"""Evaluation specs: a TOML, YAML or JSON file that becomes a plan.
+
+    data = "../shared/datasets/cifar10-jpeg/test.zip"
+    limit = 1000
+    batch_size = 250
+    source_model = "standard"
+
+    [[attacks]]
+    name = "bim"
+    eps = [0.004, 0.007, 0.01]   # a list expands to one attack per value
+
+    [[attacks]]
+    name = "deepfool"
+
+    [[attacks]]                  # adaptive: crafted through a defended model with BPDA
+    name = "pgd"
+    eps = 0.031373
+    through = {model = "haar", defence = "haar"}
+
+    [[configurations]]
+    model = "haar"
+    defence = "haar"             # "none" or absent: raw input
+
+The clean row is always added first: every drop is measured against it.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import tomllib
+from pathlib import Path
+
+from shared.evaluation.plan import CLEAN, DEFAULT_BATCH_SIZE
+from shared.evaluation.run import validate_plan
+
+TOP_KEYS = {"data", "limit", "batch_size", "source_model", "attacks", "configurations", "threads", "mode"}
+
+
+def load_spec(path: str | Path) -> tuple[dict, dict]:
+    """Read a spec file; return ``(plan, run)`` where run holds ``data`` and ``limit`` if given.
+
+    Raises
+    ------
+    ValueError
+        For an unreadable file, an unknown key, an unknown attack or a bad value (one line).
+    """
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ValueError(f"cannot read spec {path}: {exc.strerror}") from None
+    try:
+        if path.suffix.lower() == ".toml":
+            raw = tomllib.loads(text)
+        elif path.suffix.lower() in (".yaml", ".yml"):
+            import yaml
+
+            raw = yaml.safe_load(text)
+        elif path.suffix.lower() == ".json":
+            raw = json.loads(text)
+        else:
+            raise ValueError(f"spec {path.name}: unknown format; use .toml, .yaml, .yml or .json")
+    except (tomllib.TOMLDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"spec {path.name} does not parse: {exc}") from None
+    except Exception as exc:  # yaml.YAMLError, without importing yaml for other formats
+        if type(exc).__module__.startswith("yaml"):
+            raise ValueError(f"spec {path.name} does not parse: {exc}") from None
+        raise
+    return spec_to_plan(raw, name=path.name)
+
+
+def spec_to_plan(raw: dict, *, name: str = "spec") -> tuple[dict, dict]:
+    """Turn parsed spec data into a validated plan (see :func:`load_spec`)."""
+    if not isinstance(raw, dict):
+        raise ValueError(f"{name}: the top level must be a table of keys")
+    unknown = set(raw) - TOP_KEYS
+    if unknown:
+        raise ValueError(f"{name}: unknown key(s) {', '.join(sorted(unknown))}; valid: {', '.join(sorted(TOP_KEYS))}")
+    attacks = [{"name": CLEAN, "params": {}}]
+    for entry in raw.get("attacks", []):
+        params = {k: v for k, v in entry.items() if k not in ("name", "through")}
+        lists = {k: v for k, v in params.items() if isinstance(v, list)}
+        for values in itertools.product(*lists.values()) if lists else [()]:
+            attack = {"name": str(entry["name"]).lower(), "params": {**params, **dict(zip(lists, values))}}
+            if entry.get("through"):
+                attack["through"] = entry["through"]
+            attacks.append(attack)
+    configurations = []
+    for entry in raw.get("configurations", []):
+        if set(entry) - {"model", "defence"} or "model" not in entry:
+            raise ValueError(f"{name}: a configuration has a 'model' and an optional 'defence', got {entry}")
+        defence = entry.get("defence")
+        configurations.append({"model": entry["model"], "defence": None if defence in (None, "none", "raw") else defence})
+    plan = {"source_model": raw.get("source_model", "standard"), "attacks": attacks, "configurations": configurations,
+            "batch_size": int(raw.get("batch_size", DEFAULT_BATCH_SIZE))}
+    for optional in ("threads", "mode"):
+        if optional in raw:
+            plan[optional] = raw[optional]
+    if len(attacks) == 1 and not raw.get("attacks"):
+        raise ValueError(f"{name}: no attacks given")
+    validate_plan(plan)
+    run = {k: raw[k] for k in ("data", "limit") if k in raw}
+    return plan, run

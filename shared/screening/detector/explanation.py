@@ -1,0 +1,35 @@
+"""Why an image was flagged: the signal that raised its score most."""
+
+from __future__ import annotations
+
+import torch
+
+from shared.screening.detector import STATISTICS
+from shared.screening.detector.model import Detector
+
+
+def signal_groups(names: list[str]) -> list[str]:
+    """The signal each feature belongs to, for a record's "why": ``haar@haar``, ``haar:removed``, ``chroma``..."""
+    return [name.split(":")[0] if "@" in name or name.split(":")[0] in STATISTICS else name for name in names]
+
+
+def strongest_signal(model: Detector, f: torch.Tensor, names: list[str]) -> list[str]:
+    """Per image, the signal that raised its score most.
+
+    Each feature's contribution is the gradient of the logit times the
+    feature's departure from a typical clean image (both standardised),
+    summed per signal.
+
+    Returns the name of that signal: a path (``haar@haar``: what the Haar
+    model said of the Haar reconstruction, and how it differs from the raw
+    image's) or a reconstruction's change (``haar:removed``).
+    """
+    with torch.enable_grad():
+        z = ((f - model.mean) / model.scale).detach().requires_grad_(True)
+        grad, = torch.autograd.grad(model.net(z).sum(), z)
+    contribution = grad * (z.detach() - model.reference)
+    groups = signal_groups(names)
+    labels = sorted(set(groups), key=groups.index)
+    index = torch.tensor([labels.index(g) for g in groups])
+    per_group = torch.zeros(len(f), len(labels)).index_add_(1, index, contribution)
+    return [labels[i] for i in per_group.argmax(1).tolist()]

@@ -16,9 +16,10 @@ CIFAR_TEST = REPO.parent / "shared" / "datasets" / "cifar10-jpeg" / "test.zip"
 def test_images(n: int):
     """``n`` real CIFAR-10 test images (JPEG mirror, else the embedded sample) as float NCHW + labels."""
     from shared.images.load import load_images
+    from shared.settings import load as load_settings
 
     source = CIFAR_TEST if CIFAR_TEST.is_file() else "sample"
-    images = load_images(source, limit=n)
+    images = load_images(source, limit=n, workers=load_settings().decode_workers)
     return images.to_tensor(), torch.from_numpy(images.labels), str(source)
 
 

@@ -63,7 +63,7 @@ def main() -> None:
             return np.stack([decode_image(p.read_bytes()) for p in paths[:count]])
 
         def producer(count):
-            return load_images(tmp, limit=count).images
+            return load_images(tmp, limit=count, workers=load_settings().decode_workers).images
 
         for _ in range(args.repeats):
             for name, fn in (("one process, decode_image", loop), ("load_images (the producer)", producer)):

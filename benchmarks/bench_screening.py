@@ -49,7 +49,7 @@ def main() -> None:
     args = parser.parse_args()
     source = CIFAR_TEST if CIFAR_TEST.is_file() else "sample"
     start = time.perf_counter()
-    images = load_images(source, limit=args.n)
+    images = load_images(source, limit=args.n, workers=load_settings().decode_workers)
     decode_s = time.perf_counter() - start
     with tempfile.TemporaryDirectory() as tmp:
         folders = {score: weights_with(score, Path(tmp)) for score in screening_config.SCORES}

@@ -103,9 +103,10 @@ def torchattacks_fgsm(name: str, limit: int) -> dict:
     from shared.attacks import fgsm
     from shared.images.load import load_images
     from shared.models.store import ModelStore
+    from shared.settings import load as load_settings
 
     model = ModelStore(ABLATION_WEIGHTS).get(name)
-    images = load_images(TEST_DATA, limit=limit)  # the same class-balanced prefix evaluate takes
+    images = load_images(TEST_DATA, limit=limit, workers=load_settings().decode_workers)  # as evaluate takes them
     x, y = images.to_tensor(), torch.from_numpy(images.labels)
     out = {}
     for eps in (0.004, 0.007, 0.01):

@@ -90,7 +90,7 @@ def cached(cache: Path, key: str, make):
 
 
 def build(reader, data: str, n: int, attack_list, key: str):
-    image_set = load_images(data, limit=n)
+    image_set = load_images(data, limit=n, workers=load_settings().decode_workers)
     labels = None if image_set.labels is None else torch.from_numpy(image_set.labels)
     print(f"{key}: {len(image_set)} images", flush=True)
     rough = {}
@@ -218,7 +218,8 @@ def main() -> None:
     for n in SOURCES:
         held_all[n], rough[n] = cached(args.cache, f"held-{n}-{tag}", lambda n=n: build(
             reader, path(SOURCES[n][1]), args.n_held, ss.TRAINED + ss.HELD_OUT, n))
-    same = same_pixels(load_images(path(SOURCES["canonical"][1])), load_images(str(args.sources / PNG_TWIN)))
+    same = same_pixels(load_images(path(SOURCES["canonical"][1]), workers=settings.decode_workers),
+                       load_images(str(args.sources / PNG_TWIN), workers=settings.decode_workers))
     print(f"canonical pixels identical as npz and as PNG files: {same}")
     names = list(SOURCES)
     report = {"png_identical_to_npz": same, "fpr": args.fpr, "hidden": args.hidden, "epochs": args.epochs,

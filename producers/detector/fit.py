@@ -30,7 +30,7 @@ from shared.settings import load as load_settings
 
 #: The pixel statistics a detector reads unless told otherwise (with, by default, only the two model paths
 #: screening computes anyway, so that it costs no extra pass). ``steps`` holds on every source measured;
-#: ``chroma`` only on sources with subsampled chroma (docs/calibration/sources.md).
+#: ``chroma`` only on sources with subsampled chroma (docs/calibration/sources/sources.md).
 DEFAULT_STATISTICS = ("steps",)
 
 

@@ -10,7 +10,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from shared.dwt import METHODS, THRESHOLD_MODES, WAVELETS
+from shared import dwt
+from shared.dwt import METHODS, THRESHOLD_MODES
 
 FILENAME = "defences.json"
 # scikit-image's defaults with the paper's two wavelet families.
@@ -49,7 +50,7 @@ def validate(name: str, options: dict) -> None:
     unknown = set(options) - _KEYS
     if unknown:
         raise ValueError(f"defence {name!r}: unknown option(s) {', '.join(sorted(unknown))}; valid: {', '.join(sorted(_KEYS))}")
-    if options.get("wavelet") not in WAVELETS:
+    if options.get("wavelet") not in dwt.WAVELETS:
         raise ValueError(f"defence {name!r}: unknown wavelet {options.get('wavelet')!r}")
     if options.get("mode", "soft") not in THRESHOLD_MODES or options.get("method", "BayesShrink") not in METHODS:
         raise ValueError(f"defence {name!r}: mode must be one of {THRESHOLD_MODES} and method one of {METHODS}")

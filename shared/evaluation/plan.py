@@ -80,12 +80,14 @@ def configuration_id(config: dict) -> str:
 CLEAN = "clean"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class AttackSpec:
     """One attack of a plan: its name, parameters and, for an adaptive attack, the path it is crafted through.
 
     Built from a plan's entry once (:meth:`of`); its id, file-name slug and
-    labels are derived here and never parsed back.
+    labels are derived here and never parsed back. Two specs are the same
+    attack when their ids are (``eps=1`` and ``eps=1.0`` are two cells, as
+    their ids say).
     """
 
     name: str
@@ -108,6 +110,12 @@ class AttackSpec:
         """The plan's form: ``{"name", "params", "through"?}``."""
         entry = {"name": self.name, "params": self.kwargs}
         return {**entry, "through": self.through.entry()} if self.through else entry
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, AttackSpec) and self.id == other.id
+
+    def __hash__(self) -> int:
+        return hash(self.id)
 
     @property
     def kwargs(self) -> dict:

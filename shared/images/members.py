@@ -1,4 +1,4 @@
-"""The items of an input, each checked before it is read: files of a folder (members of a zip: :mod:`.zip_members`).
+"""The items of an input, each checked before it is read: files of a folder (members of a zip: :mod:`.zips`).
 
 An item is a name and a way to read its bytes. Whatever the input holds, each
 item ends as data or as a reason, never silently dropped:

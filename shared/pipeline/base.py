@@ -81,7 +81,7 @@ class JobStore(JobMeta):
     def progress(self, job: str) -> dict:
         """Cells done and expected, images/s, status, errors."""
         meta = {k.decode(): v.decode() for k, v in self.redis.hgetall(job_key(job, "meta")).items()}
-        if not meta:
+        if "started" not in meta:  # none, or a stray field written after Redis lost the job (a heartbeat)
             raise JobNotFound(job)
         done, expected = int(meta["done"]), int(meta["expected"])
         elapsed = float(meta.get("finished", time.time())) - float(meta["started"])

@@ -37,7 +37,7 @@ class Recovery(JobStore):
 
         Raises
         ------
-        KeyError
+        shared.pipeline.meta.JobNotFound
             If the job is not in Redis.
         """
         plan = self.plan(job)

@@ -61,7 +61,7 @@ def evade_screening(images: torch.Tensor, labels: torch.Tensor, get_model: Calla
     images, labels : torch.Tensor
         (N, 3, H, W) in [0, 1]; true classes.
     get_model, defence_options : callable
-        As for :func:`shared.screening.detector.signals`.
+        As for :func:`shared.screening.detector.features`.
     detector : Detector
         The detector to evade.
     eps, steps, alpha : float, int, float

@@ -126,3 +126,17 @@ def test_pickled_message_is_refused(redis_client, redis_url, workers, monkeypatc
     app.send_task("waveshield.collect", kwargs={**cell, "batch": 1}, queue="collect")  # the same cell, as JSON
     wait_for(lambda: redis_client.hexists(f"ws:job:{job}:cells", "1|0|standard+raw"), 60, 0.2, "the JSON cell")
     assert not redis_client.hexists(f"ws:job:{job}:cells", "0|0|standard+raw")  # the pickled one never ran
+
+
+def test_a_job_whose_meta_a_heartbeat_recreated_after_redis_lost_it_is_gone_in_one_line(redis_client):
+    from producers.submit import JobFailed, followed
+    from shared.pipeline.meta import JobNotFound
+
+    pipe = Pipeline(redis_client)
+    job = pipe.create_job(_plan(batch_size=10), np.zeros(10, np.int64))
+    redis_client.flushdb()  # Redis restarted without its data ...
+    pipe.note_producer(job, "host:1")  # ... and a producer's heartbeat wrote one field again
+    with pytest.raises(JobNotFound, match=f"no job '{job}' in Redis"):
+        pipe.progress(job)
+    with pytest.raises(JobFailed, match="is gone from Redis"), followed(job):
+        pipe.progress(job)

@@ -42,3 +42,20 @@ def test_the_detector_reports_columns_are_attacks_every_source_is_measured_on():
     measured = {spec.id for spec in (*TRAINED, *HELD_OUT)}
     assert set(SOURCE_COLUMNS) <= measured, set(SOURCE_COLUMNS) - measured
     assert len(SOURCE_ATTACKS) == len(SOURCE_COLUMNS) == 6
+
+
+def test_two_entries_are_one_attack_when_their_ids_are():
+    one, one_float = AttackSpec.named("fgsm", eps=1), AttackSpec.named("fgsm", eps=1.0)
+    assert one.id == "fgsm eps=1" and one_float.id == "fgsm eps=1.0"
+    assert one != one_float and len({one, one_float}) == 2  # two cells, as their ids say
+    assert AttackSpec.of(one.entry()) == one and hash(AttackSpec.of(one.entry())) == hash(one)
+
+
+def test_wavelet_names_come_from_pywavelets_when_first_asked_for():
+    import subprocess
+    import sys
+
+    script = ("import sys; import shared.dwt as dwt; from shared.dwt import defences; before = 'pywt' in sys.modules; "
+              "print(before, 'haar' in dwt.WAVELETS and 'db2' in dwt.WAVELETS, 'pywt' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert out.stdout.split() == ["False", "True", "True"], out.stderr

@@ -19,8 +19,6 @@ from shared.settings import Settings, resolve_device
 # Nothing here imports torch at import time: a producer reads, enqueues and writes records without it,
 # and only screening in this process (screen_chunks) loads the models.
 
-FIELDS = list(verdicts.RECORD_FIELDS)
-
 
 def screening_settings(settings: Settings, source: str | None = None) -> dict:
     """Score, threshold, defence and models to screen with; checks the weights (and detector) exist.
@@ -111,7 +109,7 @@ class RecordWriter:
         self.tally = verdicts.Tally(calibration)
         self._jsonl = open(out / "records.jsonl", "w")
         self._csv_file = open(out / "records.csv", "w", newline="")
-        self._csv = csv.DictWriter(self._csv_file, fieldnames=FIELDS)
+        self._csv = csv.DictWriter(self._csv_file, fieldnames=verdicts.RECORD_FIELDS)
         self._csv.writeheader()
 
     def write(self, records: list[dict]) -> None:

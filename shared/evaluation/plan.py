@@ -8,6 +8,7 @@ could have loaded.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 
 #: How a job runs on the workers: each stage on its own queue, or all of a batch's stages in one task.
@@ -72,11 +73,6 @@ class ModelPath:
         return {"model": self.model, "defence": self.defence}
 
 
-def configuration_id(config: dict) -> str:
-    """``model+defence``, with ``raw`` for no defence."""
-    return ModelPath.of(config).id
-
-
 CLEAN = "clean"
 
 
@@ -123,20 +119,19 @@ class AttackSpec:
         return dict(self.params)
 
     @property
-    def eps(self) -> float | None:
-        return self.kwargs.get("eps")
-
-    @property
     def adaptive(self) -> bool:
         """Crafted through a defended configuration (BPDA), not on the source model."""
         return self.through is not None
 
+    def _text(self, param: Callable[[str, object], str]) -> str:
+        """The name, each parameter as ``param`` writes it, and the path crafted through."""
+        via = f" via {self.through.id}" if self.through else ""
+        return " ".join([self.name, *(param(k, v) for k, v in self.params)]) + via
+
     @property
     def id(self) -> str:
         """A stable, readable id: ``bim eps=0.007``, ``pgd eps=0.01 via haar+haar``."""
-        params = " ".join(f"{k}={v}" for k, v in self.params)
-        via = f" via {self.through.id}" if self.through else ""
-        return f"{self.name} {params}".strip() + via
+        return self._text(lambda k, v: f"{k}={v}")
 
     @property
     def slug(self) -> str:
@@ -146,19 +141,12 @@ class AttackSpec:
     @property
     def label(self) -> str:
         """The id with eps also in /255, as report tables show it: ``bim eps=0.007 (1.8/255)``."""
-        params = " ".join(f"eps={v} ({float(v) * 255:.2g}/255)" if k == "eps" else f"{k}={v}" for k, v in self.params)
-        via = f" via {self.through.id}" if self.through else ""
-        return f"{self.name} {params}".strip() + via
+        return self._text(lambda k, v: f"eps={v} ({float(v) * 255:.2g}/255)" if k == "eps" else f"{k}={v}")
 
     @property
     def short_label(self) -> str:
         """A bar's label: the name and the parameters' values, ``bim 0.007``."""
         return " ".join([self.name, *(str(v) if k == "eps" else f"{k}={v}" for k, v in self.params)])
-
-
-def attack_id(attack: dict) -> str:
-    """The id of a plan's attack entry (see :attr:`AttackSpec.id`)."""
-    return AttackSpec.of(attack).id
 
 
 def paper_plan(batch_size: int = DEFAULT_BATCH_SIZE, *, adaptive: bool = False) -> dict:

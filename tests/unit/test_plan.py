@@ -12,7 +12,7 @@ def test_every_attack_of_the_adaptive_paper_plan_round_trips_through_its_entry()
     for entry in paper_plan(adaptive=True)["attacks"]:
         spec = AttackSpec.of(entry)
         assert AttackSpec.of(spec.entry()) == spec
-        assert spec.entry() == {**entry, "params": entry["params"]}  # what the plan holds, nothing added
+        assert spec.entry() == entry  # what the plan holds, nothing added
         assert spec.adaptive == ("through" in entry) and (" via haar+haar" in spec.id) == spec.adaptive
     assert [AttackSpec.of(a).id for a in paper_attacks()] == [
         "fgsm eps=0.004", "fgsm eps=0.007", "fgsm eps=0.01", "bim eps=0.004", "bim eps=0.007", "bim eps=0.01", "deepfool"]
@@ -23,7 +23,7 @@ def test_ids_slugs_and_labels_of_an_adaptive_attack():
     assert spec.id == "pgd eps=0.031373 steps=10 via haar+haar"
     assert spec.slug == "pgd_eps0.031373_steps10_via_haarhaar"
     assert spec.label == "pgd eps=0.031373 (8/255) steps=10 via haar+haar"
-    assert spec.short_label == "pgd 0.031373 steps=10" and spec.eps == EPS_8_255
+    assert spec.short_label == "pgd 0.031373 steps=10" and spec.kwargs == {"eps": EPS_8_255, "steps": 10}
     assert AttackSpec.named("bim", eps=0.01) == AttackSpec.of({"name": "bim", "params": {"eps": 0.01}})
     assert AttackSpec.named(CLEAN).id == "clean" and not AttackSpec.named(CLEAN).adaptive
 

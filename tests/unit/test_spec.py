@@ -69,10 +69,10 @@ def test_adaptive_attack_through_a_defended_configuration(tmp_path):
     (tmp_path / "a.toml").write_text('[[attacks]]\nname = "pgd"\neps = 0.03\nthrough = {model = "haar", defence = "haar"}\n'
                                      '[[configurations]]\nmodel = "haar"\ndefence = "haar"\n')
     plan, _ = load_spec(tmp_path / "a.toml")
-    from shared.evaluation.plan import attack_id
+    from shared.evaluation.plan import AttackSpec
 
     assert plan["attacks"][1]["through"] == {"model": "haar", "defence": "haar"}
-    assert attack_id(plan["attacks"][1]) == "pgd eps=0.03 via haar+haar"
+    assert AttackSpec.of(plan["attacks"][1]).id == "pgd eps=0.03 via haar+haar"
     (tmp_path / "b.toml").write_text('[[attacks]]\nname = "pgd"\nthrough = {net = "x"}\n[[configurations]]\nmodel = "a"\n')
     with pytest.raises(ValueError, match="through"):
         load_spec(tmp_path / "b.toml")

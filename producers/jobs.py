@@ -42,20 +42,31 @@ def render_report(job: str, out: Path | None, settings: Settings) -> Path:
     ValueError
         If the job is not in Redis.
     """
+    import shutil
+
     from shared.evaluation import report as report_mod  # Pillow and the figures: only for this command
 
     if job.endswith(".json"):
         cells, plan, meta = report_mod.read(job)
-        return report_mod.write(cells, out or Path(job).parent, plan=plan, meta=meta, notes=meta.get("notes", []))
+        source, out = Path(job).parent, out or Path(job).parent
+        examples = (source / report_mod.EXAMPLES).is_file()
+        if examples and source.resolve() != out.resolve():  # the sheet of the original run goes along
+            out.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source / report_mod.EXAMPLES, out / report_mod.EXAMPLES)
+        return report_mod.write(cells, out, plan=plan, meta=meta, notes=meta.get("notes", []), examples=examples)
     from shared.pipeline import Pipeline
 
     pipe = Pipeline(connect(settings.redis_url)[1])
     try:
         cells, plan, state = pipe.cells(job), pipe.plan(job), pipe.progress(job)
+        data, unreadable = pipe.source(job)
     except KeyError:
         raise ValueError(f"no job {job!r} in Redis") from None
-    return report_mod.write(cells, out or settings.output_dir / job, plan=plan, meta=state,
-                            notes=[f"job {job}: {state['status']}, {state['done']}/{state['expected']} cells"])
+    meta = {"data": data, "images": state["images"], "unreadable": unreadable, "seconds": state["seconds"],
+            "job": job, "runner": f"Celery workers, {plan.get('mode', 'staged')} (job {job})"}
+    # The job's images are not kept in Redis, so no examples sheet: the report does not name one.
+    notes = report_mod.run_notes(meta, plan) + [f"job {job}: {state['status']}, {state['done']}/{state['expected']} cells"]
+    return report_mod.write(cells, out or settings.output_dir / job, plan=plan, meta=meta, notes=notes)
 
 
 def evaluate(*, spec: Path | None, data: str | None, limit: int | None, out: Path | None, local: bool,
@@ -86,9 +97,9 @@ def evaluate(*, spec: Path | None, data: str | None, limit: int | None, out: Pat
     redis_url = None if local else resolve_redis_url(settings.redis_url)
     if not local and redis_url is None:
         raise ValueError("no Redis: start `waveshield up` (or set REDIS_URL to one with workers), or pass --local")
-    return run_evaluation(data=data or run.get("data", "sample"), limit=limit or run.get("limit"),
+    return run_evaluation(data=data or run.get("data", "sample"), limit=run.get("limit") if limit is None else limit,
                           out=out or settings.output_dir / "evaluate", settings=settings, redis_url=redis_url,
-                          plan=plan, progress=progress)
+                          plan=plan, progress=progress, strict=spec is not None)
 
 
 def demo(limit: int, settings: Settings, *, say=lambda line: None, progress=lambda done, total, what: None) -> Path:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
 
@@ -15,66 +16,86 @@ from shared.images.load import load_images
 from shared.models.store import MissingWeights, ModelStore, train_command
 from shared.settings import Settings, resolve_device
 
+log = logging.getLogger("waveshield")
 
-def available_plan(plan: dict, weights_dir: Path) -> tuple[dict, list[str]]:
-    """Drop configurations and adaptive attacks whose model has no weights; return the plan and notes saying so."""
+
+def available_plan(plan: dict, weights_dir: Path, *, strict: bool = False) -> tuple[dict, list[str]]:
+    """The plan without the configurations and adaptive attacks whose model has no weights, and notes saying so.
+
+    Parameters
+    ----------
+    strict : bool
+        A plan the user wrote (a spec): a model without weights is a mistake
+        (a misspelled name, the wrong folder), never skipped.
+
+    Raises
+    ------
+    MissingWeights
+        If the source model has no weights, nor any configuration, or (``strict``) any model named.
+    """
     store = ModelStore(weights_dir)
-    notes, kept = [], []
-    attacks = []
+    named = [plan["source_model"], *(a["through"]["model"] for a in plan["attacks"] if a.get("through")),
+             *(c["model"] for c in plan["configurations"])]
+    if strict and (absent := list(dict.fromkeys(m for m in named if not store.has(m)))):
+        raise MissingWeights("; ".join(f"model {m!r}: {store.missing(m)}" for m in absent))
+    store.require(plan["source_model"], "the source model")
+    notes, kept, attacks = [], [], []
     for attack in plan["attacks"]:
         through = attack.get("through")
         if through and not store.has(through["model"]):
             notes.append(f"skipped adaptive {attack['name']} through {through['model']}: no weights")
         else:
             attacks.append(attack)
-    plan = {**plan, "attacks": attacks}
     for config in plan["configurations"]:
         if store.has(config["model"]):
             kept.append(config)
         else:
             notes.append(f"skipped {config['model']}+{config.get('defence') or 'raw'}: no weights "
                          f"{config['model']}.safetensors (train them: {train_command(config['model'])})")
-    store.require(plan["source_model"], "the source model")
     if not kept:
-        raise MissingWeights(f"no configuration of the plan has its weights in {weights_dir}")
-    return {**plan, "configurations": kept}, notes
+        raise MissingWeights("no configuration of the plan has its weights: "
+                             + "; ".join(f"model {m!r}: {store.missing(m)}"
+                                         for m in dict.fromkeys(c["model"] for c in plan["configurations"])))
+    return {**plan, "attacks": attacks, "configurations": kept}, notes
 
 
 def run_evaluation(*, data: str, limit: int | None, out: Path, settings: Settings, plan: dict | None = None,
-                   redis_url: str | None = None, progress=lambda done, total, what: None) -> Path:
+                   redis_url: str | None = None, progress=lambda done, total, what: None, strict: bool = False) -> Path:
     """Evaluate ``plan`` (default: the paper's) on ``data`` and write the report; return its path.
 
     With ``redis_url`` the plan runs on the workers behind that Redis; without, in this process.
+    ``strict``: every model the plan names must have weights (a plan the user
+    wrote); otherwise configurations without weights are skipped, with a warning.
     ``progress(done, total, what)`` hears how far it got: images evaluated
     here (``what``: ``evaluating``), or cells a job finished (``job ID``).
     """
+    plan, notes = available_plan(plan or paper_plan(), settings.weights_dir, strict=strict)  # before any image is read
+    for note in notes:
+        log.warning("%s", note)
     image_set = load_images(data, limit=limit, workers=settings.decode_workers)
     if image_set.labels is None or len(image_set) == 0:
         raise ValueError(f"{data}: evaluation needs labelled images (class sub-folders, or 'y' in an npz)")
-    plan, notes = available_plan(plan or paper_plan(), settings.weights_dir)
     for config in plan["configurations"]:  # an unknown defence fails here, not on a worker
         if config.get("defence"):
             defences.get(config["defence"], settings.weights_dir)
     started = time.perf_counter()
     traffic = None
     if redis_url:
-        cells, job, traffic = _on_workers(plan, image_set, settings, redis_url, progress)
+        cells, job, traffic = _on_workers(plan, image_set, settings, redis_url, progress, data)
         runner = f"Celery workers, {plan.get('mode', 'staged')} (job {job})"
     else:
         cells, job = _in_process(plan, image_set, settings, progress), None
         runner = "one process (--local)"
-    seconds = time.perf_counter() - started
-    notes = [f"data: {data} ({len(image_set)} images, {len(image_set.errors)} unreadable)",
-             f"runner: {runner}", f"attacks crafted on {plan['source_model']!r} (transfer setting)",
-             f"{seconds:.1f} s, {len(image_set) / seconds:.1f} images/s"] + notes
-    meta = {"data": str(data), "images": len(image_set), "seconds": seconds, "job": job, "runner": runner}
+    meta = {"data": str(data), "images": len(image_set), "unreadable": len(image_set.errors),
+            "seconds": time.perf_counter() - started, "job": job, "runner": runner}
+    notes = report.run_notes(meta, plan) + notes
     if traffic:
         meta["redis_traffic"] = traffic
         notes.append(f"Redis traffic: {traffic['redis_kib_per_image']:.1f} KiB per image in all "
                      f"({traffic['blob_kib_per_image']:.1f} KiB of blobs)")
-    path = report.write(cells, out, plan=plan, meta=meta, notes=notes)
-    _example_sheet(plan, image_set, settings, out / "examples.png")
-    return path
+    out.mkdir(parents=True, exist_ok=True)
+    _example_sheet(plan, image_set, settings, out / report.EXAMPLES)
+    return report.write(cells, out, plan=plan, meta=meta, notes=notes, examples=True)
 
 
 def _example_sheet(plan, image_set, settings, path, count: int = 6) -> None:
@@ -123,7 +144,7 @@ def _in_process(plan, image_set, settings, progress):
                           lambda name: defences.get(name, settings.weights_dir), device=device, progress=advance)
 
 
-def _on_workers(plan, image_set, settings, redis_url, progress):
+def _on_workers(plan, image_set, settings, redis_url, progress, data):
     from producers import submit
     from shared.pipeline import Pipeline
     from shared.store.client import connect
@@ -132,7 +153,7 @@ def _on_workers(plan, image_set, settings, redis_url, progress):
     use_broker(redis_url)
     client = connect(redis_url, settings.redis_retry_s)
     before = client.info("stats")
-    job = submit.submit(client, app, plan, image_set, settings)
+    job = submit.submit(client, app, plan, image_set, settings, data=str(data))
     state = submit.wait(client, job, lambda state: progress(state["done"], state["expected"], f"job {job}"),
                         stall_timeout_s=settings.stall_timeout_s, app=app, redrive_after_s=settings.redrive_after_s)
     after = client.info("stats")

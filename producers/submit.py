@@ -105,12 +105,15 @@ class Throttle:
 
 
 def submit(client: redis.Redis, app, plan: dict, image_set: ImageSet, settings: Settings,
-           on_wait: Callable[[], None] | None = None) -> str:
-    """Create the job and enqueue its batches, keeping at most ``WAVESHIELD_IN_FLIGHT_MIB`` of blobs unfinished."""
+           on_wait: Callable[[], None] | None = None, *, data: str = "") -> str:
+    """Create the job and enqueue its batches, keeping at most ``WAVESHIELD_IN_FLIGHT_MIB`` of blobs unfinished.
+
+    ``data`` names the image set in the job, for its report.
+    """
     if image_set.labels is None:
         raise ValueError("evaluation needs labelled images")
     pipe = Pipeline(client, blob_ttl_s=settings.blob_ttl_s)
-    job = pipe.create_job(plan, np.asarray(image_set.labels))
+    job = pipe.create_job(plan, np.asarray(image_set.labels), data=data, unreadable=len(image_set.errors))
     size = int(plan.get("batch_size", DEFAULT_BATCH_SIZE))
     cells = len(plan["attacks"]) * len(plan["configurations"])
     peak = evaluate_batch_bytes(plan, min(size, len(image_set)), image_set.images.itemsize)

@@ -28,6 +28,10 @@ class _Group(click.Group):
 
         try:
             return super().invoke(ctx)
+        except click.UsageError as exc:  # a bad option or value: the same one line as every other mistake
+            command = exc.ctx.command_path if exc.ctx is not None else ctx.command_path
+            click.echo(f"error: {exc.format_message().rstrip('.')} (see {command} --help)", err=True)
+            sys.exit(2)
         except _USER_ERRORS as exc:
             click.echo(f"error: {exc}", err=True)
             sys.exit(2)

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from producers.cli.options import COUNT
 from producers.cli.progress import ProgressBar
 from shared import settings as settings_mod
 from shared.evaluation.plan import RUN_MODES
@@ -15,7 +16,7 @@ from shared.evaluation.plan import RUN_MODES
 @click.option("--spec", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="TOML, YAML or JSON spec: data, batch size, source model, attacks, configurations [default: the paper's].")
 @click.option("--data", default=None, help="Image set: folder, zip, npz, cifar10:test or 'sample' [default: sample].")
-@click.option("--limit", type=int, default=None, help="Evaluate only the first N images (class-balanced).")
+@click.option("--limit", type=COUNT, default=None, help="Evaluate only the first N images (class-balanced).")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Report directory [default: $WAVESHIELD_OUTPUT_DIR/evaluate].")
 @click.option("--local", is_flag=True, help="Run the same plan in this process, without a broker.")
@@ -38,7 +39,7 @@ def evaluate(spec, data, limit, out, local, adaptive, mode):
 
 
 @click.command()
-@click.option("--limit", type=int, default=200, show_default=True, help="Images of the embedded sample to use.")
+@click.option("--limit", type=COUNT, default=200, show_default=True, help="Images of the embedded sample to use.")
 def demo(limit):
     """Start Redis and one worker per queue, evaluate the shipped models on the embedded sample, stop."""
     from producers.jobs import demo as run
@@ -83,7 +84,7 @@ def resume(job):
 
 
 @click.command()
-@click.argument("job")
+@click.argument("job", metavar="JOB|REPORT.json")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Report directory [default: $WAVESHIELD_OUTPUT_DIR/JOB, or the report.json's own folder].")
 def report(job, out):

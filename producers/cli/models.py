@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from producers.cli.options import COUNT, RATE
 from producers.cli.progress import ProgressBar
 from shared import settings as settings_mod
 from shared.dwt import DEFAULT_WAVELETS
@@ -16,19 +17,22 @@ from shared.dwt.defences import DEFAULTS
 @click.command()
 @click.option("--defence", type=click.Choice(["none", *DEFAULTS]), default="none", show_default=True,
               help="none = the standard model; haar/daubechies = trained on originals + their DWT copies.")
-@click.option("--width", default=16, show_default=True, help="ResNet18 width (64 = the standard ResNet18).")
-@click.option("--epochs", default=30, show_default=True, help="Passes over the training set (DWT copies included).")
-@click.option("--batch-size", default=256, show_default=True)
+@click.option("--width", type=COUNT, default=16, show_default=True, help="ResNet18 width (64 = the standard ResNet18).")
+@click.option("--epochs", type=COUNT, default=30, show_default=True, help="Passes over the training set (DWT copies included).")
+@click.option("--batch-size", type=COUNT, default=256, show_default=True)
 @click.option("--seed", default=0, show_default=True)
-@click.option("--data", default="cifar10:train", show_default=True, help="Training set: folder, zip, npz or cifar10:train.")
-@click.option("--test-data", default="cifar10:test", show_default=True, help="Held-out set for the card's accuracy.")
+@click.option("--data", required=True,
+              help="Labelled training images: a folder or zip with class sub-folders, an npz with y, or cifar10:train "
+                   "(canonical CIFAR-10 in WAVESHIELD_DATA_DIR).")
+@click.option("--test-data", default="sample", show_default=True,
+              help="Held-out labelled images for the card's accuracy [default: the embedded 1,000 test images].")
 @click.option("--name", default=None, help="Checkpoint name in the weights directory [default: standard/haar/daubechies].")
 @click.option("--precision", type=click.Choice(["auto", "bf16", "fp32"]), default="auto", show_default=True)
 @click.option("--label-smoothing", default=None, type=click.FloatRange(0, 1, max_open=True),
               help="Target smoothing of the cross-entropy loss [default: the shipped recipe's, 0 = hard labels].")
 @click.option("--augment/--no-augment", default=True, show_default=True, help="Random crop and flip every batch.")
-@click.option("--limit", type=int, default=None, help="Use only the first N training images (smoke runs).")
-@click.option("--stop-after", type=int, default=None, help="Stop after this epoch, as an interruption would.")
+@click.option("--limit", type=COUNT, default=None, help="Use only the first N training images (smoke runs).")
+@click.option("--stop-after", type=COUNT, default=None, help="Stop after this epoch, as an interruption would.")
 def train(defence, width, epochs, batch_size, seed, data, test_data, name, precision, label_smoothing, augment, limit,
           stop_after):
     """Train a CIFAR ResNet18 and write safetensors + model card to the weights directory.
@@ -51,7 +55,7 @@ def train(defence, width, epochs, batch_size, seed, data, test_data, name, preci
 
 @click.command()
 @click.option("--data", default="sample", show_default=True, help="Labelled images to tune on.")
-@click.option("--n", "n", default=256, show_default=True, help="Number of images.")
+@click.option("--n", "n", type=COUNT, default=256, show_default=True, help="Number of images.")
 @click.option("--min-psnr", default=30.0, show_default=True, help="Clean PSNR a setting must keep (dB).")
 @click.option("--wavelets", default=",".join(DEFAULT_WAVELETS), show_default=True,
               help="Comma-separated wavelets to sweep.")
@@ -79,8 +83,8 @@ def tune(data, n, min_psnr, wavelets, objective, out):
 @click.command()
 @click.option("--data", default="sample", show_default=True,
               help="Clean images: labelled without --source; any, with it.")
-@click.option("--n", "n", default=1000, show_default=True, help="Number of images (at most 1,000 with --source).")
-@click.option("--fpr", default=0.05, show_default=True, help="False-positive rate allowed on clean images.")
+@click.option("--n", "n", type=COUNT, default=1000, show_default=True, help="Number of images (at most 1,000 with --source).")
+@click.option("--fpr", type=RATE, default=0.05, show_default=True, help="False-positive rate allowed on clean images.")
 @click.option("--source", default=None, metavar="NAME",
               help="Calibrate the current score (the detector, once fitted) for one source of images, recorded "
                    "under NAME; `screen --source NAME` uses it. Without it: calibrate the hand-made score and "
@@ -117,14 +121,16 @@ def calibrate(data, n, fpr, source, out):
 @click.option("--source", "fit_sources", multiple=True, metavar="NAME=DATA",
               help="Another training source (repeatable): its clean images, and the paper's attacks crafted on "
                    "them here, so that the detector learns what clean images of that source look like.")
-@click.option("--n-source", default=2000, show_default=True, help="How many images of each --source.")
-@click.option("--clean", default="cifar10:train", show_default=True, help="Clean training images (negatives).")
-@click.option("--n-clean", default=10000, show_default=True, help="How many clean training images.")
+@click.option("--n-source", type=COUNT, default=2000, show_default=True, help="How many images of each --source.")
+@click.option("--clean", required=True, help="Clean training images (negatives), e.g. the training images the "
+              "models were trained on.")
+@click.option("--n-clean", type=COUNT, default=10000, show_default=True, help="How many clean training images.")
 @click.option("--calibration", multiple=True, metavar="[NAME=]DATA",
               help="Held-out images of a source (repeatable): every other one sets that source's threshold, the "
-                   "rest measure it; the threshold used is the highest [default: cifar10:test].")
-@click.option("--n-calibration", default=2000, show_default=True)
-@click.option("--fpr", default=0.05, show_default=True, help="False-positive rate allowed on clean images.")
+                   "rest measure it; the threshold used is the highest [default: sample, the embedded test images].")
+@click.option("--n-calibration", type=COUNT, default=2000, show_default=True,
+              help="How many held-out images of each --calibration source.")
+@click.option("--fpr", type=RATE, default=0.05, show_default=True, help="False-positive rate allowed on clean images.")
 @click.option("--paths", default=None, help="Model paths the detector reads, comma-separated (MODEL@raw or "
               "MODEL@DEFENCE), standard@raw first; more paths, slower screening [default: standard@raw and the "
               "path screening reports, which it computes anyway].")
@@ -141,7 +147,7 @@ def fit_detector(corpora, fit_sources, n_source, clean, n_clean, calibration, n_
         raise click.UsageError("give --corpus DIR or --source NAME=DATA (or both): the detector needs attacked images")
     cfg = settings_mod.load()
     out = out or cfg.output_dir / "detector"
-    card = run_fit(corpora=list(corpora), clean=clean, n_clean=n_clean, calibration=list(calibration) or ["cifar10:test"],
+    card = run_fit(corpora=list(corpora), clean=clean, n_clean=n_clean, calibration=list(calibration) or ["sample"],
                    n_calibration=n_calibration, fpr=fpr, settings=cfg, out=out, fit_sources=fit_sources,
                    n_source=n_source, progress=lambda line: click.echo(line, err=True),
                    paths=[p.strip() for p in paths.split(",") if p.strip()] if paths else None,

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from producers.cli.options import COUNT
 from shared import settings as settings_mod
 from shared.evaluation.plan import CORPUS_DTYPES, RUN_MODES, STAGED
 
@@ -16,14 +17,14 @@ from shared.evaluation.plan import CORPUS_DTYPES, RUN_MODES, STAGED
 @click.argument("paths", nargs=-1)
 @click.option("--watch", "watch_dir", type=click.Path(file_okay=False, exists=True, path_type=Path), default=None,
               help="Keep running: screen files as they land in this folder (Ctrl-C stops).")
-@click.option("--max-wait", default=2.0, show_default=True, help="With --watch: seconds before a partial batch is closed.")
+@click.option("--max-wait", type=click.FloatRange(min=0, min_open=True), default=2.0, show_default=True, help="With --watch: seconds before a partial batch is closed.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Where records.jsonl, records.csv and summary.json go [default: $WAVESHIELD_OUTPUT_DIR/screen].")
 @click.option("--wait/--no-wait", default=True, show_default=True,
               help="--no-wait: a producer in the background feeds the workers and writes --out when the job is done; "
                    "fetch the records so far with `results`.")
 @click.option("--local", is_flag=True, help="Screen in this process, without a broker.")
-@click.option("--batch-size", default=256, show_default=True)
+@click.option("--batch-size", type=COUNT, default=256, show_default=True)
 @click.option("--mode", type=click.Choice(RUN_MODES), default=STAGED, show_default=True,
               help="On the workers: each stage on its own queue, or a batch's stages in one "
                    "task on the fused queue, only records through Redis (fused).")
@@ -116,9 +117,9 @@ def results(job, out):
               help="NAME[:key=value,...], repeatable, e.g. --attacks bim:eps=0.007 [default: the paper's seven].")
 @click.option("--out", "name", default=None, help="Corpus folder inside the collector's WAVESHIELD_OUTPUT_DIR.  [required]")
 @click.option("--dtype", type=click.Choice(CORPUS_DTYPES), default=CORPUS_DTYPES[0], show_default=True)
-@click.option("--shard-size", default=500, show_default=True, help="Images per shard.")
+@click.option("--shard-size", type=COUNT, default=500, show_default=True, help="Images per shard.")
 @click.option("--seed", default=0, show_default=True)
-@click.option("--limit", type=int, default=None, help="Only the first N images.")
+@click.option("--limit", type=COUNT, default=None, help="Only the first N images.")
 @click.option("--wait/--no-wait", default=False, show_default=True,
               help="Send the shards and follow the job here; --no-wait: a producer in the background sends them as "
                    "the workers keep up.")

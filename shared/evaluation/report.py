@@ -10,6 +10,8 @@ from shared.evaluation import figures
 from shared.evaluation.plan import CLEAN, AttackSpec, Cell, ModelPath, paper_attacks
 
 _CLEAN = AttackSpec(CLEAN)
+#: The sheet of clean / adversarial / reconstructed images beside a report, when its images were at hand.
+EXAMPLES = "examples.png"
 
 
 def accuracy_table(cells: list[Cell]) -> dict[AttackSpec, dict[str, Cell]]:
@@ -132,11 +134,22 @@ def _figure(table: dict[AttackSpec, dict[str, Cell]], attacks: list[AttackSpec],
                                   for c in configs}, path, ylabel="accuracy (%)", title=title)
 
 
-def write(cells: list[Cell], out_dir: str | Path, *, plan: dict, meta: dict | None = None, notes: list[str] = ()) -> Path:
+def run_notes(meta: dict, plan: dict) -> list[str]:
+    """The report's lines on how a run went: its data, runner, source model and time (from ``meta``)."""
+    seconds, images = meta.get("seconds") or 0.0, meta.get("images", 0)
+    return [f"data: {meta.get('data') or 'not recorded'} ({images} images, {meta.get('unreadable', 0)} unreadable)",
+            f"runner: {meta.get('runner', 'not recorded')}",
+            f"attacks crafted on {plan['source_model']!r} (transfer setting)",
+            f"{seconds:.1f} s, {images / seconds if seconds else 0.0:.1f} images/s"]
+
+
+def write(cells: list[Cell], out_dir: str | Path, *, plan: dict, meta: dict | None = None, notes: list[str] = (),
+          examples: bool = False) -> Path:
     """Write ``report.md``, ``report.json`` and the figures into ``out_dir``; return the Markdown path.
 
     ``accuracy.png`` shows the transfer attacks, ``adaptive.png`` (when the
-    plan has any) the adaptive ones.
+    plan has any) the adaptive ones; ``examples``: the caller wrote
+    :data:`EXAMPLES` there, and the report names it.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -148,7 +161,9 @@ def write(cells: list[Cell], out_dir: str | Path, *, plan: dict, meta: dict | No
         _figure(table, adaptive, configs, out / "adaptive.png",
                 f"Adaptive attacks, crafted through {', '.join(throughs)} with BPDA")
         figure_notes += ", adaptive.png (Table 3)"
-    figures_note = f"Figures: {figure_notes}, examples.png (clean / adversarial / reconstructed)."
+    if examples:
+        figure_notes += f", {EXAMPLES} (clean / adversarial / reconstructed)"
+    figures_note = f"Figures: {figure_notes}."
     (out / "report.md").write_text(to_markdown(cells, notes=[*notes, figures_note]))
     # The caller's notes go into the JSON, so that `read` + `write` renders the same report again.
     payload = {"plan": plan, "meta": {**(meta or {}), "notes": list(notes)}, "cells": [c.as_dict() for c in cells],

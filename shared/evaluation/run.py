@@ -24,8 +24,10 @@ from shared.images.image_set import iter_batches
 
 def validate_plan(plan: dict) -> None:
     """Raise ValueError on an unknown attack, a bad parameter, or an empty plan."""
-    if not plan.get("attacks") or not plan.get("configurations"):
-        raise ValueError("a plan needs at least one attack and one configuration")
+    for part, example in (("attacks", "[[attacks]] name = \"fgsm\", eps = 0.004"),
+                          ("configurations", "[[configurations]] model = \"haar\", defence = \"haar\"")):
+        if not plan.get(part):
+            raise ValueError(f"the plan has no {part}: give at least one, e.g. {example}")
     for attack in plan["attacks"]:
         if attack["name"] != CLEAN:
             accepted = set(inspect.signature(attack_registry.get(attack["name"])).parameters) - {"model", "images", "labels"}
@@ -37,9 +39,7 @@ def validate_plan(plan: dict) -> None:
         if through is not None and (not isinstance(through, dict) or set(through) - {"model", "defence"}
                                     or "model" not in through):
             raise ValueError(f"{attack['name']}: 'through' names a model and an optional defence, got {through!r}")
-        eps = attack.get("params", {}).get("eps")
-        if eps is not None and not 0 <= eps <= 1:
-            raise ValueError(f"{AttackSpec.of(attack).id}: eps is in [0, 1] pixel units; {eps}/255 = {eps / 255:.4f} on that scale")
+        _check_eps(attack)
     if int(plan.get("batch_size", 1)) < 1:
         raise ValueError("batch_size must be >= 1")
     if plan.get("mode", STAGED) not in RUN_MODES:
@@ -47,6 +47,20 @@ def validate_plan(plan: dict) -> None:
     threads = plan.get("threads")
     if threads is not None and (not isinstance(threads, int) or isinstance(threads, bool) or threads < 1):
         raise ValueError(f"threads is the number of CPU threads that craft the attacks (>= 1), got {threads!r}")
+
+
+def _check_eps(attack: dict) -> None:
+    """An attack's eps: a number in [0, 1] pixel units (a value over 1 is the 0-255 scale, said so)."""
+    eps = attack.get("params", {}).get("eps")
+    if eps is None:
+        return
+    if isinstance(eps, bool) or not isinstance(eps, int | float) or eps != eps:
+        raise ValueError(f"{attack['name']}: eps is a number in [0, 1] pixel units, got {eps!r}")
+    if eps < 0:
+        raise ValueError(f"{attack['name']}: eps is a perturbation budget, at least 0, got {eps}")
+    if eps > 1:
+        raise ValueError(f"{AttackSpec.of(attack).id}: eps is in [0, 1] pixel units; {eps}/255 = {eps / 255:.4f} "
+                         "on that scale")
 
 
 def attack_model(plan: dict, attack: dict, get_model: Callable, defence_options: Callable):

@@ -78,7 +78,12 @@ def spec_to_plan(raw: dict, *, name: str = "spec") -> tuple[dict, dict]:
     if unknown:
         raise ValueError(f"{name}: unknown key(s) {', '.join(sorted(unknown))}; valid: {', '.join(sorted(TOP_KEYS))}")
     attacks = [{"name": CLEAN, "params": {}}]
+    for part in ("attacks", "configurations"):
+        if not isinstance(raw.get(part, []), list) or not all(isinstance(e, dict) for e in raw.get(part, [])):
+            raise ValueError(f"{name}: {part} is a list of tables ([[{part}]] in TOML), got {raw[part]!r}")
     for entry in raw.get("attacks", []):
+        if "name" not in entry:
+            raise ValueError(f"{name}: an attack has no name, got {entry}")
         params = {k: v for k, v in entry.items() if k not in ("name", "through")}
         lists = {k: v for k, v in params.items() if isinstance(v, list)}
         for values in itertools.product(*lists.values()) if lists else [()]:
@@ -92,13 +97,22 @@ def spec_to_plan(raw: dict, *, name: str = "spec") -> tuple[dict, dict]:
             raise ValueError(f"{name}: a configuration has a 'model' and an optional 'defence', got {entry}")
         defence = entry.get("defence")
         configurations.append({"model": entry["model"], "defence": None if defence in (None, "none", "raw") else defence})
+    for count in ("limit", "batch_size"):
+        value = raw.get(count)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise ValueError(f"{name}: {count} is a number of images (at least 1), got {value!r}")
+    if "data" in raw and not isinstance(raw["data"], str):
+        raise ValueError(f"{name}: data is a path or a source name such as 'sample', got {raw['data']!r}")
     plan = {"source_model": raw.get("source_model", "standard"), "attacks": attacks, "configurations": configurations,
-            "batch_size": int(raw.get("batch_size", DEFAULT_BATCH_SIZE))}
+            "batch_size": raw.get("batch_size", DEFAULT_BATCH_SIZE)}
     for optional in ("threads", "mode"):
         if optional in raw:
             plan[optional] = raw[optional]
     if len(attacks) == 1 and not raw.get("attacks"):
-        raise ValueError(f"{name}: no attacks given")
-    validate_plan(plan)
+        raise ValueError(f"{name}: no attacks given: add at least one, e.g. [[attacks]] name = \"fgsm\", eps = 0.004")
+    try:
+        validate_plan(plan)
+    except ValueError as exc:  # which file said it, for a user with several specs
+        raise ValueError(f"{name}: {exc}") from None
     run = {k: raw[k] for k in ("data", "limit") if k in raw}
     return plan, run

@@ -81,8 +81,9 @@ def load_torchvision_cifar10(split: str, size: int, limit, download: bool) -> Im
         ds = CIFAR10(str(root), train=split == "train", download=download)
     except RuntimeError:
         raise ValueError(
-            f"canonical CIFAR-10 is not in {root}; pass --download to fetch it, "
-            "or point --data at a folder, zip or npz"
+            f"canonical CIFAR-10 is not in {root} (WAVESHIELD_DATA_DIR): fetch it once with "
+            f"python -c \"from torchvision.datasets import CIFAR10; CIFAR10('{root}', download=True)\", "
+            "or give a folder, zip or npz of labelled images instead (see the README's Data section)"
         ) from None
     x, y = ds.data[:limit], np.asarray(ds.targets[:limit], np.int64)
     if size != 32:

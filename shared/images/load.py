@@ -64,6 +64,8 @@ def load_images(source, *, size: int = 32, classes=None, limit: int | None = Non
     """
     if size < 1:
         raise ValueError(f"size must be a positive number of pixels, got {size}")
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise ValueError(f"limit is a number of images (at least 1), got {limit!r}")
     text = str(source)
     if text == "sample":
         source = text = str(SAMPLE_ZIP)

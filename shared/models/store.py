@@ -50,11 +50,25 @@ class ModelStore:
         """Whether the checkpoint ``name`` is there."""
         return self.path(name).is_file()
 
+    def known(self) -> list[str]:
+        """The classifiers of this folder: checkpoints with a model card, the detector aside."""
+        return sorted(p.stem for p in self.weights_dir.glob("*.safetensors")
+                      if p.name != detector.WEIGHTS_NAME and p.with_suffix(".json").is_file())
+
+    def missing(self, name: str) -> str:
+        """Why ``name`` cannot be loaded, in words: the folder searched, the models there, a likely spelling."""
+        import difflib
+
+        known = self.known()
+        close = difflib.get_close_matches(name, known, n=1)
+        return (f"no weights {name}.safetensors in {self.weights_dir}"
+                + (f"; did you mean {close[0]!r}?" if close else "")
+                + f" (models there: {', '.join(known) or 'none'}); train it: {train_command(name)}")
+
     def require(self, name: str, purpose: str = "this") -> Path:
         """The checkpoint's path; raises :class:`MissingWeights` (saying how to train it) when it is missing."""
         if not self.has(name):
-            raise MissingWeights(f"{purpose} needs weights {name}.safetensors in {self.weights_dir}; "
-                                 f"train them: {train_command(name)}")
+            raise MissingWeights(f"{purpose}: {self.missing(name)}")
         return self.path(name)
 
     def get(self, name: str):

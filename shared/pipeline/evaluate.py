@@ -27,8 +27,13 @@ from shared.pipeline.keys import (
 class EvaluateStages(JobStore):
     """The stages of an evaluation job."""
 
-    def create_job(self, plan: dict, labels: np.ndarray, *, job: str | None = None) -> str:
-        """Store a job's plan, labels and expected cell count; return its id. Batches follow with add_batch."""
+    def create_job(self, plan: dict, labels: np.ndarray, *, job: str | None = None, data: str = "",
+                   unreadable: int = 0) -> str:
+        """Store a job's plan, labels and expected cell count; return its id. Batches follow with add_batch.
+
+        ``data`` names the image set and ``unreadable`` counts its items that
+        could not be read, for a report rendered again from Redis.
+        """
         from shared.evaluation.run import validate_plan
 
         validate_plan(plan)
@@ -39,7 +44,8 @@ class EvaluateStages(JobStore):
         pipe.set(job_key(job, "plan"), json.dumps(plan))
         pipe.hset(job_key(job, "meta"), mapping={
             "expected": len(batches) * len(plan["attacks"]) * len(plan["configurations"]), "done": 0,
-            "images": len(labels), "batches": len(batches), "started": time.time(), "status": "running"})
+            "images": len(labels), "batches": len(batches), "started": time.time(), "status": "running",
+            "data": data, "unreadable": unreadable})
         pipe.zadd(JOBS_KEY, {job: time.time()})
         for b, batch in enumerate(batches):
             pipe.hset(job_key(job, "labels"), b, json.dumps(labels[batch].tolist()))

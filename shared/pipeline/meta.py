@@ -48,6 +48,12 @@ class JobMeta:
         """Corpus batches stored by a producer (see ``note_fed``): where a new producer goes on."""
         return int(self._meta(job, "fed")[0] or 0)
 
+    def source(self, job: str) -> tuple[str, int]:
+        """``(data, unreadable)``: the image set an evaluation job was submitted from, and its items that could
+        not be read ("" and 0 for a job submitted without them)."""
+        data, unreadable = self._meta(job, "data", "unreadable")
+        return (data or b"").decode(), int(unreadable or 0)
+
     def note_producer(self, job: str, who: str) -> None:
         """``who`` (``host:pid``) reads the job's input now: its heartbeat."""
         self.redis.hset(job_key(job, "meta"), mapping={"producer": who, "producer_seen": time.time()})

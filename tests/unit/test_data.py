@@ -178,8 +178,10 @@ def test_missing_source_and_torchvision_without_download(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="no such file"):
         load_images(tmp_path / "nope")
     monkeypatch.setenv("WAVESHIELD_DATA_DIR", str(tmp_path))
-    with pytest.raises(ValueError, match="--download"):
+    with pytest.raises(ValueError, match=r"not in .*: fetch it once with python -c .*CIFAR10\(.*download=True\)"):
         load_images("cifar10:test")
+    with pytest.raises(ValueError, match="limit is a number of images"):
+        load_images("sample", limit=0)
     with pytest.raises(ValueError, match="valid: train, test"):
         load_images("cifar10:validation")
 

@@ -47,7 +47,7 @@ def test_toml_yaml_json_give_the_same_plan(tmp_path):
         ('[[attacks]]\nname = "fgsm"\neps = 8\n[[configurations]]\nmodel = "standard"', "/255"),
         ('[[attacks]]\nname = "fgsm"\nepsilon = 0.1\n[[configurations]]\nmodel = "standard"', "unknown parameter"),
         ('colour = "red"', "unknown key"),
-        ('[[attacks]]\nname = "fgsm"', "at least one attack and one configuration"),
+        ('[[attacks]]\nname = "fgsm"', "the plan has no configurations: give at least one"),
         ("data = ", "does not parse"),
     ],
 )

@@ -155,11 +155,19 @@ def serve(settings: Settings, *, flower: bool = False, say=print) -> None:
     # ignored, and Python then installs no KeyboardInterrupt handler of its own.
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, _interrupt)
-    with Stack(resolve_redis_url(settings.redis_url), flower_auth=flower_auth) as stack:
+    logs = settings.output_dir / "up" / "logs"
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        # Each Celery worker warns about this in its log; the terminal hears it once, with what to do.
+        say("warning: running as root; Celery warns against it in each worker's log: "
+            "run `waveshield up` as an unprivileged user")
+    with Stack(resolve_redis_url(settings.redis_url), flower_auth=flower_auth, log_dir=logs) as stack:
         STATE.parent.mkdir(parents=True, exist_ok=True)
         STATE.write_text(json.dumps({"redis_url": stack.redis_url, "pid": os.getpid()}))
-        say(f"Redis: {stack.redis_url}\nworkers: {', '.join(QUEUES)}"
-            + ("\nFlower: http://127.0.0.1:5555" if flower_auth else "") + "\nCtrl-C stops everything.")
+        say(f"Redis: {stack.redis_url}")
+        for name, proc in stack.procs.items():  # one line each; their banners and logs go to files
+            say(f"{'Flower: http://127.0.0.1:5555' if name == 'flower' else f'worker {name}'} (pid {proc.pid}), "
+                f"log: {logs / (name + '.log')}")
+        say("Ctrl-C stops everything.")
         try:
             while all(p.poll() is None for p in stack.procs.values()):
                 time.sleep(1)

@@ -186,6 +186,12 @@ def test_up_with_embedded_redis_serves_status_and_stops_without_orphans(workdir,
             if "Ctrl-C stops everything" in line or not line:
                 break
         assert any("Redis: redis://127.0.0.1:" in l for l in lines), "".join(lines)
+        # One line per worker on the terminal; Celery's banners and warnings in each worker's log file.
+        logs = Path(workdir["WAVESHIELD_OUTPUT_DIR"]) / "up" / "logs"
+        for queue in QUEUES:
+            assert sum(l.startswith(f"worker {queue} (pid ") and str(logs / f"{queue}.log") in l for l in lines) == 1
+        assert not any("SecurityWarning" in l or "celery@" in l or "[config]" in l for l in lines), "".join(lines)
+        assert sum("warning: running as root" in l for l in lines) == (1 if os.geteuid() == 0 else 0)
         children = _children(proc.pid)
         status = subprocess.run(WAVESHIELD + ["status"], env=env, capture_output=True, text=True, timeout=60,
                                 cwd=Path(__file__).resolve().parents[2])
@@ -210,6 +216,7 @@ def test_up_with_embedded_redis_serves_status_and_stops_without_orphans(workdir,
     alive = [pid for pid in children if running(pid)]
     assert not alive, f"orphans left: {alive}"
     assert "stopping..." in proc.stdout.read()
+    assert all((logs / f"{queue}.log").stat().st_size > 0 for queue in QUEUES)
     assert not (tmp_path / ".cache" / "waveshield" / "up.json").exists()
 
 

@@ -7,14 +7,35 @@ from pathlib import Path
 from producers.stack import connect
 from shared.settings import Settings
 
+#: Each kind of job (its plan's ``kind``; an evaluation's plan has none), as a message names it, and where
+#: what it made is fetched.
+_KINDS = {"evaluate": ("an evaluation job", "`waveshield report {job}`"),
+          "screen": ("a screening job", "`waveshield results {job}`"),
+          "corpus": ("a corpus job", "its shards are in the collector's WAVESHIELD_OUTPUT_DIR "
+                                     "(`waveshield status {job}`)")}
+
+
+def require_kind(job: str, plan: dict, kind: str) -> None:
+    """Refuse a command meant for jobs of ``kind`` on a job of another kind, naming where to look instead.
+
+    Raises
+    ------
+    ValueError
+        If ``plan`` (``job``'s) is of another kind.
+    """
+    found = plan.get("kind", "evaluate")
+    if found != kind:
+        what, where = _KINDS.get(found, (f"a {found} job", "`waveshield status {job}`"))
+        raise ValueError(f"job {job} is {what}, not {_KINDS[kind][0]}: {where.format(job=job)}")
+
 
 def resume(job: str, settings: Settings) -> list[str]:
     """Re-send a stalled job's unfinished units; restart its intake when its producer is gone; say what happened.
 
     Raises
     ------
-    producers.submit.JobFailed
-        If the job is not in Redis.
+    shared.pipeline.meta.JobNotFound
+        If the job is not in Redis (a user's mistake, as for ``status``, ``report`` and ``results``).
     """
     from producers.screening.ingest import restart_intake
     from producers.submit import redrive
@@ -23,6 +44,7 @@ def resume(job: str, settings: Settings) -> list[str]:
 
     url, client = connect(settings.redis_url)
     pipe = Pipeline(client)
+    pipe.progress(job)  # a job id Redis never held is the user's mistake, not a job lost while it ran
     in_flight = pipe.in_flight()
     messages = redrive(pipe, app, job)
     lines = [f"job {job}: {len(messages)} unfinished unit(s) re-sent"
@@ -39,8 +61,10 @@ def render_report(job: str, out: Path | None, settings: Settings) -> Path:
 
     Raises
     ------
-    ValueError
+    shared.pipeline.meta.JobNotFound
         If the job is not in Redis.
+    ValueError
+        If it is not an evaluation job.
     """
     import shutil
 
@@ -57,11 +81,9 @@ def render_report(job: str, out: Path | None, settings: Settings) -> Path:
     from shared.pipeline import Pipeline
 
     pipe = Pipeline(connect(settings.redis_url)[1])
-    try:
-        cells, plan, state = pipe.cells(job), pipe.plan(job), pipe.progress(job)
-        data, unreadable = pipe.source(job)
-    except KeyError:
-        raise ValueError(f"no job {job!r} in Redis") from None
+    plan, state = pipe.plan(job), pipe.progress(job)
+    require_kind(job, plan, "evaluate")
+    cells, (data, unreadable) = pipe.cells(job), pipe.source(job)
     meta = {"data": data, "images": state["images"], "unreadable": unreadable, "seconds": state["seconds"],
             "job": job, "runner": f"Celery workers, {plan.get('mode', 'staged')} (job {job})"}
     # The job's images are not kept in Redis, so no examples sheet: the report does not name one.
@@ -80,10 +102,12 @@ def evaluate(*, spec: Path | None, data: str | None, limit: int | None, out: Pat
     Raises
     ------
     ValueError
-        If ``adaptive`` meets a spec, or no Redis answers and ``local`` is not set.
+        If ``adaptive`` meets a spec, or no Redis is found and ``local`` is not set.
+    ConnectionError
+        If REDIS_URL is set and does not answer (and ``local`` is not set).
     """
     from producers.local import run_evaluation
-    from producers.stack import resolve_redis_url
+    from producers.stack import require_redis_url
     from shared.evaluation.plan import paper_plan
     from shared.evaluation.spec import load_spec
 
@@ -94,9 +118,7 @@ def evaluate(*, spec: Path | None, data: str | None, limit: int | None, out: Pat
         plan = paper_plan(adaptive=True)
     if mode:
         plan = {**(plan or paper_plan()), "mode": mode}
-    redis_url = None if local else resolve_redis_url(settings.redis_url)
-    if not local and redis_url is None:
-        raise ValueError("no Redis: start `waveshield up` (or set REDIS_URL to one with workers), or pass --local")
+    redis_url = None if local else require_redis_url(settings.redis_url, or_local=True)
     return run_evaluation(data=data or run.get("data", "sample"), limit=run.get("limit") if limit is None else limit,
                           out=out or settings.output_dir / "evaluate", settings=settings, redis_url=redis_url,
                           plan=plan, progress=progress, strict=spec is not None)

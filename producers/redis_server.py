@@ -7,16 +7,36 @@ import socket
 import subprocess
 import tempfile
 import time
+from urllib.parse import unquote, urlsplit
 
 import redis
 
 
 def reachable(url: str, timeout: float = 1.0) -> bool:
     """Whether a Redis server answers PING at ``url``."""
+    return why_not_answering(url, timeout) is None
+
+
+def why_not_answering(url: str, timeout: float = 1.0) -> tuple[bool, str] | None:
+    """None when a Redis server answers PING at ``url``, else ``(refused, reason)``.
+
+    ``refused``: a server answered but refused the login or the command (a
+    wrong password); else none answered. ``reason`` is the client's, with any
+    password of ``url`` masked.
+    """
     try:
-        return bool(redis.Redis.from_url(url, socket_connect_timeout=timeout, socket_timeout=timeout).ping())
-    except (redis.exceptions.RedisError, OSError, ValueError):
-        return False
+        redis.Redis.from_url(url, socket_connect_timeout=timeout, socket_timeout=timeout).ping()
+        return None
+    except (redis.exceptions.RedisError, OSError, ValueError) as exc:
+        refused = isinstance(exc, (redis.exceptions.AuthenticationError, redis.exceptions.ResponseError))
+        reason = str(exc).strip().rstrip(".") or type(exc).__name__
+    try:
+        password = urlsplit(url).password if "://" in url else None
+    except ValueError:  # unparsable: redis-py refused it before it could say anything of its password
+        password = None
+    if password:
+        reason = reason.replace(unquote(password), "***").replace(password, "***")
+    return refused, reason
 
 
 def _free_port() -> int:

@@ -11,18 +11,28 @@ import time
 from pathlib import Path
 
 from shared.pipeline import QUEUES
-from shared.settings import Settings
+from shared.settings import Settings, masked
 
-from .redis_server import EmbeddedRedis, reachable
+from .redis_server import EmbeddedRedis, reachable, why_not_answering
 
 STATE = Path.home() / ".cache" / "waveshield" / "up.json"  # where `up` tells other commands its Redis
 
 
 def resolve_redis_url(redis_url: str | None) -> str | None:
-    """REDIS_URL if set (it must answer), else the URL of a running `waveshield up`, else None."""
+    """REDIS_URL if set (it must answer), else the URL of a running `waveshield up`, else None.
+
+    Raises
+    ------
+    ConnectionError
+        If ``redis_url`` is set and does not answer (the message shows it masked).
+    """
     if redis_url:
-        if not reachable(redis_url):
-            raise ConnectionError(f"Redis at {redis_url} does not answer; start it, or unset REDIS_URL to use an embedded one")
+        if why := why_not_answering(redis_url):
+            refused, reason = why
+            what, fix = (("refuses the login", "fix the user or password in REDIS_URL") if refused else
+                         ("does not answer", "start that server, or fix REDIS_URL"))
+            raise ConnectionError(f"REDIS_URL is set to {masked(redis_url)}, which {what} ({reason}): {fix}; "
+                                  "or unset REDIS_URL and run `waveshield up`, which starts a bundled Redis")
         return redis_url
     try:
         state = json.loads(STATE.read_text())
@@ -32,6 +42,24 @@ def resolve_redis_url(redis_url: str | None) -> str | None:
     except (OSError, ValueError, KeyError):
         pass
     return None
+
+
+def require_redis_url(redis_url: str | None, *, or_local: bool = False) -> str:
+    """:func:`resolve_redis_url`, for a command that cannot go on without a Redis.
+
+    Raises
+    ------
+    ConnectionError
+        If REDIS_URL is set and does not answer.
+    ValueError
+        If it is unset and no `waveshield up` runs here: the message says how to start one (``or_local``: or
+        to pass ``--local``).
+    """
+    url = resolve_redis_url(redis_url)
+    if url is None:
+        raise ValueError("no Redis: start one with `waveshield up` in another terminal, or set REDIS_URL"
+                         + (", or pass --local" if or_local else ""))
+    return url
 
 
 class Stack:
@@ -163,7 +191,7 @@ def serve(settings: Settings, *, flower: bool = False, say=print) -> None:
     with Stack(resolve_redis_url(settings.redis_url), flower_auth=flower_auth, log_dir=logs) as stack:
         STATE.parent.mkdir(parents=True, exist_ok=True)
         STATE.write_text(json.dumps({"redis_url": stack.redis_url, "pid": os.getpid()}))
-        say(f"Redis: {stack.redis_url}")
+        say(f"Redis: {masked(stack.redis_url)}")
         for name, proc in stack.procs.items():  # one line each; their banners and logs go to files
             say(f"{'Flower: http://127.0.0.1:5555' if name == 'flower' else f'worker {name}'} (pid {proc.pid}), "
                 f"log: {logs / (name + '.log')}")
@@ -185,14 +213,12 @@ def _interrupt(*_):
 def connect(redis_url: str | None, *, or_local: bool = False):
     """The Redis to talk to, as ``(url, client)``, with the Celery app pointed at it.
 
-    Raises ValueError (one line for the user) when there is none.
+    Raises ConnectionError or ValueError (one line for the user) when there is none: see :func:`require_redis_url`.
     """
     from shared import settings
     from shared.store.client import connect as client_for
     from workers.app import use_broker
 
-    url = resolve_redis_url(redis_url)
-    if url is None:
-        raise ValueError("no Redis: start `waveshield up` (or set REDIS_URL)" + (", or pass --local" if or_local else ""))
+    url = require_redis_url(redis_url, or_local=or_local)
     use_broker(url)
     return url, client_for(url, settings.load().redis_retry_s)

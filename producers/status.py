@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from producers.stack import connect
-from producers.submit import queue_lengths
+from producers.submit import NO_WORKER, queue_lengths
 from shared.pipeline import Pipeline
 from shared.pipeline.keys import JOBS_KEY
+from shared.pipeline.meta import JobNotFound
 
 #: How many of the newest jobs status shows when no job is named.
 RECENT_JOBS = 10
@@ -19,8 +20,8 @@ def status_lines(redis_url: str | None, job: str | None = None, *, app=None) -> 
 
     Raises
     ------
-    ValueError
-        If ``job`` is not in Redis.
+    shared.pipeline.meta.JobNotFound
+        If ``job`` is not in Redis (of the newest jobs, one that expired is left out).
     """
     if app is None:
         from workers.app import app
@@ -32,13 +33,16 @@ def status_lines(redis_url: str | None, job: str | None = None, *, app=None) -> 
     replies = app.control.inspect(timeout=1.0).active_queues() or {}
     consumers = {q["name"]: w for w, qs in replies.items() for q in qs}
     lines.append("workers: " + (", ".join(f"{q} <- {w}" for q, w in sorted(consumers.items())) or "none"))
+    if not consumers:
+        lines.append(NO_WORKER)
     pipe = Pipeline(client)
-    jobs = [job] if job else [j.decode() for j in client.zrevrange(JOBS_KEY, 0, RECENT_JOBS - 1)]
-    for j in jobs:
+    if job:
+        return lines + [job_line(job, pipe.progress(job))]
+    for j in (j.decode() for j in client.zrevrange(JOBS_KEY, 0, RECENT_JOBS - 1)):
         try:
             lines.append(job_line(j, pipe.progress(j)))
-        except KeyError:
-            raise ValueError(f"no job {j!r} in Redis") from None
+        except JobNotFound:
+            pass  # listed, but its keys expired (KEEP_JOB_S after it finished)
     return lines
 
 

@@ -22,6 +22,9 @@ from shared.settings import Settings
 
 log = logging.getLogger("waveshield")
 
+#: What `status`, a producer's warning and a stall's message say when no worker is alive.
+NO_WORKER = "no worker is alive: start them with `waveshield up` in another terminal"
+
 
 class JobFailed(RuntimeError):
     """A followed job cannot finish; the message says why and what to do (one line)."""
@@ -39,6 +42,19 @@ def followed(job: str) -> Iterator[None]:
         yield
     except JobNotFound:
         raise vanished(job) from None
+
+
+def warn_if_no_worker(client: redis.Redis, job: str) -> bool:
+    """Warn at once (on the ``waveshield`` logger) when no worker is alive to take ``job``'s messages; say if so.
+
+    Without it a producer would wait out ``WAVESHIELD_STALL_TIMEOUT`` before
+    saying so. It only warns: the job goes on as soon as workers start.
+    Workers are known by their heartbeats (:func:`shared.pipeline.orphans.census`).
+    """
+    if any(c["workers"] for c in orphans.census(client).values()):
+        return False
+    log.warning("job %s waits: %s (it goes on when they come)", job, NO_WORKER)
+    return True
 
 
 def queue_lengths(client: redis.Redis) -> dict[str, int]:
@@ -68,6 +84,7 @@ class Throttle:
         self.on_wait, self.poll_s, self.stall_timeout_s = on_wait, poll_s, stall_timeout_s
         self.sent = 0
         self.done_before = self._counts()[1]
+        self.checked_workers = False  # whether it has looked for a live worker (the first time it had to wait)
 
     def _counts(self) -> tuple[int, int]:
         with followed(self.job):
@@ -91,6 +108,9 @@ class Throttle:
             pending = self._pending(expected, done)
             if pending <= 0 or pending + units <= self.allowed:
                 return
+            if not self.checked_workers:
+                self.checked_workers = True
+                warn_if_no_worker(self.client, self.job)
             if pending != last:
                 last, since = pending, time.monotonic()
             elif self.stall_timeout_s is not None and time.monotonic() - since > self.stall_timeout_s:
@@ -147,6 +167,9 @@ def wait(client: redis.Redis, job: str, progress: Callable[[dict], None] | None 
     redrive_after_s : float
         How long nothing may be in flight before re-sending.
 
+    A job not yet complete when it starts waiting, with no worker alive, gets
+    a warning at once (:func:`warn_if_no_worker`).
+
     Raises
     ------
     JobFailed
@@ -155,6 +178,7 @@ def wait(client: redis.Redis, job: str, progress: Callable[[dict], None] | None 
         If ``timeout_s`` is given and the job is not complete by then.
     """
     pipe = Pipeline(client)
+    checked_workers = False
     deadline = None if timeout_s is None else time.monotonic() + timeout_s
     last_done, last_change = -1, time.monotonic()
     idle_since = None  # since when nothing has been in flight while the job stood still
@@ -166,6 +190,9 @@ def wait(client: redis.Redis, job: str, progress: Callable[[dict], None] | None 
             progress(state)
         if state["status"] == "complete":
             return state
+        if not checked_workers:
+            checked_workers = True
+            warn_if_no_worker(client, job)
         now = time.monotonic()
         progressed = state["done"] != last_done
         if progressed:
@@ -187,7 +214,7 @@ def stall_message(client: redis.Redis, job: str, state: dict, stall_timeout_s: f
     counts = orphans.census(client)
     idle = [q for q, c in counts.items() if c["workers"] == 0 and (c["queued"] or c["unacked"])]
     if not any(c["workers"] for c in counts.values()):
-        hint = "no worker is alive: start them (waveshield up)"
+        hint = NO_WORKER
     elif idle:
         hint = f"no worker consumes {', '.join(idle)}: start one (celery -A workers worker -Q {idle[0]})"
     else:

@@ -8,8 +8,10 @@ Every knob of waveshield is an environment variable (``REDIS_URL`` or a
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
+from urllib.parse import urlsplit
 
 #: A file or archive member larger than this is refused unread (a 24-megapixel PNG is about 70 MiB).
 DEFAULT_MAX_ITEM_BYTES = 128 * 1024 * 1024
@@ -21,7 +23,7 @@ _REPO_WEIGHTS = Path(__file__).resolve().parent.parent / "weights"
 class Settings:
     """waveshield's configuration (see the README for each variable)."""
 
-    redis_url: str | None  # REDIS_URL; None = use/start an embedded server
+    redis_url: str | None = field(repr=False)  # REDIS_URL (kept out of repr: its password); None = `up`'s Redis
     weights_dir: Path  # WAVESHIELD_WEIGHTS_DIR: safetensors + JSON cards
     data_dir: Path  # WAVESHIELD_DATA_DIR: torchvision's dataset cache
     output_dir: Path  # WAVESHIELD_OUTPUT_DIR: reports, corpora
@@ -44,7 +46,7 @@ class Settings:
         """The value of setting ``name`` as printed: passwords masked."""
         value = getattr(self, name)
         if name == "redis_url" and value:
-            return _mask_password(value)
+            return masked(value)
         if name == "flower_basic_auth" and value:
             return value.partition(":")[0] + ":***"
         return str(value) if isinstance(value, Path) else value
@@ -58,11 +60,55 @@ class Settings:
         return {f.name: self.shown(f.name) for f in fields(self)}
 
 
-def _mask_password(url: str) -> str:
-    """``redis://user:secret@host`` -> ``redis://user:***@host`` (kombu's own masking, with our mask)."""
-    from kombu.utils.url import sanitize_url
+#: The schemes redis-py connects with.
+REDIS_SCHEMES = ("redis", "rediss", "unix")
+# A password in a URL's query (``?password=...``), which redis-py reads too.
+_QUERY_PASSWORD = re.compile(r"(?i)([?&]password=)[^&#]*")
 
-    return sanitize_url(url, mask="***")
+
+def masked(url: str) -> str:
+    """``url`` as it may be shown: ``redis://user:secret@host`` -> ``redis://user:***@host``.
+
+    Every message, log line and record that names a Redis URL shows it
+    through here. It masks what a parser may never see as a password too: a
+    malformed URL (``user:secret@host``, no scheme) keeps no text between
+    the user and the ``@``, a user-info without a colon (``redis://secret@host``,
+    which some clients take for a password) is masked whole, and so is a
+    ``password=`` in the query.
+    """
+    head, sep, rest = url.partition("://")
+    if not sep:
+        head, rest = "", url
+    authority_end = min((i for i in (rest.find("/"), rest.find("?"), rest.find("#")) if i >= 0), default=len(rest))
+    authority, tail = rest[:authority_end], rest[authority_end:]
+    if "@" in authority:
+        userinfo, _, host = authority.rpartition("@")
+        user, colon, _ = userinfo.partition(":")
+        authority = f"{user}:***@{host}" if colon else f"***@{host}"
+    return head + sep + authority + _QUERY_PASSWORD.sub(r"\1***", tail)
+
+
+def check_redis_url(url: str) -> str:
+    """``url`` when redis-py can connect with it.
+
+    Raises
+    ------
+    ValueError
+        If it has no Redis scheme (``localhost:6379``, ``http://...``) or a port that is no number;
+        the message shows it masked.
+    """
+    shown = masked(url)
+    try:
+        parts = urlsplit(url)
+        parts.port  # a port that is no number raises here, not at the first command
+    except ValueError:
+        raise ValueError(f"REDIS_URL {shown} is not a Redis URL: it does not parse as "
+                         "redis://[USER:PASSWORD@]HOST[:PORT][/DB]") from None
+    if parts.scheme not in REDIS_SCHEMES or "://" not in url:
+        # localhost:6379 parses as the scheme "localhost": name the URL that was meant
+        hint = f"; e.g. redis://{shown}" if parts.scheme not in REDIS_SCHEMES and "://" not in url else ""
+        raise ValueError(f"REDIS_URL {shown} is not a Redis URL (redis://, rediss:// or unix://){hint}")
+    return url
 
 
 def load(environ: dict | None = None) -> Settings:
@@ -71,8 +117,8 @@ def load(environ: dict | None = None) -> Settings:
     Raises
     ------
     ValueError
-        If a numeric variable does not parse, or the visibility timeout does
-        not exceed the task time limit.
+        If a numeric variable does not parse, ``REDIS_URL`` is no Redis URL,
+        or the visibility timeout does not exceed the task time limit.
     """
     env = os.environ if environ is None else environ
 
@@ -93,6 +139,8 @@ def load(environ: dict | None = None) -> Settings:
     if flower_basic_auth is not None and not all(user and password for user, _, password in
                                                  (pair.partition(":") for pair in flower_basic_auth.split(","))):
         raise ValueError("FLOWER_BASIC_AUTH must be user:password (or several, comma-separated)")
+    # Checked here, so that every command (and `config`) says so, not "does not answer" at first use.
+    redis_url = check_redis_url(env["REDIS_URL"]) if env.get("REDIS_URL") else None
     visibility_timeout_s = number("WAVESHIELD_VISIBILITY_TIMEOUT", 3600)
     task_time_limit_s = number("WAVESHIELD_TASK_TIME_LIMIT", 1800)
     if visibility_timeout_s <= task_time_limit_s:
@@ -102,7 +150,7 @@ def load(environ: dict | None = None) -> Settings:
         raise ValueError(f"WAVESHIELD_VISIBILITY_TIMEOUT ({visibility_timeout_s} s) must exceed "
                          f"WAVESHIELD_TASK_TIME_LIMIT ({task_time_limit_s} s)")
     return Settings(
-        redis_url=env.get("REDIS_URL") or None,
+        redis_url=redis_url,
         weights_dir=Path(env.get("WAVESHIELD_WEIGHTS_DIR", _REPO_WEIGHTS)),
         data_dir=Path(env.get("WAVESHIELD_DATA_DIR", Path.home() / ".cache" / "waveshield" / "data")),
         output_dir=Path(env.get("WAVESHIELD_OUTPUT_DIR", "waveshield-out")),

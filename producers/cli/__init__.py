@@ -14,8 +14,9 @@ import click
 
 from shared import settings as settings_mod
 
-# Mistakes a user can make (bad option, missing file, unreachable service):
-# one clear line and exit status 2, never a traceback.
+# Mistakes a user can make (bad option, missing file, unreachable service; and a job id
+# Redis does not hold, shared.pipeline.meta.JobNotFound): one clear line and exit status 2,
+# never a traceback.
 _USER_ERRORS = (ValueError, FileNotFoundError, ConnectionError)
 
 
@@ -25,6 +26,7 @@ class _Group(click.Group):
         from redis.exceptions import TimeoutError as RedisTimeoutError
 
         from producers.submit import JobFailed
+        from shared.pipeline.meta import JobNotFound
 
         try:
             return super().invoke(ctx)
@@ -32,7 +34,7 @@ class _Group(click.Group):
             command = exc.ctx.command_path if exc.ctx is not None else ctx.command_path
             click.echo(f"error: {exc.format_message().rstrip('.')} (see {command} --help)", err=True)
             sys.exit(2)
-        except _USER_ERRORS as exc:
+        except (*_USER_ERRORS, JobNotFound) as exc:
             click.echo(f"error: {exc}", err=True)
             sys.exit(2)
         except (RedisConnectionError, RedisTimeoutError) as exc:  # past the retry window

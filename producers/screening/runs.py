@@ -100,19 +100,20 @@ def fetch_results(redis_url: str | None, job: str, out: Path | None, settings: S
 
     Raises
     ------
-    ValueError
+    shared.pipeline.meta.JobNotFound
         If the job is not in Redis.
+    ValueError
+        If it is not a screening job (the message names the command for its kind).
     """
+    from producers.jobs import require_kind
     from producers.stack import connect
     from shared.pipeline import Pipeline
 
     pipe = Pipeline(connect(redis_url)[1])
-    try:
-        state = pipe.progress(job)
-    except KeyError:
-        raise ValueError(f"no job {job!r} in Redis") from None
+    state, plan = pipe.progress(job), pipe.plan(job)
+    require_kind(job, plan, "screen")
     out = out or settings.output_dir / job
-    summary = screen_mod.write_outputs(pipe.iter_screen_records(job), out, pipe.plan(job).get("calibration"))
+    summary = screen_mod.write_outputs(pipe.iter_screen_records(job), out, plan.get("calibration"))
     note = "" if state["status"] == "complete" else (
         f" (partial: {state['done']}/{state['expected']} batches done"
         + (f"; {state['read']} items read so far, the producer is still reading" if state["ingesting"] else "") + ")")

@@ -12,18 +12,24 @@ import os
 import time
 from pathlib import Path
 
-from shared.pipeline.keys import job_key
+from shared.pipeline.keys import KEEP_JOB_S, job_key
 
 
 class JobNotFound(KeyError):
-    """The job is not in Redis: never created, expired, or lost with a Redis that kept nothing."""
+    """The job is not in Redis: never created, expired, or lost with a Redis that kept nothing.
+
+    Its message is the one every command gives for a job id it does not
+    find (the command line exits 2 on it: a user's mistake). A job lost
+    while a producer follows it is :func:`producers.submit.vanished` instead.
+    """
 
     def __init__(self, job: str):
         super().__init__(job)
         self.job = job
 
     def __str__(self) -> str:
-        return f"no job {self.job!r} in Redis"
+        return (f"no job {self.job!r} in Redis: a job's id is printed when it starts and `waveshield status` lists "
+                f"the newest; a finished job is kept {KEEP_JOB_S // 86400} days")
 
 
 class JobMeta:

@@ -154,7 +154,9 @@ def test_resume_resends_a_stalled_jobs_unfinished_units_and_status_counts_them(w
     assert len(queued) == 1 and queued[0]["headers"]["task"] == "waveshield.attack"
     assert "15/16 cells" in status.stdout and "1 unit(s) re-sent after lost messages" in status.stdout
     missing = run(["resume", "nosuchjob"], workdir)
-    assert missing.returncode == 1 and "gone from Redis" in missing.stderr and "Traceback" not in missing.stderr
+    # A job id Redis never held is a user's mistake, said as status, report and results say it (test_job_usage.py)
+    assert missing.returncode == 2 and "no job 'nosuchjob' in Redis" in missing.stderr
+    assert "Traceback" not in missing.stderr
 
 
 def test_unreachable_redis_is_one_line(workdir):

@@ -49,6 +49,32 @@ def test_flower_credentials_come_from_the_environment_checked_and_never_shown():
             settings.load({"FLOWER_BASIC_AUTH": bad})
 
 
+@pytest.mark.parametrize("url, shown", [
+    ("redis://:s3cret@h:6379/12", "redis://:***@h:6379/12"),
+    ("rediss://ops:s3cret@h:6380/0?ssl_cert_reqs=required", "rediss://ops:***@h:6380/0?ssl_cert_reqs=required"),
+    ("redis://s3cret@h/0", "redis://***@h/0"),  # a lone user-info: some clients take it for a password
+    ("redis://h/0?db=1&password=s3cret", "redis://h/0?db=1&password=***"),
+    ("unix://:s3cret@/run/redis.sock?db=2", "unix://:***@/run/redis.sock?db=2"),
+    ("ops:s3cret@h:6379", "ops:***@h:6379"),  # no scheme: what a parser takes for the scheme is masked anyway
+    ("redis://:p@ss@word@h/0", "redis://:***@h/0"),  # an '@' in the password
+    ("redis://h:6379/0", "redis://h:6379/0"),
+])
+def test_a_redis_url_is_shown_with_its_password_masked(url, shown):
+    assert settings.masked(url) == shown
+    assert "s3cret" not in settings.load({"REDIS_URL": "redis://:s3cret@h/0"}).as_text()
+    assert "s3cret" not in repr(settings.load({"REDIS_URL": "redis://:s3cret@h/0"}))
+
+
+@pytest.mark.parametrize("url", ["localhost:6379", "ops:s3cret@h:6379", "http://:s3cret@h/", "redis://:s3cret@h:6x79/0",
+                                 "redis:/h"])
+def test_a_redis_url_that_redis_cannot_use_is_refused_when_read_masked(url):
+    with pytest.raises(ValueError, match="is not a Redis URL") as refused:
+        settings.load({"REDIS_URL": url})
+    assert "s3cret" not in str(refused.value) and str(refused.value).startswith(f"REDIS_URL {settings.masked(url)} ")
+    for fine in ("redis://h", "rediss://h:6380/1", "unix:///run/redis.sock"):
+        assert settings.load({"REDIS_URL": fine}).redis_url == fine
+
+
 def test_up_refuses_flower_without_credentials():
     from producers.stack import serve
 

@@ -60,7 +60,8 @@ def test_demo_without_weights_says_how_to_train(workdir):
 
 
 def test_bad_data_is_one_line_error(workdir):
-    result = run(["evaluate", "--data", "/no/such/place"], workdir)
+    shipped = str(Path(__file__).resolve().parents[2] / "weights")  # weights first: they are checked before data
+    result = run(["evaluate", "--data", "/no/such/place", "--local"], {**workdir, "WAVESHIELD_WEIGHTS_DIR": shipped})
     assert result.returncode == 2 and result.stderr.strip().count("\n") == 0
     assert "no such file or directory" in result.stderr
 

@@ -172,7 +172,8 @@ class Sink(threading.Thread):
                 self.pipe.blobs.release(clean_key(job, batch), consumer)
             ids = json.loads(self.client.hget(job_key(job, "ids"), batch))
             found = [{"id": i, "label": "cat", "confidence": 0.9, "raw_label": "cat", "suspicion": 0.01,
-                      "flagged": False, "error": None, "signal": "standard@raw", "colour_roughness": -1.0}
+                      "threshold": 0.5, "flagged": False, "error": None, "signal": "standard@raw",
+                      "colour_roughness": -1.0}
                      for i in ids]
             self.pipe._collect_screen_records(job, batch, json.dumps(found))
 

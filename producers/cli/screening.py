@@ -14,12 +14,14 @@ from shared.evaluation.plan import CORPUS_DTYPES, RUN_MODES, STAGED
 
 
 @click.command()
-@click.argument("paths", nargs=-1)
+@click.argument("paths", nargs=-1, metavar="PATH...")
 @click.option("--watch", "watch_dir", type=click.Path(file_okay=False, exists=True, path_type=Path), default=None,
               help="Keep running: screen files as they land in this folder (Ctrl-C stops).")
 @click.option("--max-wait", type=click.FloatRange(min=0, min_open=True), default=2.0, show_default=True, help="With --watch: seconds before a partial batch is closed.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Where records.jsonl, records.csv and summary.json go [default: $WAVESHIELD_OUTPUT_DIR/screen].")
+              help="Where records.jsonl, records.csv and summary.json go [default: a folder per job, "
+                   "$WAVESHIELD_OUTPUT_DIR/screen/JOB (--local: screen/local-DIGEST of the inputs); with --watch, "
+                   "$WAVESHIELD_OUTPUT_DIR/screen].")
 @click.option("--wait/--no-wait", default=True, show_default=True,
               help="--no-wait: a producer in the background feeds the workers and writes --out when the job is done; "
                    "fetch the records so far with `results`.")
@@ -43,25 +45,29 @@ def screen(paths, watch_dir, max_wait, out, wait, local, batch_size, mode, sourc
     """
     from producers.screening import runs as screen_runs
     from producers.screening import screen as screen_mod
+    from shared.images.intake import check_inputs
 
     cfg = settings_mod.load()
-    out = out or cfg.output_dir / "screen"
     chosen = screen_mod.screening_settings(cfg, source)  # an unknown --source fails before any image is read
     if watch_dir is not None:
-        return _watch(watch_dir, out, cfg, chosen, local, batch_size, max_wait, mode)
+        return _watch(watch_dir, out or cfg.output_dir / "screen", cfg, chosen, local, batch_size, max_wait, mode)
     if not paths:
         raise ValueError("give PATH... to screen, or --watch DIR")
-    if batch_size < 1:
-        raise ValueError(f"--batch-size must be at least 1, got {batch_size}")
+    if job_id is None:  # a typo is one line and status 2 before anything starts; `resume`'s producer reads on
+        check_inputs(paths)
     if local:
-        summary = screen_runs.screen_here(paths, out, cfg, batch_size, chosen, on_progress=lambda n: click.echo(
-            f"\rscreened {n} item(s)", nl=False, err=True))
+        if out is None:
+            out = screen_runs.default_out(cfg, paths, chosen, batch_size)
+            click.echo(f"writing {out} (these inputs' own folder: screening them again rewrites it; "
+                       "--out DIR writes elsewhere)", err=True)
+        summary = screen_runs.screen_here(paths, out, cfg, batch_size, chosen, on_progress=_local_progress)
         click.echo("", err=True)
         return _report(summary, out)
     from producers.stack import connect
 
     url, client = connect(cfg.redis_url, or_local=True)
     job, what = screen_runs.start(client, paths, chosen, mode=mode, batch_size=batch_size, fresh=fresh, job=job_id)
+    out = out or screen_runs.default_out(cfg, paths, chosen, batch_size, job)
     if not wait:
         click.echo(screen_runs.hand_over(client, url, job, paths, out, cfg, batch_size=batch_size, mode=mode,
                                          source=source))
@@ -74,8 +80,16 @@ def screen(paths, watch_dir, max_wait, out, wait, local, batch_size, mode, sourc
     _report(summary, out)
 
 
+def _local_progress(screened: int, errors: int) -> None:
+    """``--local``'s progress on stderr, one line rewritten: images screened and errors, as the summary counts them."""
+    click.echo(f"\r{screened} screened, {errors} error(s)", nl=False, err=True)
+
+
 class _ProgressLine:
-    """A screening job's progress on stderr: one line rewritten each second on a terminal, else a line every 10 s."""
+    """A screening job's progress on stderr: one line rewritten each second on a terminal, else a line every 10 s.
+
+    Items read that were not enqueued could not be read: the summary's ``errors``.
+    """
 
     def __init__(self, job: str, live: bool):
         self.job, self.live, self.at = job, live, 0.0
@@ -87,15 +101,22 @@ class _ProgressLine:
             self.at = time.monotonic()
             of = "" if state["ingesting"] else f" of {state['enqueued']}"
             click.echo(("\r" if self.live else "") + f"job {self.job}: {state['read']} item(s) read, "
-                       f"{state['enqueued']} enqueued, {state['screened']}{of} screened", nl=not self.live, err=True)
+                       f"{state['enqueued']} enqueued, {state['screened']}{of} screened, "
+                       f"{state['read'] - state['enqueued']} error(s)", nl=not self.live, err=True)
 
 
 def _report(summary: dict, out: Path, note: str = "") -> None:
-    """Print a screening summary, the source check's warning first when it holds."""
+    """Print a screening summary, indented, then ``note`` and the records' path, always the last line.
+
+    The source check's warning goes to stderr first when it holds.
+    """
     check = summary.get("source_check") or {}
     if check.get("mismatch"):
         click.echo(f"warning: {check['message']}", err=True)
-    click.echo(f"{json.dumps(summary)}{note}\nrecords: {out / 'records.jsonl'}")
+    click.echo(json.dumps(summary, indent=2))
+    if note:
+        click.echo(note.strip())
+    click.echo(f"records: {out / 'records.jsonl'}")
 
 
 @click.command()

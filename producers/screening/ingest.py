@@ -117,7 +117,7 @@ def enqueue(client: redis.Redis, app, job: str, chunks: Iterable[Chunk], setting
         throttle.wait_for_room(1)
         errors = [verdicts.error_record(e.id, e.reason) for e in chunk.errors]
         with followed(job):
-            send(app, pipe.add_screen_chunk(job, chunk.index, chunk.ids, chunk.images, errors))
+            send(app, pipe.add_screen_chunk(job, chunk.index, chunk.ids, chunk.images, errors, chunk.error_at))
         beat(now=True)
     pipe.seal_screen_job(job)
     pipe.clear_producer(job)

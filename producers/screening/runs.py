@@ -13,31 +13,61 @@ from shared.settings import Settings
 
 
 def screen_here(paths, out: Path, settings: Settings, batch_size: int, chosen: dict,
-                on_progress=lambda screened: None) -> dict:
+                on_progress=lambda screened, errors: None) -> dict:
     """``--local``: read, screen and write chunk by chunk in this process; return the summary.
 
-    ``on_progress`` gets the number of items screened after each chunk.
-    """
-    from shared.images.intake import iter_chunks, iter_items, prefetch
+    ``on_progress`` gets the images screened and the items that could not be
+    read so far (the summary's ``screened`` and ``errors``) after each chunk.
 
+    Raises
+    ------
+    ValueError
+        Before anything is written, for a named input that cannot be read at all
+        (:func:`shared.images.intake.check_inputs`).
+    """
+    from shared.images.intake import check_inputs, iter_chunks, iter_items, prefetch
+
+    check_inputs(paths)
     chunks = prefetch(iter_chunks(iter_items(paths, max_bytes=settings.max_item_bytes), batch_size,
                                   workers=settings.decode_workers))
     with screen_mod.RecordWriter(out, chosen["calibration"]) as writer:
         for found in screen_mod.screen_chunks(chunks, settings, chosen):
             writer.write(found)
-            on_progress(writer.tally.images)
+            on_progress(writer.tally.screened, writer.tally.errors)
         return writer.close()
+
+
+def default_out(settings: Settings, paths, chosen: dict, batch_size: int, job: str | None = None) -> Path:
+    """Where a screening writes without ``--out``: a folder per job, so that one job never overwrites another.
+
+    A job on the workers writes ``$WAVESHIELD_OUTPUT_DIR/screen/JOB``; a
+    ``--local`` one ``screen/local-DIGEST``, the digest of its inputs (paths,
+    sizes, modification times) and plan as a job's id is
+    (:func:`producers.screening.ingest.job_identity`): the same inputs
+    screened again rewrite their own folder, and only theirs.
+    """
+    name = job or "local-" + ingest.job_identity(list(map(str, paths)), {**chosen, "mode": "local"}, batch_size)
+    return settings.output_dir / "screen" / name
 
 
 def start(client, paths, chosen: dict, *, mode: str, batch_size: int, fresh: bool, job: str | None) -> tuple[str, str]:
     """Open (or find) the job of ``paths`` and this plan; return its id and what it is doing, in a line.
 
-    ``job`` names the job of a background producer (``--job``), which feeds it on.
+    ``job`` names the job of a background producer (``--job``), which feeds it on: its inputs are
+    not checked again, and one gone since stays an error record.
+
+    Raises
+    ------
+    ValueError
+        Before any job is opened, for a named input that cannot be read at all
+        (:func:`shared.images.intake.check_inputs`).
     """
+    from shared.images.intake import check_inputs
     from shared.pipeline import Pipeline
 
     if job is not None:
         return job, f"job {job}: producer {os.getpid()} reading from item {Pipeline(client).progress(job)['read']}"
+    check_inputs(paths)
     job, found = ingest.start_job(client, list(paths), {**chosen, "mode": mode}, batch_size, fresh=fresh)
     if not found:
         return job, f"job {job}: started"

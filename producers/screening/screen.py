@@ -62,7 +62,8 @@ def screen_chunks(chunks, settings: Settings, chosen: dict) -> Iterator[list[dic
             p_raw, p_def, suspicion, signals = verdicts.screen_batch(chosen, x, store.get, options, store.detector)
             found = verdicts.records(chunk.ids, p_raw, p_def, suspicion, chosen["threshold"], CIFAR10_CLASSES,
                                       signals, colour_roughness(x))
-        yield found + [verdicts.error_record(e.id, e.reason) for e in chunk.errors]
+        yield verdicts.in_item_order(found, [verdicts.error_record(e.id, e.reason) for e in chunk.errors],
+                                     chunk.error_at)
 
 
 def screen_local(image_set: ImageSet, settings: Settings, batch_size: int = 256, source: str | None = None,

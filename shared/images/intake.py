@@ -49,12 +49,18 @@ class Chunk:
         N x size x size x 3: uint8, or float32 when a float array set is among them.
     errors : list of ItemError
         The items that could not be read.
+    error_at : list of int, optional
+        Where each of ``errors`` stood among the chunk's items (0 is its
+        first item), so that records come out in the items' order; None
+        when unknown (a set already in memory), the errors then follow the
+        images.
     """
 
     index: int
     ids: list[str]
     images: np.ndarray
     errors: list[ItemError]
+    error_at: list[int] | None = None
 
     @property
     def items(self) -> int:
@@ -62,35 +68,79 @@ class Chunk:
         return len(self.ids) + len(self.errors)
 
 
+#: Why a named input cannot be read at all: the reason of its error item, or of the refusal of :func:`check_inputs`.
+NO_MATCH = "no file matches this pattern"
+NO_SUCH_PATH = "no such file or directory"
+NOT_A_ZIP = "not a zip archive"
+
+
+def check_inputs(sources: Iterable) -> None:
+    """Refuse a named input that cannot be read at all, before anything is read or any job starts.
+
+    A path that does not exist, a glob pattern that matches nothing and a
+    file named ``.zip`` that is not a zip archive are a user's mistake (a
+    typo, the wrong file), which a script must be able to catch. What
+    :func:`iter_items` meets later (an input gone by the time it is read,
+    an unreadable item inside an input) stays an error item.
+
+    Raises
+    ------
+    ValueError
+        Naming the first such input and why, in one line.
+    """
+    for source in sources:
+        text = _source_text(source)
+        if glob.has_magic(text):
+            if next(glob.iglob(text, recursive=True), None) is None:  # the first match is enough
+                raise ValueError(f"{text}: {NO_MATCH}")
+        elif not Path(text).exists():
+            raise ValueError(f"{text}: {NO_SUCH_PATH}")
+        elif _not_a_zip(Path(text)):
+            raise ValueError(f"{text}: {NOT_A_ZIP}")
+
+
 def iter_items(sources: Iterable, *, size: int = 32, max_bytes: int | None = None) -> Iterator[Item]:
     """The items of folders, zips, npz files, image files and glob patterns, lazily, in a stable order.
 
     Ids are prefixed with their source (``DIR/name``, ``ZIP/member``) so they
     stay unique; an npz file's rows are ``NAME.npz[i]``. A pattern that
-    matches nothing, a path that does not exist or an unreadable npz file
-    is one error item.
+    matches nothing, a path that does not exist, a ``.zip`` file that is not
+    a zip archive or an unreadable npz file is one error item (a command
+    refuses the inputs it was named first: :func:`check_inputs`).
     """
     from shared.settings import load as load_settings
 
     max_bytes = max_bytes or load_settings().max_item_bytes
     for source in sources:
-        text = str(SAMPLE_ZIP) if str(source) == "sample" else str(source)
+        text = _source_text(source)
         matches = sorted(glob.glob(text, recursive=True)) if glob.has_magic(text) else [text]
         if not matches:
-            yield ("error", text, "no file matches this pattern")
+            yield ("error", text, NO_MATCH)
         for match in matches:
             yield from _source_items(Path(match), match, size, max_bytes)
 
 
+def _source_text(source) -> str:
+    """A source as its path text; ``sample`` is the embedded set's zip."""
+    return str(SAMPLE_ZIP) if str(source) == "sample" else str(source)
+
+
+def _not_a_zip(path: Path) -> bool:
+    """A file named ``.zip`` that is not a zip archive (which Pillow would otherwise be asked to decode)."""
+    return path.is_file() and path.suffix.lower() == ".zip" and not zipfile.is_zipfile(path)
+
+
 def _source_items(path: Path, shown: str, size: int, max_bytes: int) -> Iterator[Item]:
     if not path.exists():
-        yield ("error", shown, "no such file or directory")
+        yield ("error", shown, NO_SUCH_PATH)
     elif path.is_dir():
         yield from _members(walk_folder(path, max_bytes), shown.rstrip("/") + "/", size)
     elif path.suffix.lower() == ".npz":
         yield from _npz_rows(lambda: load_npz(path, size, None), "", shown)
     elif zipfile.is_zipfile(path):
         yield from _members(zip_members(path, max_bytes), shown.rstrip("/") + "/", size)
+    elif _not_a_zip(path):
+        yield ("error", shown, NOT_A_ZIP)
     else:
         yield ("member", shown, file_member(path, max_bytes))
 
@@ -136,12 +186,13 @@ def iter_chunks(items: Iterable[Item], batch_size: int, *, size: int = 32, worke
 
 
 def decode_chunk(index: int, group: list[Item], size: int = 32, workers: int = 1) -> Chunk:
-    """One chunk from its items, in their order: members read and decoded, rows kept, errors kept."""
+    """One chunk from its items, in their order: members read and decoded, rows kept, errors kept with their place."""
     outcomes = decode_items(group, size, workers)
     ids = [item[1] for item, (image, _) in zip(group, outcomes) if image is not None]
     images = [image for image, _ in outcomes if image is not None]
-    errors = [ItemError(item[1], reason) for item, (image, reason) in zip(group, outcomes) if image is None]
-    return Chunk(index, ids, stack_images(images, size), errors)
+    failed = [(k, ItemError(item[1], reason)) for k, (item, (image, reason)) in enumerate(zip(group, outcomes))
+              if image is None]
+    return Chunk(index, ids, stack_images(images, size), [e for _, e in failed], [k for k, _ in failed])
 
 
 def decode_items(group: list[Item], size: int = 32, workers: int = 1) -> list[tuple[np.ndarray | None, str | None]]:
@@ -171,6 +222,8 @@ def decode_items(group: list[Item], size: int = 32, workers: int = 1) -> list[tu
                 if nested := archive_kind(data):
                     raise ValueError(f"a nested {nested} archive is not read: unpack it, or pass it as a source "
                                      "of its own")
+                if payload.name.lower().endswith(".zip"):  # named as an archive, but none: say so, not Pillow's
+                    raise ValueError(NOT_A_ZIP)
             except (ValueError, OSError, zipfile.BadZipFile, RuntimeError) as exc:
                 outcomes[i] = (None, str(exc) or type(exc).__name__)
                 continue

@@ -24,7 +24,7 @@ import numpy as np
 from shared.images.arrays import load_npz, load_torchvision_cifar10
 from shared.images.decode import DECODE_CHUNK, decode_image
 from shared.images.image_set import CIFAR10_CLASSES, ImageSet, ItemError, iter_batches, to_float_nchw
-from shared.images.intake import SAMPLE_ZIP, decode_items, iter_chunks, iter_items, stack_images
+from shared.images.intake import NOT_A_ZIP, SAMPLE_ZIP, decode_items, iter_chunks, iter_items, stack_images
 from shared.images.members import Member, file_member, folder_members
 from shared.images.zips import zip_members
 from shared.settings import load as load_settings
@@ -60,7 +60,8 @@ def load_images(source, *, size: int = 32, classes=None, limit: int | None = Non
     Raises
     ------
     ValueError
-        If the source does not exist or is of an unknown kind (one clear line).
+        If the source does not exist, is a ``.zip`` file that is not a zip archive, or is of an unknown kind
+        (one clear line).
     """
     if size < 1:
         raise ValueError(f"size must be a positive number of pixels, got {size}")
@@ -82,6 +83,8 @@ def load_images(source, *, size: int = 32, classes=None, limit: int | None = Non
     if zipfile.is_zipfile(path):
         members = sorted(zip_members(path, max_bytes), key=lambda m: m.name)
         return _from_members(members, size, classes, limit, workers)
+    if path.suffix.lower() == ".zip":  # the wrong file, named: one line, not a set of one unreadable "image"
+        raise ValueError(f"{path}: {NOT_A_ZIP}")
     return _from_members([file_member(path, max_bytes)], size, classes, limit, workers)
 
 
@@ -153,7 +156,10 @@ def load_many(sources, *, size: int = 32, workers: int = 1) -> ImageSet:
 
     The in-memory form of :func:`shared.images.intake.iter_items`: ids are prefixed
     with their source so they stay unique; a pattern that matches nothing,
-    or a path that does not exist, becomes an error record.
+    a path that does not exist or a ``.zip`` file that is not one becomes an
+    error record (``--watch`` reads files that may vanish before they are
+    read; a command refuses the inputs a user named with
+    :func:`shared.images.intake.check_inputs` first).
     """
     chunks = list(iter_chunks(iter_items(sources, size=size), DECODE_CHUNK, size=size, workers=workers))
     images = stack_images([image for c in chunks for image in c.images], size)

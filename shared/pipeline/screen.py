@@ -37,10 +37,11 @@ class ScreenStages(JobStore):
         return job
 
     def add_screen_chunk(self, job: str, batch: int, ids: list[str], images: np.ndarray,
-                         errors: list[dict]) -> list:
+                         errors: list[dict], error_at: list[int] | None = None) -> list:
         """Add chunk ``batch`` of an open job: its images to screen and the records of its unreadable items.
 
-        The chunk is counted in one step (ids, error records, ``batches`` and
+        The chunk is counted in one step (ids, error records with their
+        places among the chunk's items, ``error_at``, ``batches`` and
         ``images``), so an interrupted intake resumes after the last chunk
         counted. Returns the batch's first message (none for a chunk with no
         readable image: its records are complete at once).
@@ -53,7 +54,7 @@ class ScreenStages(JobStore):
         pipe = self.redis.pipeline(transaction=True)
         pipe.hset(job_key(job, "ids"), batch, json.dumps(ids))
         if errors:
-            pipe.hset(job_key(job, "records"), f"e{batch}", json.dumps(errors))
+            pipe.hset(job_key(job, "records"), f"e{batch}", json.dumps({"records": errors, "at": error_at}))
         pipe.hincrby(job_key(job, "meta"), "images", len(ids) + len(errors))
         pipe.hincrby(job_key(job, "meta"), "enqueued", len(ids))
         pipe.hincrby(job_key(job, "meta"), "expected", 1)
@@ -164,11 +165,14 @@ class ScreenStages(JobStore):
         return [(first, {"job": job, "batch": b}) for b in range(stored) if str(b) not in recorded]
 
     def batch_records(self, job: str, batch: int) -> list[dict] | None:
-        """The records of chunk ``batch`` (screened, then unreadable), or None while it is not done."""
+        """The records of chunk ``batch`` in the order of its items, unreadable ones included; None while not done."""
         screened, errors = self.redis.hmget(job_key(job, "records"), [str(batch), f"e{batch}"])
         if screened is None:
             return None
-        return json.loads(screened) + (json.loads(errors) if errors else [])
+        kept = json.loads(errors) if errors else []
+        if isinstance(kept, list):  # stored before their places were kept: after the images
+            kept = {"records": kept, "at": None}
+        return verdicts.in_item_order(json.loads(screened), kept["records"], kept["at"])
 
     def iter_screen_records(self, job: str) -> Iterator[dict]:
         """Every record of a screening job so far, chunk by chunk in order; one chunk in memory at a time."""

@@ -74,7 +74,7 @@ def screen_batch(plan: dict, x, get_model, defence_options, get_detector=None, r
     -------
     p_raw, p_defended, suspicion, signals
         Probabilities (N, K) of both paths, the score (N,) and, per image, the
-        name of the signal that raised the score most.
+        name of the signal that raised the score most (None where none did).
     """
     if plan.get("score", "disagreement") == "detector":
         from shared.screening import detector
@@ -97,6 +97,7 @@ class Record:
     """What screening says of one item: a JSON object of these fields, in this order, in Redis and in the files.
 
     An item that could not be read has only its ``id`` and the ``error`` (why).
+    The README's "Screening records" table says what each field means, with its unit.
     """
 
     id: str
@@ -104,9 +105,10 @@ class Record:
     confidence: float | None = None  # its softmax probability
     raw_label: str | None = None  # the class name on the raw image
     suspicion: float | None = None  # the score the flag thresholds
+    threshold: float | None = None  # the calibration's cut-off: flagged when suspicion is above it
     flagged: bool | None = None
     error: str | None = None
-    signal: str | None = None  # what raised the suspicion most
+    signal: str | None = None  # what raised the suspicion most; None when nothing did (a suspicion of 0)
     colour_roughness: float | None = None  # what the source check reads
 
     def as_dict(self) -> dict:
@@ -121,18 +123,36 @@ def records(ids: list[str], p_raw, p_def, suspicion, threshold: float, classes, 
             roughness=None) -> list[dict]:
     """One JSON-ready record per image.
 
-    Label and confidence of the defended path, raw label, score, flag, the
-    signal that raised the score most, and the image's colour roughness
-    (:func:`shared.images.encodings.colour_roughness`; what the source check reads).
+    Label and confidence of the defended path, raw label, score, the
+    threshold and the flag, the signal that raised the score most (None for
+    a score that rounds to 0: nothing raised it), and the image's colour
+    roughness (:func:`shared.images.encodings.colour_roughness`; what the
+    source check reads).
     """
     conf, label = p_def.max(1)
     raw_label = p_raw.argmax(1)
     out = []
     for i, item in enumerate(ids):
+        rounded = round(float(suspicion[i]), 6)
         out.append(Record(item, label=classes[int(label[i])], confidence=round(float(conf[i]), 6),
-                          raw_label=classes[int(raw_label[i])], suspicion=round(float(suspicion[i]), 6),
-                          flagged=bool(suspicion[i] > threshold), signal=signals[i] if signals is not None else None,
+                          raw_label=classes[int(raw_label[i])], suspicion=rounded, threshold=float(threshold),
+                          flagged=bool(suspicion[i] > threshold),
+                          signal=signals[i] if signals is not None and rounded > 0 else None,
                           colour_roughness=round(float(roughness[i]), 4) if roughness is not None else None).as_dict())
+    return out
+
+
+def in_item_order(screened: list[dict], errors: list[dict], error_at: list[int] | None = None) -> list[dict]:
+    """A chunk's records in the order of its items: ``errors[k]`` at place ``error_at[k]``, the images around them.
+
+    Without ``error_at`` (a set already in memory, or a job stored before
+    places were kept) the errors follow the images.
+    """
+    if error_at is None:
+        return screened + errors
+    out = list(screened)
+    for place, record in sorted(zip(error_at, errors), key=lambda pair: pair[0]):
+        out.insert(place, record)  # in rising order, every record before ``place`` is already where it ends
     return out
 
 
@@ -181,6 +201,11 @@ class Tally:
         self.deciles = list(((calibration or {}).get("reference") or {}).get("deciles") or [])
         self.checked = self.checked_flagged = 0  # screened images that carry a colour roughness
         self.at_or_under = [0] * len(self.deciles)
+
+    @property
+    def screened(self) -> int:
+        """Records of images screened (not errors): the summary's ``screened``."""
+        return self.images - self.errors
 
     def add(self, records: list[dict]) -> "Tally":
         """Count ``records``; return this tally."""

@@ -378,7 +378,11 @@ def test_fit_detector_on_a_corpus_and_a_source_then_screening_uses_it_and_names_
         assert screened.returncode == 0, screened.stderr
         records = [json.loads(l) for l in (tmp_path / name / "records.jsonl").read_text().splitlines()]
         groups = set(detector.signal_groups(card["features"]))
-        assert len(records) == 200 and all(r["signal"] in groups and 0 <= r["suspicion"] <= 1 for r in records)
+        # A signal is named where one raised the suspicion; none where the suspicion is 0.
+        assert len(records) == 200 and all(r["signal"] in groups | {None} and 0 <= r["suspicion"] <= 1
+                                           for r in records)
+        assert all(r["signal"] is None for r in records if r["suspicion"] == 0)
+        assert name == "clean" or any(r["signal"] in groups for r in records if r["flagged"])
         rates[name] = sum(r["flagged"] for r in records) / len(records)
     assert rates["attacked"] > rates["clean"] + 0.5, rates
 

@@ -93,6 +93,12 @@ def test_the_strongest_signal_is_the_one_that_moves_the_score():
     model = detector.fit(clean, adversarial, hidden=0, epochs=300)
     names = ["standard@raw:margin", "haar@haar:tv_to_raw", "daubechies:removed"]
     assert set(detector.strongest_signal(model, adversarial, names)) == {"haar@haar"}
+    # A typical clean image (the reference) and one further from the adversarial side: nothing raised their score.
+    typical = model.mean + model.reference * model.scale
+    cleaner = typical.clone()
+    cleaner[1] -= 4 * model.scale[1]
+    assert detector.strongest_signal(model, torch.stack([typical, cleaner, adversarial[0]]), names) == [
+        None, None, "haar@haar"]
 
 
 def test_the_attacker_who_knows_the_detector_lowers_its_score_and_the_screened_accuracy(sample, shipped):

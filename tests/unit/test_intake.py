@@ -3,6 +3,7 @@
 import io
 import json
 import os
+import re
 import zipfile
 
 import numpy as np
@@ -95,6 +96,45 @@ def test_items_of_every_kind_keep_one_record_each_and_the_same_ids_as_the_in_mem
     assert whole.ids == ids and sorted(e.id for e in whole.errors) == sorted(errors)
 
 
+def test_named_inputs_that_cannot_be_read_are_refused_and_met_ones_stay_error_items(tmp_path, sample):
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "good.png").write_bytes(_png(sample.images[0]))
+    (tmp_path / "in" / "fake.zip").write_text("a text file")  # an item met inside an input
+    (tmp_path / "fake.zip").write_text("a text file")
+    (tmp_path / "dir.zip").mkdir()  # a folder named so is read as a folder
+    with zipfile.ZipFile(tmp_path / "real.zip", "w") as archive:
+        archive.writestr("x.png", _png(sample.images[1]))
+    fine = [str(tmp_path / "in"), str(tmp_path / "real.zip"), str(tmp_path / "dir.zip"), "sample",
+            str(tmp_path / "in" / "*.png")]
+    intake.check_inputs(fine)  # nothing to refuse
+    for bad, reason in ((tmp_path / "missing", "no such file or directory"),
+                        (tmp_path / "*.nothing", "no file matches this pattern"),
+                        (tmp_path / "fake.zip", "not a zip archive")):
+        with pytest.raises(ValueError, match=f"^{re.escape(str(bad))}: {reason}$"):
+            intake.check_inputs([*fine, str(bad)])
+        # Met while reading (gone since, say), the same reason is one error item; the rest is read.
+        chunk = intake.decode_chunk(0, list(intake.iter_items([str(tmp_path / "in"), str(bad)])))
+        assert {e.id: e.reason for e in chunk.errors} == {f"{tmp_path}/in/fake.zip": "not a zip archive",
+                                                          str(bad): reason}
+        assert chunk.ids == [f"{tmp_path}/in/good.png"]
+    # A data source named for the other commands (--data) is refused the same way.
+    from shared.images.load import load_images
+
+    with pytest.raises(ValueError, match=f"^{re.escape(str(tmp_path / 'fake.zip'))}: not a zip archive$"):
+        load_images(tmp_path / "fake.zip")
+
+
+def test_a_chunk_keeps_where_its_unreadable_items_stood(tmp_path, sample):
+    names = ["0.png", "1.jpg", "2.png", "3.png", "4.zip", "5.txt", "6.png"]
+    for k, name in enumerate(names):
+        (tmp_path / name).write_bytes(_png(sample.images[k]) if name.endswith(".png") else b"unreadable")
+    chunks = list(intake.iter_chunks(intake.iter_items([str(tmp_path / "*")]), 4))
+    assert [c.error_at for c in chunks] == [[1], [0, 1]]  # 1.jpg; 4.zip and 5.txt, places within their chunk
+    ordered = [r["id"] for c in chunks for r in verdicts.in_item_order(
+        [{"id": i} for i in c.ids], [verdicts.error_record(e.id, e.reason) for e in c.errors], c.error_at)]
+    assert ordered == [str(tmp_path / n) for n in names]
+
+
 def test_the_last_chunk_of_a_zip_reads_after_the_walk_has_moved_on(tmp_path, sample):
     with zipfile.ZipFile(tmp_path / "z.zip", "w") as archive:
         for i in range(5):
@@ -145,7 +185,8 @@ def test_the_record_writer_streams_and_summarises(tmp_path):
     from producers.screening.screen import RecordWriter
 
     records = [{"id": str(i), "label": "cat", "confidence": 0.9, "raw_label": "cat", "suspicion": 0.1,
-                "flagged": i == 3, "error": None, "signal": "steps", "colour_roughness": -1.0} for i in range(10)]
+                "threshold": 0.05, "flagged": i == 3, "error": None, "signal": "steps", "colour_roughness": -1.0}
+               for i in range(10)]
     with RecordWriter(tmp_path / "out") as writer:
         writer.write(records[:4])
         assert len((tmp_path / "out" / "records.jsonl").read_text().splitlines()) == 4  # on disk before the end

@@ -32,8 +32,31 @@ def test_score_is_total_variation_and_records_flag_above_threshold():
     records = verdicts.records(["a", "b"], p_raw, p_def, suspicion, 0.5, ["cat", "dog"])
     assert [r["flagged"] for r in records] == [False, True]
     assert records[1]["label"] == "cat" and records[1]["raw_label"] == "dog"
+    assert [r["threshold"] for r in records] == [0.5, 0.5]  # each record carries the cut-off it was flagged by
     summary = verdicts.summary(records + [verdicts.error_record("c", "empty file")])
     assert summary == {"images": 3, "screened": 2, "flagged": 1, "errors": 1, "labels": {"cat": 2}}
+
+
+def test_a_record_names_a_signal_only_where_something_raised_the_suspicion():
+    p = torch.tensor([[0.9, 0.1], [0.9, 0.1], [0.9, 0.1]])
+    suspicion = torch.tensor([0.0, 4e-7, 0.2])  # 4e-7 rounds to the 0.0 the record shows
+    records = verdicts.records(["a", "b", "c"], p, p, suspicion, 0.5, ["cat", "dog"], ["steps", "steps", None])
+    assert [r["signal"] for r in records] == [None, None, None]
+    records = verdicts.records(["a", "b", "c"], p, p, suspicion, 0.5, ["cat", "dog"], ["steps"] * 3)
+    assert [(r["suspicion"], r["signal"]) for r in records] == [(0.0, None), (0.0, None), (0.2, "steps")]
+    assert list(records[0]) == list(verdicts.RECORD_FIELDS) and "threshold" in verdicts.RECORD_FIELDS
+
+
+def test_records_come_back_in_the_order_of_their_items():
+    items = ["a", "bad1", "b", "c", "bad2", "bad3"]
+    screened = [{"id": i} for i in items if not i.startswith("bad")]
+    errors = [verdicts.error_record(i, "unreadable") for i in items if i.startswith("bad")]
+    at = [k for k, i in enumerate(items) if i.startswith("bad")]
+    assert [r["id"] for r in verdicts.in_item_order(screened, errors, at)] == items
+    shuffled = [1, 0, 2]  # the places, not the order they are listed in, decide
+    assert [r["id"] for r in verdicts.in_item_order(screened, [errors[k] for k in shuffled],
+                                                    [at[k] for k in shuffled])] == items
+    assert [r["id"] for r in verdicts.in_item_order(screened, errors)] == ["a", "b", "c", "bad1", "bad2", "bad3"]
 
 
 def test_screening_settings_refuse_an_unknown_score_and_a_missing_detector(tmp_path):

@@ -13,8 +13,8 @@ def signal_groups(names: list[str]) -> list[str]:
     return [name.split(":")[0] if "@" in name or name.split(":")[0] in STATISTICS else name for name in names]
 
 
-def strongest_signal(model: Detector, f: torch.Tensor, names: list[str]) -> list[str]:
-    """Per image, the signal that raised its score most.
+def strongest_signal(model: Detector, f: torch.Tensor, names: list[str]) -> list[str | None]:
+    """Per image, the signal that raised its score most, or None when none raised it.
 
     Each feature's contribution is the gradient of the logit times the
     feature's departure from a typical clean image (both standardised),
@@ -22,7 +22,10 @@ def strongest_signal(model: Detector, f: torch.Tensor, names: list[str]) -> list
 
     Returns the name of that signal: a path (``haar@haar``: what the Haar
     model said of the Haar reconstruction, and how it differs from the raw
-    image's) or a reconstruction's change (``haar:removed``).
+    image's), a reconstruction's change (``haar:removed``) or a pixel
+    statistic (``steps``); None where no signal's contribution is above 0
+    (the image looks at least as clean as a typical clean one), since
+    naming the least negative signal would explain a score nobody raised.
     """
     with torch.enable_grad():
         z = ((f - model.mean) / model.scale).detach().requires_grad_(True)
@@ -32,4 +35,5 @@ def strongest_signal(model: Detector, f: torch.Tensor, names: list[str]) -> list
     labels = sorted(set(groups), key=groups.index)
     index = torch.tensor([labels.index(g) for g in groups])
     per_group = torch.zeros(len(f), len(labels)).index_add_(1, index, contribution)
-    return [labels[i] for i in per_group.argmax(1).tolist()]
+    best, at = per_group.max(1)
+    return [labels[i] if gain > 0 else None for i, gain in zip(at.tolist(), best.tolist())]

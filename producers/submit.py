@@ -141,7 +141,8 @@ def submit(client: redis.Redis, app, plan: dict, image_set: ImageSet, settings: 
         log.warning("one batch of %d holds up to %.0f MiB of blobs at its peak, over WAVESHIELD_IN_FLIGHT_MIB (%d): "
                     "batches go one at a time; a smaller batch_size keeps it under", size, peak / 2 ** 20,
                     settings.in_flight_mib)
-    throttle = Throttle(client, job, batches_allowed(peak, settings.in_flight_mib) * cells, on_wait=on_wait)
+    throttle = Throttle(client, job, batches_allowed(peak, settings.in_flight_mib) * cells, on_wait=on_wait,
+                        stall_timeout_s=settings.stall_timeout_s)  # no worker: give up in one line, as wait does
     for b, batch in enumerate(iter_batches(len(image_set), size)):
         throttle.wait_for_room(cells)
         with followed(job):

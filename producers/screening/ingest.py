@@ -199,8 +199,8 @@ def restart_intake(client: redis.Redis, job: str, settings: Settings, redis_url:
     source = plan.get("calibration", {}).get("name", "default")
     argv = ["screen", *intake["inputs"], "--job", job, "--batch-size", str(intake["batch_size"]),
             "--mode", plan.get("mode", "staged"), *(["--source", source] if source != "default" else []),
-            "--out", str(settings.output_dir / job)]
+            "--out", str(settings.output_dir / "screen" / job)]
     log_path = settings.output_dir / "producers" / f"{job}.log"
     pid = detach(argv, log_path, redis_url)
     return (f"its producer was gone after {read} items; a new one (pid {pid}, log {log_path}) reads on from there "
-            f"and writes {settings.output_dir / job} when the job is done")
+            f"and writes {settings.output_dir / 'screen' / job} when the job is done")

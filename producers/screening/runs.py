@@ -142,7 +142,7 @@ def fetch_results(redis_url: str | None, job: str, out: Path | None, settings: S
     pipe = Pipeline(connect(redis_url)[1])
     state, plan = pipe.progress(job), pipe.plan(job)
     require_kind(job, plan, "screen")
-    out = out or settings.output_dir / job
+    out = out or settings.output_dir / "screen" / job  # where the job's own screen command writes
     summary = screen_mod.write_outputs(pipe.iter_screen_records(job), out, plan.get("calibration"))
     note = "" if state["status"] == "complete" else (
         f" (partial: {state['done']}/{state['expected']} batches done"

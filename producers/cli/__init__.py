@@ -8,6 +8,7 @@ Commands live by what they work on: :mod:`.models` (train, tune, calibrate),
 from __future__ import annotations
 
 import json
+import logging
 import sys
 
 import click
@@ -50,6 +51,22 @@ class _Group(click.Group):
 @click.version_option(package_name="waveshield")
 def main():
     """Screen images for adversarial manipulation and measure DWT defences."""
+    _warnings_as_lines()
+
+
+class _Line(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        return f"{record.levelname.lower()}: {record.getMessage()}"
+
+
+def _warnings_as_lines() -> None:
+    """Log warnings on stderr as ``warning: ...``, as the commands' own warnings read (once per process)."""
+    root = logging.getLogger()
+    if not any(isinstance(h.formatter, _Line) for h in root.handlers):
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(_Line())
+        handler.setLevel(logging.WARNING)
+        root.addHandler(handler)
 
 
 @main.command()

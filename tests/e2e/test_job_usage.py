@@ -159,8 +159,8 @@ def test_evaluate_with_no_worker_warns_at_once_and_keeps_waiting(env, server):
             except queue.Empty:
                 pass
         warning = next(line for line in seen if NO_WORKER in line)
-        job = warning.split()[1]
-        assert warning.strip() == f"job {job} waits: {NO_WORKER} (it goes on when they come)"
+        job = warning.split()[2]
+        assert warning.strip() == f"warning: job {job} waits: {NO_WORKER} (it goes on when they come)"
         time.sleep(3)
         assert proc.poll() is None, "".join(seen)  # warned, and still waiting for a worker
         status = waveshield(["status"], env)

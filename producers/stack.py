@@ -189,21 +189,31 @@ def serve(settings: Settings, *, flower: bool = False, say=print) -> None:
         say("warning: running as root; Celery warns against it in each worker's log: "
             "run `waveshield up` as an unprivileged user")
     with Stack(resolve_redis_url(settings.redis_url), flower_auth=flower_auth, log_dir=logs) as stack:
-        STATE.parent.mkdir(parents=True, exist_ok=True)
-        STATE.write_text(json.dumps({"redis_url": stack.redis_url, "pid": os.getpid()}))
+        _write_state({"redis_url": stack.redis_url, "pid": os.getpid()})
         say(f"Redis: {masked(stack.redis_url)}")
         for name, proc in stack.procs.items():  # one line each; their banners and logs go to files
             say(f"{'Flower: http://127.0.0.1:5555' if name == 'flower' else f'worker {name}'} (pid {proc.pid}), "
                 f"log: {logs / (name + '.log')}")
         say("Ctrl-C stops everything.")
         try:
-            while all(p.poll() is None for p in stack.procs.values()):
+            while not (ended := [n for n, p in stack.procs.items() if p.poll() is not None]):
                 time.sleep(1)
-            say("a worker exited; stopping")
+            say("; ".join(f"{'Flower' if n == 'flower' else f'the {n} worker'} exited with status "
+                          f"{stack.procs[n].returncode} (see {logs / (n + '.log')})" for n in ended) + "; stopping")
         except KeyboardInterrupt:
             say("stopping...")
         finally:
             STATE.unlink(missing_ok=True)
+
+
+def _write_state(state: dict) -> None:
+    """Tell other commands of this user where `up`'s Redis is, in a file only this user reads (its URL may hold a
+    password)."""
+    STATE.parent.mkdir(parents=True, exist_ok=True)
+    descriptor = os.open(STATE, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(descriptor, 0o600)  # a file left by an older release keeps its mode through O_CREAT
+    with os.fdopen(descriptor, "w") as file:
+        json.dump(state, file)
 
 
 def _interrupt(*_):

@@ -74,18 +74,18 @@ def masked(url: str) -> str:
     malformed URL (``user:secret@host``, no scheme) keeps no text between
     the user and the ``@``, a user-info without a colon (``redis://secret@host``,
     which some clients take for a password) is masked whole, and so is a
-    ``password=`` in the query.
+    ``password=`` in the query. The user-info runs to the *last* ``@``: a
+    password may hold ``/``, ``?``, ``#`` or ``@`` itself, and an ``@`` further
+    on (in a query) only masks more.
     """
     head, sep, rest = url.partition("://")
     if not sep:
         head, rest = "", url
-    authority_end = min((i for i in (rest.find("/"), rest.find("?"), rest.find("#")) if i >= 0), default=len(rest))
-    authority, tail = rest[:authority_end], rest[authority_end:]
-    if "@" in authority:
-        userinfo, _, host = authority.rpartition("@")
+    userinfo, at, tail = rest.rpartition("@")
+    if at:
         user, colon, _ = userinfo.partition(":")
-        authority = f"{user}:***@{host}" if colon else f"***@{host}"
-    return head + sep + authority + _QUERY_PASSWORD.sub(r"\1***", tail)
+        rest = (f"{user}:***@" if colon else "***@") + tail
+    return head + sep + _QUERY_PASSWORD.sub(r"\1***", rest)
 
 
 def check_redis_url(url: str) -> str:

@@ -54,19 +54,18 @@ def main():
     _warnings_as_lines()
 
 
-class _Line(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        return f"{record.levelname.lower()}: {record.getMessage()}"
+class _Lines(logging.Handler):
+    """Warnings and errors logged on the stderr of the moment (``warning: ...``), as the commands' own read."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        click.echo(f"{record.levelname.lower()}: {record.getMessage()}", err=True)
 
 
 def _warnings_as_lines() -> None:
-    """Log warnings on stderr as ``warning: ...``, as the commands' own warnings read (once per process)."""
+    """Send logged warnings to :class:`_Lines`, once per process."""
     root = logging.getLogger()
-    if not any(isinstance(h.formatter, _Line) for h in root.handlers):
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(_Line())
-        handler.setLevel(logging.WARNING)
-        root.addHandler(handler)
+    if not any(isinstance(h, _Lines) for h in root.handlers):
+        root.addHandler(_Lines(logging.WARNING))
 
 
 @main.command()

@@ -122,7 +122,7 @@ def _report(summary: dict, out: Path, note: str = "") -> None:
 @click.command()
 @click.argument("job")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Output directory [default: $WAVESHIELD_OUTPUT_DIR/screen/JOB, where the job's screen writes].")
+              help="Output directory [default: $WAVESHIELD_OUTPUT_DIR/JOB].")
 def results(job, out):
     """Fetch a screening job's records (as far as it has got) into JSONL, CSV and a summary."""
     from producers.screening.runs import fetch_results

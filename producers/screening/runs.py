@@ -19,15 +19,11 @@ def screen_here(paths, out: Path, settings: Settings, batch_size: int, chosen: d
     ``on_progress`` gets the images screened and the items that could not be
     read so far (the summary's ``screened`` and ``errors``) after each chunk.
 
-    Raises
-    ------
-    ValueError
-        Before anything is written, for a named input that cannot be read at all
-        (:func:`shared.images.intake.check_inputs`).
+    The caller checks the inputs first (:func:`shared.images.intake.check_inputs`):
+    one that cannot be read at all becomes an error record here.
     """
-    from shared.images.intake import check_inputs, iter_chunks, iter_items, prefetch
+    from shared.images.intake import iter_chunks, iter_items, prefetch
 
-    check_inputs(paths)
     chunks = prefetch(iter_chunks(iter_items(paths, max_bytes=settings.max_item_bytes), batch_size,
                                   workers=settings.decode_workers))
     with screen_mod.RecordWriter(out, chosen["calibration"]) as writer:
@@ -53,21 +49,14 @@ def default_out(settings: Settings, paths, chosen: dict, batch_size: int, job: s
 def start(client, paths, chosen: dict, *, mode: str, batch_size: int, fresh: bool, job: str | None) -> tuple[str, str]:
     """Open (or find) the job of ``paths`` and this plan; return its id and what it is doing, in a line.
 
-    ``job`` names the job of a background producer (``--job``), which feeds it on: its inputs are
-    not checked again, and one gone since stays an error record.
-
-    Raises
-    ------
-    ValueError
-        Before any job is opened, for a named input that cannot be read at all
-        (:func:`shared.images.intake.check_inputs`).
+    ``job`` names the job of a background producer (``--job``), which feeds it on. The caller
+    checks a new job's inputs first (:func:`shared.images.intake.check_inputs`); a background
+    producer does not, and an input gone since stays an error record.
     """
-    from shared.images.intake import check_inputs
     from shared.pipeline import Pipeline
 
     if job is not None:
         return job, f"job {job}: producer {os.getpid()} reading from item {Pipeline(client).progress(job)['read']}"
-    check_inputs(paths)
     job, found = ingest.start_job(client, list(paths), {**chosen, "mode": mode}, batch_size, fresh=fresh)
     if not found:
         return job, f"job {job}: started"
@@ -91,6 +80,9 @@ def hand_over(client, url: str, job: str, paths, out: Path, settings: Settings, 
     if not state["ingesting"]:
         return (f"job {job} submitted ({state['read']} items, {state['screened']} screened so far); fetch it with: "
                 f"waveshield results {job} --out DIR")
+    from producers.submit import warn_if_no_worker
+
+    warn_if_no_worker(client, job)  # here, not only in the background producer's log
     log_path = settings.output_dir / "producers" / f"{job}.log"
     argv = ["screen", *map(str, paths), "--job", job, "--out", str(out), "--batch-size", str(batch_size),
             "--mode", mode, *(["--source", source] if source else [])]
@@ -142,7 +134,7 @@ def fetch_results(redis_url: str | None, job: str, out: Path | None, settings: S
     pipe = Pipeline(connect(redis_url)[1])
     state, plan = pipe.progress(job), pipe.plan(job)
     require_kind(job, plan, "screen")
-    out = out or settings.output_dir / "screen" / job  # where the job's own screen command writes
+    out = out or settings.output_dir / job  # never screen/JOB, which the job's own producer may be writing
     summary = screen_mod.write_outputs(pipe.iter_screen_records(job), out, plan.get("calibration"))
     note = "" if state["status"] == "complete" else (
         f" (partial: {state['done']}/{state['expected']} batches done"

@@ -90,7 +90,7 @@ def check_inputs(sources: Iterable) -> None:
     """
     for source in sources:
         text = _source_text(source)
-        if glob.has_magic(text):
+        if _is_pattern(text):
             if next(glob.iglob(text, recursive=True), None) is None:  # the first match is enough
                 raise ValueError(f"{text}: {NO_MATCH}")
         elif not Path(text).exists():
@@ -113,7 +113,7 @@ def iter_items(sources: Iterable, *, size: int = 32, max_bytes: int | None = Non
     max_bytes = max_bytes or load_settings().max_item_bytes
     for source in sources:
         text = _source_text(source)
-        matches = sorted(glob.glob(text, recursive=True)) if glob.has_magic(text) else [text]
+        matches = sorted(glob.glob(text, recursive=True)) if _is_pattern(text) else [text]
         if not matches:
             yield ("error", text, NO_MATCH)
         for match in matches:
@@ -123,6 +123,11 @@ def iter_items(sources: Iterable, *, size: int = 32, max_bytes: int | None = Non
 def _source_text(source) -> str:
     """A source as its path text; ``sample`` is the embedded set's zip."""
     return str(SAMPLE_ZIP) if str(source) == "sample" else str(source)
+
+
+def _is_pattern(text: str) -> bool:
+    """A glob pattern, unless a file or folder has that very name (``cat[1].png`` is a file, if there is one)."""
+    return glob.has_magic(text) and not Path(text).exists()
 
 
 def _not_a_zip(path: Path) -> bool:

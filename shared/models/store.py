@@ -61,9 +61,9 @@ class ModelStore:
 
         known = self.known()
         close = difflib.get_close_matches(name, known, n=1)
-        return (f"no weights {name}.safetensors in {self.weights_dir}"
-                + (f"; did you mean {close[0]!r}?" if close else "")
-                + f" (models there: {', '.join(known) or 'none'}); train it: {train_command(name)}")
+        # A likely misspelling is the answer; training a model of the misspelled name is not.
+        advice = f"did you mean {close[0]!r}?" if close else f"train it: {train_command(name)}"
+        return f"no weights {name}.safetensors in {self.weights_dir} (models there: {', '.join(known) or 'none'}); {advice}"
 
     def require(self, name: str, purpose: str = "this") -> Path:
         """The checkpoint's path; raises :class:`MissingWeights` (saying how to train it) when it is missing."""

@@ -195,6 +195,8 @@ def test_up_with_embedded_redis_serves_status_and_stops_without_orphans(workdir,
             assert sum(l.startswith(f"worker {queue} (pid ") and str(logs / f"{queue}.log") in l for l in lines) == 1
         assert not any("SecurityWarning" in l or "celery@" in l or "[config]" in l for l in lines), "".join(lines)
         assert sum("warning: running as root" in l for l in lines) == (1 if os.geteuid() == 0 else 0)
+        state = tmp_path / ".cache" / "waveshield" / "up.json"  # its Redis URL may hold a password
+        assert state.stat().st_mode & 0o777 == 0o600
         children = _children(proc.pid)
         status = subprocess.run(WAVESHIELD + ["status"], env=env, capture_output=True, text=True, timeout=60,
                                 cwd=Path(__file__).resolve().parents[2])

@@ -188,6 +188,12 @@ def test_a_job_on_the_workers_writes_its_own_folder_in_input_order_with_progress
     assert other != job and len(_records(tmp_path / "out" / "screen" / other)) == 1
     assert len(_records(out)) == 8
 
+    # `results` never writes into the folder the job's own producer may still be appending to.
+    before = (out / "records.jsonl").stat().st_mtime_ns
+    fetched = run(["results", job], env, timeout=120)
+    assert fetched.returncode == 0, fetched.stderr
+    assert _records(tmp_path / "out" / job) == _records(out) and (out / "records.jsonl").stat().st_mtime_ns == before
+
 
 def test_a_background_producer_reads_on_past_an_input_gone_since_as_an_error_record(env, tmp_path, redis_url):
     from producers.screening import ingest

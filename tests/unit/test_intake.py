@@ -107,6 +107,10 @@ def test_named_inputs_that_cannot_be_read_are_refused_and_met_ones_stay_error_it
     fine = [str(tmp_path / "in"), str(tmp_path / "real.zip"), str(tmp_path / "dir.zip"), "sample",
             str(tmp_path / "in" / "*.png")]
     intake.check_inputs(fine)  # nothing to refuse
+    (tmp_path / "cat[1].png").write_bytes(_png(sample.images[2]))  # a file's own name, not a pattern
+    intake.check_inputs([str(tmp_path / "cat[1].png")])
+    assert intake.decode_chunk(0, list(intake.iter_items([str(tmp_path / "cat[1].png")]))).ids == [
+        str(tmp_path / "cat[1].png")]
     for bad, reason in ((tmp_path / "missing", "no such file or directory"),
                         (tmp_path / "*.nothing", "no file matches this pattern"),
                         (tmp_path / "fake.zip", "not a zip archive")):

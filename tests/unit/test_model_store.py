@@ -37,3 +37,4 @@ def test_a_misspelled_model_names_the_folder_the_models_there_and_the_likely_one
         store.require("standrd", "model 'standrd'")
     assert str(tmp_path) in str(caught.value) and "did you mean 'standard'?" in str(caught.value)
     assert "(models there: haar, standard)" in str(caught.value)
+    assert "train it" not in str(caught.value)  # not the misspelled name

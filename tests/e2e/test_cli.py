@@ -209,11 +209,13 @@ def test_up_with_embedded_redis_serves_status_and_stops_without_orphans(workdir,
         proc.wait(60)
     finally:
         if proc.poll() is None:  # it did not stop: take it and what it started down, then fail
-            for pid in [*children, *_children(proc.pid), proc.pid]:
-                try:
-                    os.killpg(int(pid), signal.SIGKILL) if int(pid) != proc.pid else proc.kill()
-                except OSError:
-                    pass
+            for pid in {*map(int, children), *map(int, _children(proc.pid))}:
+                for kill in (os.killpg, os.kill):  # a worker leads its own group; redis-server is in up's
+                    try:
+                        kill(pid, signal.SIGKILL)
+                    except OSError:
+                        pass
+            proc.kill()
             proc.wait()
     deadline = time.monotonic() + 10  # the workers stop with their parent, within moments
     while any(running(pid) for pid in children) and time.monotonic() < deadline:

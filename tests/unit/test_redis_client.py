@@ -49,3 +49,31 @@ def test_errors_other_than_the_connection_are_not_retried():
     with pytest.raises(redis.exceptions.ResponseError):
         RetryWithin(5).call_with_retry(wrong, lambda error: None)
     assert calls == [1]
+
+
+def test_the_bundled_server_ends_with_the_process_that_started_it_even_killed_outright():
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from shared.pipeline.meta import running
+
+    owner = subprocess.Popen([sys.executable, "-c", "import time\nfrom producers.redis_server import EmbeddedRedis\n"
+                              "print(EmbeddedRedis().start().process.pid, flush=True)\ntime.sleep(120)"],
+                             stdout=subprocess.PIPE, text=True)
+    server = None
+    try:
+        server = int(owner.stdout.readline())
+        assert running(server)
+        owner.kill()  # SIGKILL: the owner cannot stop its server itself
+        owner.wait(10)
+        deadline = time.monotonic() + 10
+        while running(server) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not running(server), "the server outlived the process that started it"
+    finally:
+        owner.kill()
+        owner.wait(10)
+        if server is not None and running(server):
+            os.kill(server, signal.SIGKILL)

@@ -44,7 +44,7 @@ def resume(job: str, settings: Settings) -> list[str]:
 
     url, client = connect(settings.redis_url)
     pipe = Pipeline(client)
-    pipe.progress(job)  # a job id Redis never held is the user's mistake, not a job lost while it ran
+    pipe.counts(job)  # a job id Redis never held is the user's mistake, not a job lost while it ran
     in_flight = pipe.in_flight()
     messages = redrive(pipe, app, job)
     lines = [f"job {job}: {len(messages)} unfinished unit(s) re-sent"

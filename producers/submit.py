@@ -44,17 +44,15 @@ def followed(job: str) -> Iterator[None]:
         raise vanished(job) from None
 
 
-def warn_if_no_worker(client: redis.Redis, job: str) -> bool:
-    """Warn at once (on the ``waveshield`` logger) when no worker is alive to take ``job``'s messages; say if so.
+def warn_if_no_worker(client: redis.Redis, job: str) -> None:
+    """Warn at once (on the ``waveshield`` logger) when no worker is alive to take ``job``'s messages.
 
     Without it a producer would wait out ``WAVESHIELD_STALL_TIMEOUT`` before
     saying so. It only warns: the job goes on as soon as workers start.
     Workers are known by their heartbeats (:func:`shared.pipeline.orphans.census`).
     """
-    if any(c["workers"] for c in orphans.census(client).values()):
-        return False
-    log.warning("job %s waits: %s (it goes on when they come)", job, NO_WORKER)
-    return True
+    if not any(c["workers"] for c in orphans.census(client).values()):
+        log.warning("job %s waits: %s (it goes on when they come)", job, NO_WORKER)
 
 
 def queue_lengths(client: redis.Redis) -> dict[str, int]:

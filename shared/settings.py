@@ -34,6 +34,7 @@ class Settings:
     task_time_limit_s: int  # WAVESHIELD_TASK_TIME_LIMIT: hard limit of one task (soft = 90 %)
     max_deliveries: int  # WAVESHIELD_MAX_DELIVERIES: a task redelivered more often is dropped as an error
     in_flight_mib: int  # WAVESHIELD_IN_FLIGHT_MIB: the blob MiB one job's unfinished batches may hold in Redis at most
+    redis_maxmemory_mib: int  # WAVESHIELD_REDIS_MAXMEMORY: maxmemory (noeviction) of the Redis `up` and `demo` start
     torch_threads: int | None  # WAVESHIELD_TORCH_THREADS: CPU threads of one worker process; None = torch's default
     redis_retry_s: int  # WAVESHIELD_REDIS_RETRY: seconds a lost Redis connection is retried before giving up
     stall_timeout_s: int  # WAVESHIELD_STALL_TIMEOUT: a followed job that makes no progress this long is given up on
@@ -161,6 +162,7 @@ def load(environ: dict | None = None) -> Settings:
         task_time_limit_s=task_time_limit_s,
         max_deliveries=number("WAVESHIELD_MAX_DELIVERIES", 5),
         in_flight_mib=number("WAVESHIELD_IN_FLIGHT_MIB", 64),
+        redis_maxmemory_mib=number("WAVESHIELD_REDIS_MAXMEMORY", 1024),
         torch_threads=number("WAVESHIELD_TORCH_THREADS", 1) if env.get("WAVESHIELD_TORCH_THREADS") else None,
         redis_retry_s=number("WAVESHIELD_REDIS_RETRY", 60),
         stall_timeout_s=number("WAVESHIELD_STALL_TIMEOUT", 600),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import logging
 
 import redis
 from celery.exceptions import Reject
@@ -12,8 +13,11 @@ from shared.dwt import defences
 from shared.models.store import ModelStore
 from shared.pipeline import TASK_QUEUES, Pipeline
 from shared.pipeline.keys import task_name
+from shared.pipeline.meta import JobNotFound
 from shared.pipeline.orphans import Lease
-from shared.store.client import CONNECTION_ERRORS, connect
+from shared.store.client import CONNECTION_ERRORS, RedisFull, connect, while_full
+
+log = logging.getLogger("waveshield.worker")
 
 
 def broker_url() -> str:
@@ -46,15 +50,39 @@ def quick_client() -> redis.Redis:
 
 
 def run_stage(task, stage: str, **kwargs) -> None:
-    """Run one stage for a task under its lease, send the messages it returns; give up after too many deliveries."""
+    """Run one stage for a task under its lease, send the messages it returns; give up after too many deliveries.
+
+    A stage whose writes a full Redis refuses runs again (it is idempotent)
+    until there is room; after ``WAVESHIELD_STALL_TIMEOUT`` its message goes
+    back unacknowledged. A message of a job that is gone is dropped.
+    """
     pipe = pipeline()
+    cfg = settings.load()
+
+    def when_room(do):
+        return while_full(do, pipe.redis, give_up_s=cfg.stall_timeout_s,
+                          say=lambda line: log.warning("%s %s: %s", stage, kwargs, line))
+
     try:
         with Lease(pipe.redis, task.request.id, renew_client=quick_client()):  # while it runs, no sweep hands its message out again
-            if pipe.deliveries(task.request.id) > settings.load().max_deliveries:
-                pipe.record_error(kwargs["job"], f"{stage} {kwargs}", "dropped after too many redeliveries")
+            if when_room(lambda: pipe.deliveries(task.request.id)) > cfg.max_deliveries:
+                when_room(lambda: pipe.record_error(kwargs["job"], f"{stage} {kwargs}",
+                                                    "dropped after too many redeliveries"))
                 return
-            messages = getattr(pipe, stage)(**kwargs)
+            messages = when_room(lambda: getattr(pipe, stage)(**kwargs))
     except CONNECTION_ERRORS as exc:  # Redis gone for longer than the retry window: hand the task back
         raise Reject(f"Redis unreachable: {exc}", requeue=True) from exc
-    for name, message in messages if isinstance(messages, list) else []:
-        task.app.send_task(task_name(name), kwargs=message, queue=TASK_QUEUES[name])
+    except (RedisFull, redis.exceptions.OutOfMemoryError) as exc:  # no room: not acknowledged, so not lost
+        raise Reject(str(exc), requeue=True) from exc
+    except JobNotFound as exc:  # finished and forgotten, or lost with a Redis that kept nothing: nothing to do
+        log.info("%s %s: %s; message dropped", stage, kwargs, exc)
+        return
+
+    def send() -> None:  # sent again whole if a full Redis refuses one: a duplicate message changes nothing
+        for name, message in messages if isinstance(messages, list) else []:
+            task.app.send_task(task_name(name), kwargs=message, queue=TASK_QUEUES[name])
+
+    try:
+        when_room(send)
+    except RedisFull as exc:
+        raise Reject(str(exc), requeue=True) from exc

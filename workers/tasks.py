@@ -15,8 +15,9 @@ from .runtime import run_stage
 
 
 def _worker_arguments(stage: str) -> dict:
-    # The collector's own output directory: it is a corpus's single writer.
-    return {"output_dir": settings.load().output_dir} if stage == "corpus_collect" else {}
+    # The collector's own output directory: it is a corpus's single writer, and writes the records of a
+    # screening job nobody follows (shared/pipeline/durable.py).
+    return {"output_dir": settings.load().output_dir} if stage in ("corpus_collect", "screen_collect") else {}
 
 
 def _task(stage: str):

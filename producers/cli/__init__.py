@@ -27,7 +27,9 @@ class _Group(click.Group):
         from redis.exceptions import TimeoutError as RedisTimeoutError
 
         from producers.submit import JobFailed
+        from shared.pipeline.durable import RecordsElsewhere
         from shared.pipeline.meta import JobNotFound
+        from shared.store.client import RedisFull
 
         try:
             return super().invoke(ctx)
@@ -42,7 +44,7 @@ class _Group(click.Group):
             window = settings_mod.load().redis_retry_s
             click.echo(f"error: lost Redis for more than {window} s (WAVESHIELD_REDIS_RETRY): {exc}", err=True)
             sys.exit(1)
-        except JobFailed as exc:
+        except (JobFailed, RecordsElsewhere, RedisFull) as exc:
             click.echo(f"error: {exc}", err=True)
             sys.exit(1)
 

@@ -33,6 +33,7 @@ from shared.pipeline.inflight import batches_allowed, screen_batch_bytes
 from shared.pipeline.meta import JobNotFound, running
 from shared.screening import verdicts
 from shared.settings import Settings
+from shared.store.client import wait_for_room, while_full
 
 log = logging.getLogger("waveshield")
 
@@ -115,9 +116,15 @@ def enqueue(client: redis.Redis, app, job: str, chunks: Iterable[Chunk], setting
         batch_bytes = screen_batch_bytes(plan, len(chunk.ids), chunk.images.itemsize)
         throttle.allowed = batches_allowed(batch_bytes, settings.in_flight_mib)
         throttle.wait_for_room(1)
+        # Redis's own limit (maxmemory, noeviction) holds every job's data: wait for room there too, and ride
+        # out a write it refuses all the same (adding a chunk again is safe until it is counted).
+        wait_for_room(client, batch_bytes, say=log.warning, give_up_s=settings.stall_timeout_s, on_wait=beat)
         errors = [verdicts.error_record(e.id, e.reason) for e in chunk.errors]
         with followed(job):
-            send(app, pipe.add_screen_chunk(job, chunk.index, chunk.ids, chunk.images, errors, chunk.error_at))
+            messages = while_full(lambda: pipe.add_screen_chunk(job, chunk.index, chunk.ids, chunk.images, errors,
+                                                                chunk.error_at),
+                                  client, say=log.warning, give_up_s=settings.stall_timeout_s)
+            while_full(lambda: send(app, messages), client, say=log.warning, give_up_s=settings.stall_timeout_s)
         beat(now=True)
     pipe.seal_screen_job(job)
     pipe.clear_producer(job)

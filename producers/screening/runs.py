@@ -103,8 +103,7 @@ def follow(client, job: str, paths, out: Path, settings: Settings, batch_size: i
     from workers.app import app
 
     pipe = Pipeline(client)
-    with screen_mod.RecordWriter(out, pipe.plan(job).get("calibration")) as writer:
-        records = screen_mod.JobRecords(pipe, job, writer)
+    with screen_mod.JobRecords(pipe, job, out, pipe.plan(job).get("calibration")) as records:
 
         def progress(state):
             records.drain()
@@ -113,8 +112,7 @@ def follow(client, job: str, paths, out: Path, settings: Settings, batch_size: i
         ingest.ingest(client, app, job, list(paths), settings, batch_size, on_progress=progress)
         wait_job(client, job, progress, stall_timeout_s=settings.stall_timeout_s, app=app,
                  redrive_after_s=settings.redrive_after_s)
-        records.finish()
-        return writer.close()
+        return records.close()
 
 
 def fetch_results(redis_url: str | None, job: str, out: Path | None, settings: Settings) -> tuple[dict, Path, str]:
@@ -186,14 +184,24 @@ def _local_batches(settings: Settings, batch_size: int, chosen: dict):
 def _worker_batches(settings: Settings, batch_size: int, mode: str, chosen: dict):
     from producers.stack import connect
     from producers.submit import wait as wait_job
-    from shared.pipeline import Pipeline
+    from shared.pipeline import Pipeline, durable
     from workers.app import app
 
     _, client = connect(settings.redis_url, or_local=True)
+    pipe, me = Pipeline(client), durable.who("watch")
 
     def screen_batch(image_set):
-        job = screen_mod.submit_screen(client, app, image_set, settings, batch_size, mode=mode, chosen=chosen)
-        wait_job(client, job, poll_s=0.1, stall_timeout_s=settings.stall_timeout_s, app=app,
+        # A job a batch, whose records this watch reads: it holds the job's writer lease throughout (so the
+        # collector leaves them in Redis), and the job is forgotten once they are read: Redis keeps nothing
+        # of a watch's finished batches, however long it runs.
+        def renew(state):
+            durable.RecordMover(pipe, state["job"], me).renew()
+
+        job = screen_mod.submit_screen(client, app, image_set, settings, batch_size, mode=mode, chosen=chosen,
+                                       writer=me, on_progress=renew)
+        wait_job(client, job, renew, poll_s=0.1, stall_timeout_s=settings.stall_timeout_s, app=app,
                  redrive_after_s=settings.redrive_after_s)
-        return Pipeline(client).screen_records(job)
+        found = pipe.screen_records(job)
+        pipe.forget_job(job)
+        return found
     return screen_batch

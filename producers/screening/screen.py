@@ -5,6 +5,8 @@ from __future__ import annotations
 import csv
 import functools
 import json
+import logging
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,6 +17,8 @@ from shared.models.store import ModelStore
 from shared.screening import config as screening_config
 from shared.screening import detector, verdicts
 from shared.settings import Settings, resolve_device
+
+log = logging.getLogger("waveshield")
 
 # Nothing here imports torch at import time: a producer reads, enqueues and writes records without it,
 # and only screening in this process (screen_chunks) loads the models.
@@ -79,11 +83,15 @@ def screen_local(image_set: ImageSet, settings: Settings, batch_size: int = 256,
 
 
 def submit_screen(client, app, image_set: ImageSet, settings: Settings, batch_size: int = 256, *,
-                  mode: str = "staged", source: str | None = None, chosen: dict | None = None) -> str:
+                  mode: str = "staged", source: str | None = None, chosen: dict | None = None,
+                  writer: str | None = None, on_progress=None) -> str:
     """Put an in-memory set on the queues as a screening job (with backpressure); return its id.
 
     ``source``: as for :func:`screening_settings`; ``chosen``: its result,
-    when the caller has it (a watch submits a job per batch).
+    when the caller has it (a watch submits a job per batch). ``writer``:
+    the process that will read its records takes the job's writer lease
+    (:func:`shared.pipeline.durable.who`), so that the collector leaves them
+    in Redis for it; ``on_progress`` as for :func:`producers.screening.ingest.enqueue`.
     """
     from producers.screening.ingest import chunks_of, enqueue
     from shared.pipeline import Pipeline
@@ -91,8 +99,8 @@ def submit_screen(client, app, image_set: ImageSet, settings: Settings, batch_si
     chosen = chosen or screening_settings(settings, source)
     if mode not in RUN_MODES:
         raise ValueError(f"unknown mode {mode!r}; valid: {', '.join(RUN_MODES)}")
-    job = Pipeline(client).open_screen_job({**chosen, "mode": mode}, CIFAR10_CLASSES)
-    enqueue(client, app, job, chunks_of(image_set, batch_size), settings)
+    job = Pipeline(client).open_screen_job({**chosen, "mode": mode}, CIFAR10_CLASSES, writer=writer)
+    enqueue(client, app, job, chunks_of(image_set, batch_size), settings, on_progress=on_progress)
     return job
 
 
@@ -106,9 +114,9 @@ class RecordWriter:
 
     def __init__(self, out: Path, calibration: dict | None = None):
         out.mkdir(parents=True, exist_ok=True)
-        self.out = out
+        self.out, self.path = out, out / "records.jsonl"
         self.tally = verdicts.Tally(calibration)
-        self._jsonl = open(out / "records.jsonl", "w")
+        self._jsonl = open(self.path, "w")
         self._csv_file = open(out / "records.csv", "w", newline="")
         self._csv = csv.DictWriter(self._csv_file, fieldnames=verdicts.RECORD_FIELDS)
         self._csv.writeheader()
@@ -120,6 +128,18 @@ class RecordWriter:
         self._jsonl.flush()
         self._csv_file.flush()
         self.tally.add(records)
+
+    def sync(self) -> int:
+        """Put what is written on disk (a job's records then leave Redis); return records.jsonl's length."""
+        for file in (self._jsonl, self._csv_file):
+            file.flush()
+            os.fsync(file.fileno())
+        return self._jsonl.tell()
+
+    def discard(self) -> None:
+        """Close the files without a summary (a writer that is replaced)."""
+        self._jsonl.close()
+        self._csv_file.close()
 
     def close(self) -> dict:
         """Close the files, write summary.json and return the summary."""
@@ -155,24 +175,61 @@ def write_outputs(records, out: Path, calibration: dict | None = None) -> dict:
 
 
 class JobRecords:
-    """A screening job's records, appended to a :class:`RecordWriter` chunk by chunk, in order, as batches finish."""
+    """A followed screening job's records, written to ``out`` chunk by chunk, in order, as its batches finish;
+    each chunk leaves Redis once it is on disk (:mod:`shared.pipeline.durable`).
 
-    def __init__(self, pipe, job: str, writer: RecordWriter):
-        self.pipe, self.job, self.writer = pipe, job, writer
-        self.next = 0  # the first chunk not yet written
+    The follower holds the job's writer lease while it follows. If it finds
+    the lease held by another follower, it leaves the writing to that one
+    and copies the records into ``out`` at the end (:meth:`close`). Use as a
+    context manager.
+    """
+
+    def __init__(self, pipe, job: str, out: Path, calibration: dict | None = None, *, role: str = "follower"):
+        from shared.pipeline import durable
+
+        self.pipe, self.job, self.out, self.calibration = pipe, job, out, calibration
+        self.mover = durable.RecordMover(pipe, job, durable.who(role))
+        self.writer: RecordWriter | None = None
+        self.other = self.mover.acquire()
+        if self.other:
+            log.warning("job %s: %s writes its records; %s gets a copy of them when the job is done", job, self.other,
+                        out)
+        else:
+            self._open()
+
+    def _open(self) -> None:
+        """(Re)build the writer with every record written so far (a resumed follower's, or the collector's)."""
+        if self.writer is not None:
+            self.writer.discard()
+        self.writer = None
+        self.writer = self.mover.open(self.out / "records.jsonl", lambda keep: RecordWriter(self.out, self.calibration),
+                                      resumable=False)
 
     def drain(self, _state: dict | None = None) -> int:
         """Write every finished chunk from the next one on, stopping at the first unfinished; return how many."""
-        written = 0
-        while (found := self.pipe.batch_records(self.job, self.next)) is not None:
-            self.writer.write(found)
-            self.next += 1
-            written += 1
-        return written
+        if self.other:
+            return 0
+        if not self.mover.renew():  # away longer than the lease (a suspended laptop): take it back, reread
+            if not self.mover.try_acquire():
+                return 0
+            self._open()
+        return self.mover.drain()
 
-    def finish(self) -> None:
-        """After the job completed: the records a job made from an in-memory set keeps apart (its unreadable items)."""
-        self.drain()
-        errors = self.pipe.set_error_records(self.job)
-        if errors:
-            self.writer.write(errors)
+    def close(self) -> dict:
+        """After the job completed: the last records, then the summary (a copy of the other follower's records)."""
+        if self.other:
+            return write_outputs(self.pipe.iter_screen_records(self.job), self.out, self.calibration)
+        if not self.mover.renew():
+            self.mover.acquire()
+            self._open()
+        self.mover.finish()
+        return self.writer.close()
+
+    def __enter__(self) -> "JobRecords":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.writer is not None and not self.writer._jsonl.closed:
+            self.writer.discard()
+        if not self.other:
+            self.mover.release()

@@ -6,7 +6,7 @@ import json
 import time
 from collections.abc import Callable
 
-from shared.pipeline.keys import KEEP_JOB_S, deliveries_key, job_key
+from shared.pipeline.keys import KEEP_ERRORS, KEEP_JOB_S, deliveries_key, job_key
 from shared.pipeline.meta import JobMeta, JobNotFound
 from shared.pipeline.scripts import (
     _COLLECT,
@@ -75,8 +75,15 @@ class JobStore(JobMeta):
         self._note_fed(keys=[job_key(job, "meta")], args=[batch + 1])
 
     def record_error(self, job: str, where: str, reason: str) -> None:
-        """Note a stage that gave up (bad input, too many redeliveries)."""
-        self.redis.rpush(job_key(job, "errors"), json.dumps({"where": where, "reason": reason, "at": time.time()}))
+        """Note a stage that gave up (bad input, too many redeliveries): the first :data:`KEEP_ERRORS` are kept,
+        the meta's ``errors`` counts them all (so a job that fails at every batch stays a few KiB)."""
+        if not self.redis.exists(job_key(job, "meta")):
+            return  # a late message of a job that is gone: nothing to note it in
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.rpush(job_key(job, "errors"), json.dumps({"where": where, "reason": reason, "at": time.time()}))
+        pipe.ltrim(job_key(job, "errors"), 0, KEEP_ERRORS - 1)
+        pipe.hincrby(job_key(job, "meta"), "errors", 1)
+        pipe.execute()
 
     def progress(self, job: str) -> dict:
         """Cells done and expected, images/s, status, errors."""
@@ -90,7 +97,8 @@ class JobStore(JobMeta):
         errors = [json.loads(e) for e in self.redis.lrange(job_key(job, "errors"), 0, -1)]
         state = {"job": job, "status": meta["status"], "done": done, "expected": expected, "images": int(meta["images"]),
                  "images_per_s": images_done / elapsed if elapsed > 0 else 0.0, "seconds": elapsed, "errors": errors,
-                 "redriven": int(meta.get("redriven", 0)), "ingesting": "ingesting" in meta}
+                 "redriven": int(meta.get("redriven", 0)), "ingesting": "ingesting" in meta,
+                 "errors_total": int(meta.get("errors", len(errors)))}
         if "screened" in meta:  # a screening job: items read (so far), images enqueued and screened
             state.update(read=int(meta["images"]), enqueued=int(meta["enqueued"]), screened=int(meta["screened"]))
         return state

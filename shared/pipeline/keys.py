@@ -26,6 +26,15 @@ def task_name(stage: str) -> str:
 
 KEEP_JOB_S = 7 * 86400  # how long a finished job's counts stay in Redis
 _JOB_KEYS = ("meta", "plan", "cells", "agg", "labels", "ids", "records", "errors", "traffic")
+#: The stage failures a job keeps (``errors``): the first ones, each a line; the meta counts them all.
+KEEP_ERRORS = 100
+#: A screening job's stages whose done-markers are bitmaps (one bit per batch: a few bytes a job).
+SCREEN_STAGES = ("screen_dwt", "screen_classify", "screen_fused")
+#: Every key of a screening job (its blobs aside): what its completion gives the finished job's lifetime
+#: and what forgetting it deletes. ``collected`` is a bitmap of the batches counted (exactly once), ``writer``
+#: the lease of the one process that moves finished records out of Redis (:mod:`shared.pipeline.durable`).
+SCREEN_JOB_PARTS = ("meta", "records", "plan", "ids", "errors", "traffic", "collected",
+                    *(f"done:{stage}" for stage in SCREEN_STAGES))
 
 
 #: Every job's id, scored by when it was created (``status`` lists the newest).
@@ -76,8 +85,18 @@ def corpus_shards_key(corpus_key: str) -> str:
 
 
 def records_key(job: str, batch: int) -> str:
-    """Where a screening batch's records wait for the collector."""
+    """Where a screening batch's records wait for the collector (who deletes them once counted)."""
     return job_key(job, "batch_records", batch)
+
+
+def stage_done_key(job: str, stage: str) -> str:
+    """The bitmap of a screening stage's finished batches (bit ``batch`` set once that batch's stage ran)."""
+    return job_key(job, "done", stage)
+
+
+def writer_key(job: str) -> str:
+    """The lease of the process moving a screening job's finished records to a file (``who`` as its value)."""
+    return job_key(job, "writer")
 
 
 def clean_key(job, batch):

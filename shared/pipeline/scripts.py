@@ -29,13 +29,20 @@ for i = 3, #ARGV, 5 do
   end
 end
 """ + _COMPLETE + "return new"
-# Screening: KEYS meta, records, ...; ARGV finished, keep_s, batch, records JSON, how many records.
+# Screening: KEYS the job's keys (keys.SCREEN_JOB_PARTS: meta, records, plan, ids, errors, traffic, collected,
+# done bitmaps) then the batch's waiting records; ARGV finished, keep_s, batch, records JSON, how many records.
+# The ``collected`` bit says a batch was counted, so a redelivery counts nothing even after its records left
+# Redis; the batch's ids and waiting records are deleted, and a job that is gone (no meta) is not recreated.
 _SCREEN_COLLECT = """
-local new = redis.call('HSETNX', KEYS[2], ARGV[3], ARGV[4])
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+local new = 1 - redis.call('SETBIT', KEYS[7], ARGV[3], 1)
 if new == 1 then
+  redis.call('HSET', KEYS[2], ARGV[3], ARGV[4])
   redis.call('HINCRBY', KEYS[1], 'done', 1)
   redis.call('HINCRBY', KEYS[1], 'screened', ARGV[5])
 end
+redis.call('HDEL', KEYS[4], ARGV[3])
+redis.call('DEL', KEYS[#KEYS])
 """ + _COMPLETE + "return new"
 # Sealing an open screening job (every chunk added): KEYS and the first two ARGV as collecting.
 # Returns 1 if that completed it.

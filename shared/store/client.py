@@ -55,3 +55,87 @@ def connect(url: str, retry_window_s: float = 60.0) -> redis.Redis:
     """A client for ``url`` whose commands retry across ``retry_window_s`` seconds of lost connection."""
     return redis.Redis.from_url(url, retry=RetryWithin(retry_window_s), socket_connect_timeout=5,
                                 health_check_interval=30)
+
+
+class RedisFull(RuntimeError):
+    """Redis stayed full (``maxmemory`` reached under ``noeviction``) for longer than a caller waits."""
+
+
+def is_full(error: BaseException) -> bool:
+    """Whether ``error`` is Redis refusing a write because ``maxmemory`` is reached (its ``OOM`` reply)."""
+    # A refused command inside a script or a transaction comes back as a ResponseError that quotes the reply.
+    return isinstance(error, redis.exceptions.OutOfMemoryError) or (
+        isinstance(error, redis.exceptions.ResponseError) and "OOM command not allowed" in str(error))
+
+
+def memory_use(client: redis.Redis) -> tuple[int, int]:
+    """``(used, limit)`` bytes: Redis's ``used_memory`` and its ``maxmemory`` (0: no limit)."""
+    info = client.info("memory")
+    return int(info["used_memory"]), int(info.get("maxmemory", 0))
+
+
+def full_message(client: redis.Redis) -> str:
+    """``Redis is full (used X of Y MiB)``, as the producers and workers say it while they wait."""
+    try:
+        used, limit = memory_use(client)
+    except redis.exceptions.RedisError:
+        return "Redis is full"
+    return f"Redis is full (used {used / 2 ** 20:.1f} of {limit / 2 ** 20:.1f} MiB)"
+
+
+def has_room(client: redis.Redis, nbytes: int) -> bool:
+    """Whether ``nbytes`` more fit under Redis's ``maxmemory`` (always, without a limit)."""
+    used, limit = memory_use(client)
+    return not limit or used + nbytes <= limit
+
+
+def while_full(do, client: redis.Redis, *, say, give_up_s: float, poll_s: float = 0.5):
+    """``do()``, tried again while Redis refuses its writes as full; ``say(line)`` hears why, every 30 s.
+
+    Raises
+    ------
+    RedisFull
+        If Redis is still full after ``give_up_s`` seconds.
+    """
+    since, said = time.monotonic(), None
+    while True:
+        try:
+            return do()
+        except redis.exceptions.ResponseError as error:
+            if not is_full(error):
+                raise
+        now = time.monotonic()
+        if now - since > give_up_s:
+            raise RedisFull(f"{full_message(client)} for {give_up_s:.0f} s: raise its maxmemory or free it "
+                            "(waveshield status shows the jobs that hold it)")
+        if said is None or now - said >= 30:
+            said = now
+            say(full_message(client) + "; waiting for the workers to free room")
+        time.sleep(poll_s)
+
+
+def wait_for_room(client: redis.Redis, nbytes: int, *, say, give_up_s: float, on_wait=lambda: None,
+                  poll_s: float = 0.5) -> None:
+    """Backpressure on memory: block while ``nbytes`` more would not fit under Redis's ``maxmemory``.
+
+    ``say(line)`` hears why ("Redis is full (used X of Y MiB)") when the wait
+    starts and every 30 s; ``on_wait()`` runs at each poll (a heartbeat).
+
+    Raises
+    ------
+    RedisFull
+        If there is still no room after ``give_up_s`` seconds.
+    """
+    since = said = None
+    while not has_room(client, nbytes):
+        now = time.monotonic()
+        since = since if since is not None else now
+        if now - since > give_up_s:
+            raise RedisFull(f"{full_message(client)} for {give_up_s:.0f} s: raise its maxmemory or free it "
+                            "(waveshield status shows the jobs that hold it)")
+        if said is None or now - said >= 30:
+            said = now
+            say(f"{full_message(client)}; the next batch ({nbytes / 2 ** 20:.1f} MiB) waits for the workers to "
+                "free room")
+        on_wait()
+        time.sleep(poll_s)

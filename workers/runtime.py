@@ -63,13 +63,17 @@ def run_stage(task, stage: str, **kwargs) -> None:
         return while_full(do, pipe.redis, give_up_s=cfg.stall_timeout_s,
                           say=lambda line: log.warning("%s %s: %s", stage, kwargs, line))
 
+    lease = Lease(pipe.redis, task.request.id, renew_client=quick_client())  # while it runs, no sweep hands it out
     try:
-        with Lease(pipe.redis, task.request.id, renew_client=quick_client()):  # while it runs, no sweep hands its message out again
+        when_room(lease.__enter__)
+        try:
             if when_room(lambda: pipe.deliveries(task.request.id)) > cfg.max_deliveries:
                 when_room(lambda: pipe.record_error(kwargs["job"], f"{stage} {kwargs}",
                                                     "dropped after too many redeliveries"))
                 return
             messages = when_room(lambda: getattr(pipe, stage)(**kwargs))
+        finally:
+            lease.__exit__(None, None, None)
     except CONNECTION_ERRORS as exc:  # Redis gone for longer than the retry window: hand the task back
         raise Reject(f"Redis unreachable: {exc}", requeue=True) from exc
     except (RedisFull, redis.exceptions.OutOfMemoryError) as exc:  # no room: not acknowledged, so not lost

@@ -26,6 +26,7 @@ from pathlib import Path
 import redis
 
 from producers.submit import Throttle, followed, send
+from shared import settings as settings_mod
 from shared.images.image_set import CIFAR10_CLASSES, iter_batches
 from shared.images.intake import Chunk, iter_chunks, iter_items, prefetch
 from shared.pipeline import Pipeline
@@ -72,7 +73,9 @@ def start_job(client: redis.Redis, paths: list[str], plan: dict, batch_size: int
     except JobNotFound:
         pass  # never started, or gone with a Redis that lost its data
     inputs = [p if p == "sample" else os.path.abspath(p) for p in map(str, paths)]
-    pipe.open_screen_job({**plan, "intake": {"inputs": inputs, "batch_size": batch_size}}, CIFAR10_CLASSES, job=job)
+    while_full(lambda: pipe.open_screen_job({**plan, "intake": {"inputs": inputs, "batch_size": batch_size}},
+                                            CIFAR10_CLASSES, job=job),
+               client, say=log.warning, give_up_s=settings_mod.load().stall_timeout_s)
     return job, False
 
 
@@ -107,7 +110,10 @@ def enqueue(client: redis.Redis, app, job: str, chunks: Iterable[Chunk], setting
         if not now and time.monotonic() - last["beat"] < 1.0:
             return
         last["beat"] = time.monotonic()
-        pipe.note_producer(job, me)
+        try:
+            pipe.note_producer(job, me)
+        except redis.exceptions.OutOfMemoryError:
+            pass  # a full Redis: the producer is waiting for room, and says so; the next beat notes it
         if on_progress:
             on_progress(pipe.progress(job))
 
@@ -126,7 +132,7 @@ def enqueue(client: redis.Redis, app, job: str, chunks: Iterable[Chunk], setting
                                   client, say=log.warning, give_up_s=settings.stall_timeout_s)
             while_full(lambda: send(app, messages), client, say=log.warning, give_up_s=settings.stall_timeout_s)
         beat(now=True)
-    pipe.seal_screen_job(job)
+    while_full(lambda: pipe.seal_screen_job(job), client, say=log.warning, give_up_s=settings.stall_timeout_s)
     pipe.clear_producer(job)
     return pipe.progress(job)
 

@@ -188,7 +188,12 @@ class JobRecords:
         from shared.pipeline import durable
 
         self.pipe, self.job, self.out, self.calibration = pipe, job, out, calibration
-        self.mover = durable.RecordMover(pipe, job, durable.who(role))
+        from shared import settings
+        from shared.store.client import while_full
+
+        give_up = settings.load().stall_timeout_s
+        self.mover = durable.RecordMover(pipe, job, durable.who(role), lambda do: while_full(
+            do, pipe.redis, say=log.warning, give_up_s=give_up))
         self.writer: RecordWriter | None = None
         self.other = self.mover.acquire()
         if self.other:

@@ -40,22 +40,21 @@ UNFOLLOWED_DIR = "jobs"
 
 # Move chunk ARGV[2] (or 'rebase': only say where the written records now lie; 'errors': the set's unreadable
 # items were written after the chunks): KEYS meta, records, writer; ARGV who, what, file, bytes, host, lease.
-# The meta is written before the records are deleted: a full Redis refuses the first write, and then nothing moved.
+# The records are deleted first: a full Redis (noeviction) refuses only a script's first write, and a delete
+# is never refused, so a move goes through however full Redis is, and frees room.
 _MOVED = """
 if redis.call('GET', KEYS[3]) ~= ARGV[1] then return 0 end
 local written = tonumber(redis.call('HGET', KEYS[1], 'written') or '0')
 local what = ARGV[2]
-if what ~= 'rebase' and what ~= 'errors' then
+if what == 'errors' then
+  redis.call('HDEL', KEYS[2], 'errors')
+elseif what ~= 'rebase' then
   if written ~= tonumber(what) then return 0 end
+  redis.call('HDEL', KEYS[2], what, 'e' .. what)
   written = written + 1
 end
 redis.call('HSET', KEYS[1], 'written', written, 'written_to', ARGV[3], 'written_bytes', ARGV[4],
            'written_host', ARGV[5])
-if what == 'errors' then
-  redis.call('HDEL', KEYS[2], 'errors')
-elseif what ~= 'rebase' then
-  redis.call('HDEL', KEYS[2], what, 'e' .. what)
-end
 redis.call('EXPIRE', KEYS[3], ARGV[6])
 return 1
 """
@@ -159,10 +158,15 @@ class RecordMover:
         The screening job.
     who : str
         This writer (:func:`who`), the lease's value.
+    when_full : callable, optional
+        ``when_full(do)`` runs ``do`` (a write that takes memory: the lease,
+        a rebase) and waits while a full Redis refuses it
+        (:func:`shared.store.client.while_full`); default: once.
     """
 
-    def __init__(self, pipe, job: str, who: str):
+    def __init__(self, pipe, job: str, who: str, when_full: Callable | None = None):
         self.pipe, self.job, self.who = pipe, job, who
+        self.when_full = when_full or (lambda do: do())
         self.redis = pipe.redis
         self._moved = self.redis.register_script(_MOVED)
         self._renew = self.redis.register_script(_RENEW)
@@ -172,7 +176,8 @@ class RecordMover:
     # The lease ---------------------------------------------------------------------------------------------
     def try_acquire(self) -> bool:
         """Take the lease if no one holds it (or this writer does)."""
-        return bool(self.redis.set(writer_key(self.job), self.who, nx=True, ex=LEASE_S)) or self.renew()
+        return bool(self.when_full(lambda: self.redis.set(writer_key(self.job), self.who, nx=True, ex=LEASE_S))
+                    or self.renew())
 
     def acquire(self, wait_s: float = 2 * LEASE_S) -> str | None:
         """Take the lease, waiting while the collector holds it for a moment; return None when taken, else the
@@ -222,7 +227,7 @@ class RecordMover:
         if source is not None:
             for records in read_records(source, 0, written.size):
                 self.sink.write(records)
-        self._note("rebase")
+        self.when_full(lambda: self._note("rebase"))
         if aside is not None:
             aside.unlink()
         return self.sink
@@ -253,7 +258,7 @@ class RecordMover:
         errors = self.pipe.set_error_records(self.job)
         if errors:
             self.sink.write(errors)
-            self._note("errors")
+            self.when_full(lambda: self._note("errors"))
 
 
 def write_unfollowed(pipe, job: str, output_dir) -> int:

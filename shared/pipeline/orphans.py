@@ -82,9 +82,13 @@ class Lease:
     def _renew_until_stopped(self) -> None:
         while not self._stop.wait(self.renew_s):
             try:
-                self.renew_client.set(self.key, 1, px=self.ttl_ms)
+                # PEXPIRE takes no memory, so a full Redis (maxmemory, noeviction) still renews the lease.
+                if not self.renew_client.pexpire(self.key, self.ttl_ms):
+                    self.renew_client.set(self.key, 1, px=self.ttl_ms)
             except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError):
                 pass  # Redis away: the worker cancels this task on the lost connection anyway
+            except redis.exceptions.ResponseError:
+                pass  # full, and the lease had expired: tried again at the next renewal
 
 
 @dataclass(frozen=True)

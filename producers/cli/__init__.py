@@ -24,6 +24,7 @@ _USER_ERRORS = (ValueError, FileNotFoundError, ConnectionError)
 class _Group(click.Group):
     def invoke(self, ctx):
         from redis.exceptions import ConnectionError as RedisConnectionError
+        from redis.exceptions import OutOfMemoryError
         from redis.exceptions import TimeoutError as RedisTimeoutError
 
         from producers.submit import JobFailed
@@ -46,6 +47,10 @@ class _Group(click.Group):
             sys.exit(1)
         except (JobFailed, RecordsElsewhere, RedisFull) as exc:
             click.echo(f"error: {exc}", err=True)
+            sys.exit(1)
+        except OutOfMemoryError as exc:  # a write of a command that does not wait for room (screening does)
+            click.echo(f"error: Redis is full ({exc}): raise its maxmemory (WAVESHIELD_REDIS_MAXMEMORY for the Redis "
+                       "`waveshield up` starts) or free it, and run the command again", err=True)
             sys.exit(1)
 
 

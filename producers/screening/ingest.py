@@ -129,10 +129,12 @@ def enqueue(client: redis.Redis, app, job: str, chunks: Iterable[Chunk], setting
         with followed(job):
             messages = while_full(lambda: pipe.add_screen_chunk(job, chunk.index, chunk.ids, chunk.images, errors,
                                                                 chunk.error_at),
-                                  client, say=log.warning, give_up_s=settings.stall_timeout_s)
-            while_full(lambda: send(app, messages), client, say=log.warning, give_up_s=settings.stall_timeout_s)
+                                  client, say=log.warning, give_up_s=settings.stall_timeout_s, on_wait=beat)
+            while_full(lambda: send(app, messages), client, say=log.warning, give_up_s=settings.stall_timeout_s,
+                       on_wait=beat)
         beat(now=True)
-    while_full(lambda: pipe.seal_screen_job(job), client, say=log.warning, give_up_s=settings.stall_timeout_s)
+    while_full(lambda: pipe.seal_screen_job(job), client, say=log.warning, give_up_s=settings.stall_timeout_s,
+               on_wait=beat)
     pipe.clear_producer(job)
     return pipe.progress(job)
 

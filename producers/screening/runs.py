@@ -195,7 +195,8 @@ def _worker_batches(settings: Settings, batch_size: int, mode: str, chosen: dict
         # collector leaves them in Redis), and the job is forgotten once they are read: Redis keeps nothing
         # of a watch's finished batches, however long it runs.
         def renew(state):
-            durable.RecordMover(pipe, state["job"], me).renew()
+            mover = durable.RecordMover(pipe, state["job"], me)
+            mover.renew() or mover.try_acquire()  # taken back after a pause longer than the lease
 
         job = screen_mod.submit_screen(client, app, image_set, settings, batch_size, mode=mode, chosen=chosen,
                                        writer=me, on_progress=renew)

@@ -7,6 +7,7 @@ import functools
 import json
 import logging
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -185,12 +186,11 @@ class JobRecords:
     """
 
     def __init__(self, pipe, job: str, out: Path, calibration: dict | None = None, *, role: str = "follower"):
-        from shared.pipeline import durable
-
-        self.pipe, self.job, self.out, self.calibration = pipe, job, out, calibration
         from shared import settings
+        from shared.pipeline import durable
         from shared.store.client import while_full
 
+        self.pipe, self.job, self.out, self.calibration = pipe, job, out, calibration
         give_up = settings.load().stall_timeout_s
         self.mover = durable.RecordMover(pipe, job, durable.who(role), lambda do: while_full(
             do, pipe.redis, say=log.warning, give_up_s=give_up))
@@ -200,7 +200,11 @@ class JobRecords:
             log.warning("job %s: %s writes its records; %s gets a copy of them when the job is done", job, self.other,
                         out)
         else:
-            self._open()
+            try:
+                self._open()
+            except BaseException:
+                self.mover.release()
+                raise
 
     def _open(self) -> None:
         """(Re)build the writer with every record written so far (a resumed follower's, or the collector's)."""
@@ -212,21 +216,60 @@ class JobRecords:
 
     def drain(self, _state: dict | None = None) -> int:
         """Write every finished chunk from the next one on, stopping at the first unfinished; return how many."""
+        from shared.pipeline.durable import LeaseLost
+
         if self.other:
             return 0
         if not self.mover.renew():  # away longer than the lease (a suspended laptop): take it back, reread
             if not self.mover.try_acquire():
                 return 0
-            self._open()
+            try:
+                self._open()
+            except LeaseLost:
+                return 0
         return self.mover.drain()
 
     def close(self) -> dict:
         """After the job completed: the last records, then the summary (a copy of the other follower's records)."""
+        from shared.pipeline.durable import LeaseLost
+
+        if not self.other and not self.mover.renew():
+            self.other = self.mover.acquire()
+            if not self.other:
+                try:
+                    self._open()
+                except LeaseLost:
+                    self.other = "another writer"
         if self.other:
+            return self._copy_of_other()
+        self.mover.finish()
+        return self.writer.close()
+
+    def _copy_of_other(self) -> dict:
+        """The records another follower writes, in ``out`` too; the job is complete, so they end up whole.
+
+        Where that follower writes this very ``out``, its files are left to
+        it: this one waits for it to finish and reads its summary (or takes
+        over, if it stopped first).
+        """
+        from shared.pipeline.durable import Written
+        from shared.pipeline.keys import writer_key
+
+        if self.writer is not None:
+            self.writer.discard()
+            self.writer = None
+        theirs = Written.of(self.pipe.redis, self.job).path
+        if not theirs or Path(theirs).absolute() != (self.out / "records.jsonl").absolute():
             return write_outputs(self.pipe.iter_screen_records(self.job), self.out, self.calibration)
-        if not self.mover.renew():
-            self.mover.acquire()
-            self._open()
+        while (self.pipe.redis.get(writer_key(self.job)) or b"").decode() == self.other:
+            time.sleep(0.5)
+        if (self.out / "summary.json").is_file():
+            return json.loads((self.out / "summary.json").read_text())
+        self.other = self.mover.acquire()  # it stopped before the end: finish its work
+        if self.other:
+            raise RuntimeError(f"job {self.job}: {self.other} writes {self.out}; fetch its records with "
+                               f"waveshield results {self.job} --out DIR")
+        self._open()
         self.mover.finish()
         return self.writer.close()
 

@@ -58,6 +58,15 @@ redis.call('HSET', KEYS[1], 'written', written, 'written_to', ARGV[3], 'written_
 redis.call('EXPIRE', KEYS[3], ARGV[6])
 return 1
 """
+# Take the lease (KEYS[1]) for ARGV[1] unless another writer holds it. The delete comes first: a full Redis
+# refuses only a script's first write, and a delete is never refused, so the lease is taken however full it is.
+_ACQUIRE = """
+local holder = redis.call('GET', KEYS[1])
+if holder and holder ~= ARGV[1] then return 0 end
+redis.call('DEL', KEYS[1])
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+return 1
+"""
 _RENEW = """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 return redis.call('EXPIRE', KEYS[1], ARGV[2])
@@ -72,9 +81,13 @@ class RecordsElsewhere(RuntimeError):
     """The records already written lie in a file this process cannot read (another host's, or removed)."""
 
 
+class LeaseLost(RuntimeError):
+    """Another writer took the job's writer lease while this one was opening its file."""
+
+
 def who(role: str) -> str:
-    """This process as a writer: ``ROLE HOST:PID`` (``follower``, ``watch``, ``collector``)."""
-    return f"{role} {socket.gethostname()}:{os.getpid()}"
+    """A writer: ``ROLE HOST:PID #TOKEN`` (``follower``, ``watch``, ``collector``); two in one process differ."""
+    return f"{role} {socket.gethostname()}:{os.getpid()} #{os.urandom(3).hex()}"
 
 
 def unfollowed_path(output_dir, job: str) -> Path:
@@ -169,6 +182,7 @@ class RecordMover:
         self.when_full = when_full or (lambda do: do())
         self.redis = pipe.redis
         self._moved = self.redis.register_script(_MOVED)
+        self._acquire = self.redis.register_script(_ACQUIRE)
         self._renew = self.redis.register_script(_RENEW)
         self._release = self.redis.register_script(_RELEASE)
         self.sink = None
@@ -176,8 +190,7 @@ class RecordMover:
     # The lease ---------------------------------------------------------------------------------------------
     def try_acquire(self) -> bool:
         """Take the lease if no one holds it (or this writer does)."""
-        return bool(self.when_full(lambda: self.redis.set(writer_key(self.job), self.who, nx=True, ex=LEASE_S))
-                    or self.renew())
+        return bool(self._acquire(keys=[writer_key(self.job)], args=[self.who, LEASE_S]))
 
     def acquire(self, wait_s: float = 2 * LEASE_S) -> str | None:
         """Take the lease, waiting while the collector holds it for a moment; return None when taken, else the
@@ -227,7 +240,12 @@ class RecordMover:
         if source is not None:
             for records in read_records(source, 0, written.size):
                 self.sink.write(records)
-        self.when_full(lambda: self._note("rebase"))
+        if not self.when_full(lambda: self._note("rebase")):
+            # The lease went to another writer meanwhile: its file stays as it was, and this one writes nothing.
+            (getattr(self.sink, "discard", None) or self.sink.close)()
+            if aside is not None:
+                os.replace(aside, path)
+            raise LeaseLost(f"job {self.job}: another writer took its records over")
         if aside is not None:
             aside.unlink()
         return self.sink
@@ -301,7 +319,7 @@ def iter_records(pipe, job: str) -> Iterator[list[dict]]:
     chunk, offset, skip = 0, 0, 0  # next chunk; bytes of the file read; records read from Redis the file now has
     while True:
         written = Written.of(pipe.redis, job)
-        if written.size > offset:
+        if written.size > offset or written.chunks > chunk:
             # A new writer's file holds the same lines as the one before it, so the offset carries over.
             for records in read_records(written.source(), offset, written.size):
                 records, skip = records[skip:], max(0, skip - len(records))
@@ -310,7 +328,8 @@ def iter_records(pipe, job: str) -> Iterator[list[dict]]:
             chunk, offset = max(chunk, written.chunks), written.size
         found = pipe.batch_records(job, chunk)
         if found is None:
-            if Written.of(pipe.redis, job).size > offset:
+            now = Written.of(pipe.redis, job)
+            if now.size > offset or now.chunks > chunk:
                 continue  # a writer moved it meanwhile: read it from the file
             break
         yield found
@@ -318,3 +337,10 @@ def iter_records(pipe, job: str) -> Iterator[list[dict]]:
     errors = pipe.set_error_records(job)
     if errors:
         yield errors
+        return
+    written = Written.of(pipe.redis, job)
+    if written.size > offset:  # the unreadable items moved to the file just now
+        for records in read_records(written.source(), offset, written.size):
+            records, skip = records[skip:], max(0, skip - len(records))
+            if records:
+                yield records

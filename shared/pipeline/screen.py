@@ -64,6 +64,10 @@ class ScreenStages(JobStore):
         readable image: its records are complete at once).
         """
         counted = int(self.redis.hget(job_key(job, "meta"), "batches") or -1)
+        if not len(ids) and batch == counted - 1 and not self.redis.getbit(job_key(job, "collected"), batch):
+            # Counted, but a full Redis refused its collection: an empty chunk's records are complete at once.
+            self._collect_screen_records(job, batch, "[]")
+            return []
         if batch != counted:
             raise ValueError(f"job {job}: chunk {batch} added where chunk {counted} is next"
                              + (" (another producer is feeding this job)" if batch < counted else ""))
@@ -92,7 +96,8 @@ class ScreenStages(JobStore):
         pipe = self.redis.pipeline(transaction=True)
         for b, ids in enumerate(batch_ids):
             pipe.hset(job_key(job, "ids"), b, json.dumps(ids))
-        pipe.hset(job_key(job, "records"), "errors", json.dumps(errors))
+        if errors:
+            pipe.hset(job_key(job, "records"), "errors", json.dumps(errors))
         pipe.hset(job_key(job, "meta"), mapping={"expected": len(batch_ids), "batches": len(batch_ids),
                                                  "images": sum(map(len, batch_ids)) + len(errors),
                                                  "enqueued": sum(map(len, batch_ids))})
@@ -169,9 +174,11 @@ class ScreenStages(JobStore):
             x = to_float_nchw(self.blobs.get(clean_key(job, batch), stage="screen_classify"), self.device)
             rec = torch.from_numpy(self.blobs.get(rec_key, stage="screen_classify")).to(self.device)
             self._score_batch(job, batch, plan, x, rec)
-        messages = [("screen_collect", {"job": job, "batch": batch})]
+        messages = self._finish_stage(job, "screen_classify", batch, clean_key(job, batch),
+                                      [("screen_collect", {"job": job, "batch": batch})])
+        # After the stage's bit: run again before it (a full Redis refused the bit), it still finds its input.
         self.blobs.release(rec_key, "screen_classify")
-        return self._finish_stage(job, "screen_classify", batch, clean_key(job, batch), messages)
+        return messages
 
     def screen_collect(self, job: str, batch: int, output_dir=None) -> bool:
         """Count a batch's records into the job exactly once; a sealed job completes with its last batch.
@@ -182,11 +189,14 @@ class ScreenStages(JobStore):
         batch was new.
         """
         found = self.redis.get(records_key(job, batch))
-        if found is None:
-            if self.redis.getbit(job_key(job, "collected"), batch) or not self.redis.exists(job_key(job, "meta")):
-                return False  # a redelivery of a batch already counted, or of a job that is gone
+        if found is not None:
+            new = self._collect_screen_records(job, batch, found)
+        elif self.redis.getbit(job_key(job, "collected"), batch):
+            new = False  # a redelivery of a batch already counted (it may still have records to write, below)
+        elif not self.redis.exists(job_key(job, "meta")):
+            return False  # a message of a job that is gone
+        else:
             raise BlobMissing(f"records of batch {batch} of job {job}")
-        new = self._collect_screen_records(job, batch, found)
         if output_dir is not None:
             from shared.pipeline.durable import write_unfollowed
 

@@ -33,16 +33,18 @@ end
 # done bitmaps) then the batch's waiting records; ARGV finished, keep_s, batch, records JSON, how many records.
 # The ``collected`` bit says a batch was counted, so a redelivery counts nothing even after its records left
 # Redis; the batch's ids and waiting records are deleted, and a job that is gone (no meta) is not recreated.
+# The deletes come first: a full Redis refuses only a script's first write and never a delete, so a batch is
+# counted however full Redis is (its records only move from one key to another).
 _SCREEN_COLLECT = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('HDEL', KEYS[4], ARGV[3])
+redis.call('DEL', KEYS[#KEYS])
 local new = 1 - redis.call('SETBIT', KEYS[7], ARGV[3], 1)
 if new == 1 then
   redis.call('HSET', KEYS[2], ARGV[3], ARGV[4])
   redis.call('HINCRBY', KEYS[1], 'done', 1)
   redis.call('HINCRBY', KEYS[1], 'screened', ARGV[5])
 end
-redis.call('HDEL', KEYS[4], ARGV[3])
-redis.call('DEL', KEYS[#KEYS])
 """ + _COMPLETE + "return new"
 # Sealing an open screening job (every chunk added): KEYS and the first two ARGV as collecting.
 # Returns 1 if that completed it.

@@ -89,8 +89,9 @@ def has_room(client: redis.Redis, nbytes: int) -> bool:
     return not limit or used + nbytes <= limit
 
 
-def while_full(do, client: redis.Redis, *, say, give_up_s: float, poll_s: float = 0.5):
-    """``do()``, tried again while Redis refuses its writes as full; ``say(line)`` hears why, every 30 s.
+def while_full(do, client: redis.Redis, *, say, give_up_s: float, poll_s: float = 0.5, on_wait=lambda: None):
+    """``do()``, tried again while Redis refuses its writes as full; ``say(line)`` hears why, every 30 s,
+    and ``on_wait()`` runs at each poll (a heartbeat, a follower writing records out of Redis).
 
     Raises
     ------
@@ -111,6 +112,7 @@ def while_full(do, client: redis.Redis, *, say, give_up_s: float, poll_s: float 
         if said is None or now - said >= 30:
             said = now
             say(full_message(client) + "; waiting for the workers to free room")
+        on_wait()
         time.sleep(poll_s)
 
 

@@ -128,6 +128,48 @@ def test_a_redelivery_after_the_records_moved_counts_nothing(redis_client, tmp_p
     assert pipe.screen_records(job) == expected
 
 
+def test_a_second_follower_never_touches_the_first_ones_files_and_gets_the_same_records(redis_client, tmp_path):
+    pipe, job, expected = _screen_job(redis_client)
+    pipe.screen_collect(job, 0)
+    first = screen_mod.JobRecords(Pipeline(redis_client), job, tmp_path / "first")
+    first.drain()  # batch 0 on disk, out of Redis
+    same = screen_mod.JobRecords(Pipeline(redis_client), job, tmp_path / "first")  # the command run twice
+    elsewhere = screen_mod.JobRecords(Pipeline(redis_client), job, tmp_path / "elsewhere")
+    assert same.other == elsewhere.other == first.mover.who
+    for b in (1, 2):
+        pipe.screen_collect(job, b)
+        assert same.drain() == elsewhere.drain() == 0
+        first.drain()
+    with first:
+        summary = first.close()
+    with elsewhere:
+        assert elsewhere.close() == summary
+    with same:
+        assert same.close() == summary
+    for out in ("first", "elsewhere"):
+        assert [json.loads(line) for line in open(tmp_path / out / "records.jsonl")] == expected
+    assert summary["images"] == len(expected)
+
+
+def test_a_follower_takes_over_from_the_collector_and_the_collector_from_a_follower(redis_client, tmp_path):
+    pipe, job, expected = _screen_job(redis_client, batches=4)
+    follower = screen_mod.JobRecords(Pipeline(redis_client), job, tmp_path / "out")
+    pipe.screen_collect(job, 0, output_dir=tmp_path / "collector")  # followed: the collector leaves it
+    assert follower.drain() == 1
+    follower.__exit__(None, None, None)  # the follower stops (Ctrl-C)
+    pipe.screen_collect(job, 1, output_dir=tmp_path / "collector")  # nobody follows: the collector writes
+    assert not redis_client.hexists(f"ws:job:{job}:records", 1)
+    collected = durable.unfollowed_path(tmp_path / "collector", job)
+    assert len(collected.read_text().splitlines()) == 8  # batch 0, copied from the follower's file, and batch 1
+    with screen_mod.JobRecords(Pipeline(redis_client), job, tmp_path / "out") as again:  # the command run again
+        for b in (2, 3):
+            pipe.screen_collect(job, b, output_dir=tmp_path / "collector")
+            again.drain()
+        again.close()
+    assert [json.loads(line) for line in open(tmp_path / "out" / "records.jsonl")] == expected
+    assert pipe.screen_records(job) == expected and not redis_client.exists(f"ws:job:{job}:records")
+
+
 def _fill(client) -> list[str]:
     """Fill Redis past its maxmemory, as other jobs' data would; return the keys to delete for room again.
 
@@ -256,7 +298,7 @@ def test_a_stage_whose_result_a_full_redis_refuses_waits_and_is_not_acknowledged
                     sent.append(name)
 
         def run():
-            runtime.run_stage(Task, "screen_collect", job=job, batch=0)
+            runtime.run_stage(Task, "screen_collect", job=job, batch=0, output_dir=tmp_path)
             finished.set()
 
         thread = threading.Thread(target=run, daemon=True)
@@ -266,3 +308,6 @@ def test_a_stage_whose_result_a_full_redis_refuses_waits_and_is_not_acknowledged
         client.delete(*junk)
         assert finished.wait(30)
         assert pipe.progress(job)["status"] == "complete" and pipe.screen_records(job)[0]["id"] == "a"
+        # Nobody follows: the collector wrote the record once there was room, and Redis holds none.
+        assert [json.loads(line)["id"] for line in open(durable.unfollowed_path(tmp_path, job))] == ["a"]
+        assert not client.exists(f"ws:job:{job}:records")

@@ -48,6 +48,22 @@ def test_redis_is_durable_and_never_evicts(services):
     command = " ".join(services["redis"]["command"])
     assert "--maxmemory-policy noeviction" in command and "--appendonly yes" in command
     assert "healthcheck" in services["redis"] and "${REDIS_PASSWORD:?" in command
+    # A limit, so that a full Redis refuses writes (which producers and workers wait out) before the host runs
+    # out of memory; the same variable and default as the Redis `waveshield up` starts.
+    from shared import settings
+
+    default = settings.load({}).redis_maxmemory_mib
+    assert f"--maxmemory ${{WAVESHIELD_REDIS_MAXMEMORY:-{default}}}mb" in command
+
+
+def test_the_bundled_redis_has_the_same_limit_and_never_evicts():
+    import redis as redis_client
+
+    from producers.redis_server import EmbeddedRedis
+
+    with EmbeddedRedis(maxmemory_mib=48) as server:
+        config = redis_client.Redis.from_url(server.url).config_get("maxmemory*")
+    assert config["maxmemory"] == str(48 * 2 ** 20) and config["maxmemory-policy"] == "noeviction"
 
 
 def test_flower_requires_auth_from_environment_and_binds_loopback(services):

@@ -52,5 +52,5 @@ def job_line(job: str, p: dict) -> str:
     items = (f"{p['read']} items read{' so far' if p['ingesting'] else ''}, {p['enqueued']} enqueued, "
              f"{p['screened']} screened" if screening else f"{p['images']} images")
     return (f"job {job}: {p['status']}, {p['done']}/{p['expected']} {'batches' if screening else 'cells'}, "
-            f"{items}, {p['images_per_s']:.1f} images/s, {len(p['errors'])} errors"
+            f"{items}, {p['images_per_s']:.1f} images/s, {p['errors_total']} errors"
             + (f", {p['redriven']} unit(s) re-sent after lost messages" if p["redriven"] else ""))

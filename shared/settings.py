@@ -35,6 +35,7 @@ class Settings:
     max_deliveries: int  # WAVESHIELD_MAX_DELIVERIES: a task redelivered more often is dropped as an error
     in_flight_mib: int  # WAVESHIELD_IN_FLIGHT_MIB: the blob MiB one job's unfinished batches may hold in Redis at most
     redis_maxmemory_mib: int  # WAVESHIELD_REDIS_MAXMEMORY: maxmemory (noeviction) of the Redis `up` and `demo` start
+    keep_errors: int  # WAVESHIELD_KEEP_ERRORS: the stage errors a job keeps in Redis (all are counted)
     torch_threads: int | None  # WAVESHIELD_TORCH_THREADS: CPU threads of one worker process; None = torch's default
     redis_retry_s: int  # WAVESHIELD_REDIS_RETRY: seconds a lost Redis connection is retried before giving up
     stall_timeout_s: int  # WAVESHIELD_STALL_TIMEOUT: a followed job that makes no progress this long is given up on
@@ -163,6 +164,7 @@ def load(environ: dict | None = None) -> Settings:
         max_deliveries=number("WAVESHIELD_MAX_DELIVERIES", 5),
         in_flight_mib=number("WAVESHIELD_IN_FLIGHT_MIB", 64),
         redis_maxmemory_mib=number("WAVESHIELD_REDIS_MAXMEMORY", 1024),
+        keep_errors=number("WAVESHIELD_KEEP_ERRORS", 100),
         torch_threads=number("WAVESHIELD_TORCH_THREADS", 1) if env.get("WAVESHIELD_TORCH_THREADS") else None,
         redis_retry_s=number("WAVESHIELD_REDIS_RETRY", 60),
         stall_timeout_s=number("WAVESHIELD_STALL_TIMEOUT", 600),

@@ -40,7 +40,8 @@ def pipeline() -> Pipeline:
 
     store = ModelStore(cfg.weights_dir, device)
     return Pipeline(client, get_model=store.get, defence_options=lambda name: defences.get(name, cfg.weights_dir),
-                    get_detector=store.detector, device=device, blob_ttl_s=cfg.blob_ttl_s)
+                    get_detector=store.detector, device=device, blob_ttl_s=cfg.blob_ttl_s,
+                    keep_errors=cfg.keep_errors)
 
 
 @functools.lru_cache(maxsize=1)

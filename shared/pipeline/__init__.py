@@ -57,6 +57,8 @@ class Pipeline(EvaluateStages, ScreenStages, CorpusStages, Recovery):
         Where tensors go.
     blob_ttl_s : int
         Lifetime of a blob nobody consumes.
+    keep_errors : int
+        The stage errors a job keeps (``WAVESHIELD_KEEP_ERRORS``); all are counted.
     """
 
 

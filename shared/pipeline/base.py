@@ -26,8 +26,10 @@ class JobStore(JobMeta):
     """
 
     def __init__(self, redis, *, get_model: Callable | None = None, defence_options: Callable | None = None,
-                 get_detector: Callable | None = None, device: str = "cpu", blob_ttl_s: int = 86400):
+                 get_detector: Callable | None = None, device: str = "cpu", blob_ttl_s: int = 86400,
+                 keep_errors: int = KEEP_ERRORS):
         self.redis = redis
+        self.keep_errors = keep_errors
         self.get_detector = get_detector
         self.blobs = BlobStore(redis, blob_ttl_s)
         self.get_model = get_model
@@ -75,13 +77,13 @@ class JobStore(JobMeta):
         self._note_fed(keys=[job_key(job, "meta")], args=[batch + 1])
 
     def record_error(self, job: str, where: str, reason: str) -> None:
-        """Note a stage that gave up (bad input, too many redeliveries): the first :data:`KEEP_ERRORS` are kept,
+        """Note a stage that gave up (bad input, too many redeliveries): the first ``keep_errors`` are kept,
         the meta's ``errors`` counts them all (so a job that fails at every batch stays a few KiB)."""
         if not self.redis.exists(job_key(job, "meta")):
             return  # a late message of a job that is gone: nothing to note it in
         pipe = self.redis.pipeline(transaction=True)
         pipe.rpush(job_key(job, "errors"), json.dumps({"where": where, "reason": reason, "at": time.time()}))
-        pipe.ltrim(job_key(job, "errors"), 0, KEEP_ERRORS - 1)
+        pipe.ltrim(job_key(job, "errors"), 0, self.keep_errors - 1)
         pipe.hincrby(job_key(job, "meta"), "errors", 1)
         pipe.execute()
 

@@ -26,7 +26,7 @@ def task_name(stage: str) -> str:
 
 KEEP_JOB_S = 7 * 86400  # how long a finished job's counts stay in Redis
 _JOB_KEYS = ("meta", "plan", "cells", "agg", "labels", "ids", "records", "errors", "traffic")
-#: The stage failures a job keeps (``errors``): the first ones, each a line; the meta counts them all.
+#: The stage failures a job keeps (``errors``) by default: the first ones; the meta counts them all.
 KEEP_ERRORS = 100
 #: A screening job's stages whose done-markers are bitmaps (one bit per batch: a few bytes a job).
 SCREEN_STAGES = ("screen_dwt", "screen_classify", "screen_fused")

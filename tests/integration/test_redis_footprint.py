@@ -189,6 +189,22 @@ def _fill(client) -> list[str]:
     return keys
 
 
+def test_a_job_failing_at_every_batch_keeps_the_first_errors_and_counts_them_all(redis_client):
+    from shared import settings
+
+    keep = settings.load().keep_errors
+    pipe = Pipeline(redis_client, keep_errors=keep)
+    job = pipe.create_screen_job({"defence": "haar", "threshold": 0.5}, [["a"]], [], ["cat"])
+    for b in range(keep + 50):
+        pipe.record_error(job, f"screen_dwt {b}", "dropped after too many redeliveries")
+    state = pipe.progress(job)
+    assert len(state["errors"]) == keep and state["errors_total"] == keep + 50
+    assert state["errors"][0]["where"] == "screen_dwt 0"
+    pipe.forget_job(job)
+    pipe.record_error(job, "screen_dwt 0", "late")  # a late message of a job that is gone creates nothing
+    assert not list(redis_client.scan_iter(f"ws:job:{job}:*"))
+
+
 class Killed(Exception):
     pass
 

@@ -71,8 +71,10 @@ def prepare_corpus(client, *, data: str, attacks: list[str], name: str, settings
     done = {m.decode() for m in client.smembers(corpus_shards_key(plan["corpus_key"]))}
     shards = list(iter_batches(len(image_set), shard_size))
     todo = [(b, a) for b in range(len(shards)) for a in range(len(specs)) if f"{b}|{a}" not in done]
-    job = Pipeline(client, blob_ttl_s=settings.blob_ttl_s).create_corpus_job(
-        {**plan, "limit": limit}, np.asarray(image_set.labels), [image_set.ids[s] for s in shards], todo)
+    from producers.submit import when_room
+
+    job = when_room(client, settings, lambda: Pipeline(client, blob_ttl_s=settings.blob_ttl_s).create_corpus_job(
+        {**plan, "limit": limit}, np.asarray(image_set.labels), [image_set.ids[s] for s in shards], todo))
     return job, image_set, len(todo), len(shards) * len(specs) - len(todo)
 
 
@@ -106,7 +108,7 @@ def feed_corpus(client, app, job: str, image_set, settings: Settings, on_wait=No
     At most ``WAVESHIELD_IN_FLIGHT_MIB`` of blobs stay unfinished
     (:func:`shared.pipeline.inflight.corpus_batch_bytes`).
     """
-    from producers.submit import Throttle, send
+    from producers.submit import Throttle, store_batch
     from shared.pipeline.inflight import batches_allowed, corpus_batch_bytes
 
     pipe = Pipeline(client, blob_ttl_s=settings.blob_ttl_s)
@@ -122,7 +124,8 @@ def feed_corpus(client, app, job: str, image_set, settings: Settings, on_wait=No
     sent = 0
     for shard in sorted(s for s in pending if s >= first):
         throttle.wait_for_room(len(pending[shard]))
-        send(app, pipe.add_corpus_shard(job, shard, image_set.images[shard * size:(shard + 1) * size], pending[shard]))
+        store_batch(client, app, settings, peak, lambda: pipe.add_corpus_shard(
+            job, shard, image_set.images[shard * size:(shard + 1) * size], pending[shard]), job, on_wait)
         throttle.sent_units(len(pending[shard]))
         sent += 1
     return sent

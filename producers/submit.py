@@ -19,6 +19,7 @@ from shared.pipeline.keys import task_name
 from shared.pipeline.meta import JobNotFound
 from shared.pipeline.recovery import describe
 from shared.settings import Settings
+from shared.store.client import wait_for_room, while_full
 
 log = logging.getLogger("waveshield")
 
@@ -131,7 +132,8 @@ def submit(client: redis.Redis, app, plan: dict, image_set: ImageSet, settings: 
     if image_set.labels is None:
         raise ValueError("evaluation needs labelled images")
     pipe = Pipeline(client, blob_ttl_s=settings.blob_ttl_s)
-    job = pipe.create_job(plan, np.asarray(image_set.labels), data=data, unreadable=len(image_set.errors))
+    job = when_room(client, settings, lambda: pipe.create_job(plan, np.asarray(image_set.labels), data=data,
+                                                              unreadable=len(image_set.errors)), on_wait)
     size = int(plan.get("batch_size", DEFAULT_BATCH_SIZE))
     cells = len(plan["attacks"]) * len(plan["configurations"])
     peak = evaluate_batch_bytes(plan, min(size, len(image_set)), image_set.images.itemsize)
@@ -143,11 +145,31 @@ def submit(client: redis.Redis, app, plan: dict, image_set: ImageSet, settings: 
                         stall_timeout_s=settings.stall_timeout_s)  # no worker: give up in one line, as wait does
     for b, batch in enumerate(iter_batches(len(image_set), size)):
         throttle.wait_for_room(cells)
-        with followed(job):
-            messages = pipe.add_batch(job, b, image_set.images[batch])
-        send(app, messages)
+        store_batch(client, app, settings, peak, lambda: pipe.add_batch(job, b, image_set.images[batch]), job,
+                    on_wait)
         throttle.sent_units(cells)
     return job
+
+
+def when_room(client: redis.Redis, settings: Settings, do: Callable, on_wait: Callable[[], None] | None = None):
+    """``do()``, a producer's write, tried again while a full Redis refuses it (saying so every 30 s)."""
+    return while_full(do, client, say=log.warning, give_up_s=settings.stall_timeout_s, on_wait=on_wait or (lambda: None))
+
+
+def store_batch(client: redis.Redis, app, settings: Settings, peak: int, store: Callable[[], list], job: str,
+                on_wait: Callable[[], None] | None = None) -> None:
+    """Store a batch (``store()`` returns its messages) once its ``peak`` bytes fit under Redis's maxmemory, and
+    send its messages; a write that a full Redis refuses all the same is tried again (storing is idempotent).
+
+    Raises
+    ------
+    shared.store.client.RedisFull
+        If Redis stays full for ``WAVESHIELD_STALL_TIMEOUT``.
+    """
+    wait_for_room(client, peak, say=log.warning, give_up_s=settings.stall_timeout_s, on_wait=on_wait or (lambda: None))
+    with followed(job):
+        messages = when_room(client, settings, store, on_wait)
+    when_room(client, settings, lambda: send(app, messages), on_wait)
 
 
 def wait(client: redis.Redis, job: str, progress: Callable[[dict], None] | None = None, poll_s: float = 0.5,

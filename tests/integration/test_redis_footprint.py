@@ -327,3 +327,34 @@ def test_a_stage_whose_result_a_full_redis_refuses_waits_and_is_not_acknowledged
         # Nobody follows: the collector wrote the record once there was room, and Redis holds none.
         assert [json.loads(line)["id"] for line in open(durable.unfollowed_path(tmp_path, job))] == ["a"]
         assert not client.exists(f"ws:job:{job}:records")
+
+
+def test_an_evaluation_producer_waits_for_room_too(sample, caplog):
+    """Every job kind's producer waits out a full Redis: here an evaluation's, with no worker (nothing frees it)."""
+    from producers.redis_server import EmbeddedRedis
+    from shared.evaluation.plan import paper_plan
+    from workers.app import app, use_broker
+
+    earlier = app.conf.broker_url
+    with EmbeddedRedis(maxmemory_mib=16) as server:
+        client = redis.Redis.from_url(server.url)
+        use_broker(server.url)
+        try:
+            junk = _fill(client)
+            image_set = type(sample)(sample.images[:10], sample.labels[:10], sample.ids[:10])
+            result = {}
+            thread = threading.Thread(target=lambda: result.update(job=producer.submit(
+                client, app, paper_plan(batch_size=10), image_set, load_settings())), daemon=True)
+            with caplog.at_level("WARNING", logger="waveshield"):
+                thread.start()
+                wait_for(lambda: any("Redis is full (used" in r.getMessage() for r in caplog.records), 60,
+                         what="the producer to say Redis is full")
+                time.sleep(1)
+                assert "job" not in result and client.llen("attack") == 0  # waiting, nothing sent
+                client.delete(*junk)
+                thread.join(60)
+            job = result["job"]
+            assert Pipeline(client).batches_fed(job) == 1
+            assert client.llen("attack") == len(paper_plan()["attacks"])  # the batch's messages, each once
+        finally:
+            use_broker(earlier)

@@ -153,7 +153,7 @@ def submit(client: redis.Redis, app, plan: dict, image_set: ImageSet, settings: 
 
 def when_room(client: redis.Redis, settings: Settings, do: Callable, on_wait: Callable[[], None] | None = None):
     """``do()``, a producer's write, tried again while a full Redis refuses it (saying so every 30 s)."""
-    return while_full(do, client, say=log.warning, give_up_s=settings.stall_timeout_s, on_wait=on_wait or (lambda: None))
+    return while_full(do, client, say=log.warning, give_up_s=settings.stall_timeout_s, on_wait=on_wait)
 
 
 def store_batch(client: redis.Redis, app, settings: Settings, peak: int, store: Callable[[], list], job: str,
@@ -166,7 +166,7 @@ def store_batch(client: redis.Redis, app, settings: Settings, peak: int, store: 
     shared.store.client.RedisFull
         If Redis stays full for ``WAVESHIELD_STALL_TIMEOUT``.
     """
-    wait_for_room(client, peak, say=log.warning, give_up_s=settings.stall_timeout_s, on_wait=on_wait or (lambda: None))
+    wait_for_room(client, peak, say=log.warning, give_up_s=settings.stall_timeout_s, on_wait=on_wait)
     with followed(job):
         messages = when_room(client, settings, store, on_wait)
     when_room(client, settings, lambda: send(app, messages), on_wait)

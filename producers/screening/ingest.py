@@ -25,7 +25,7 @@ from pathlib import Path
 
 import redis
 
-from producers.submit import Throttle, followed, send
+from producers.submit import Throttle, followed, store_batch, when_room
 from shared import settings as settings_mod
 from shared.images.image_set import CIFAR10_CLASSES, iter_batches
 from shared.images.intake import Chunk, iter_chunks, iter_items, prefetch
@@ -34,7 +34,6 @@ from shared.pipeline.inflight import batches_allowed, screen_batch_bytes
 from shared.pipeline.meta import JobNotFound, running
 from shared.screening import verdicts
 from shared.settings import Settings
-from shared.store.client import wait_for_room, while_full
 
 log = logging.getLogger("waveshield")
 
@@ -73,9 +72,8 @@ def start_job(client: redis.Redis, paths: list[str], plan: dict, batch_size: int
     except JobNotFound:
         pass  # never started, or gone with a Redis that lost its data
     inputs = [p if p == "sample" else os.path.abspath(p) for p in map(str, paths)]
-    while_full(lambda: pipe.open_screen_job({**plan, "intake": {"inputs": inputs, "batch_size": batch_size}},
-                                            CIFAR10_CLASSES, job=job),
-               client, say=log.warning, give_up_s=settings_mod.load().stall_timeout_s)
+    when_room(client, settings_mod.load(), lambda: pipe.open_screen_job(
+        {**plan, "intake": {"inputs": inputs, "batch_size": batch_size}}, CIFAR10_CLASSES, job=job))
     return job, False
 
 
@@ -122,19 +120,13 @@ def enqueue(client: redis.Redis, app, job: str, chunks: Iterable[Chunk], setting
         batch_bytes = screen_batch_bytes(plan, len(chunk.ids), chunk.images.itemsize)
         throttle.allowed = batches_allowed(batch_bytes, settings.in_flight_mib)
         throttle.wait_for_room(1)
-        # Redis's own limit (maxmemory, noeviction) holds every job's data: wait for room there too, and ride
-        # out a write it refuses all the same (adding a chunk again is safe until it is counted).
-        wait_for_room(client, batch_bytes, say=log.warning, give_up_s=settings.stall_timeout_s, on_wait=beat)
+        # Redis's own limit (maxmemory, noeviction) holds every job's data: wait for room there too (adding a
+        # chunk again is safe until it is counted).
         errors = [verdicts.error_record(e.id, e.reason) for e in chunk.errors]
-        with followed(job):
-            messages = while_full(lambda: pipe.add_screen_chunk(job, chunk.index, chunk.ids, chunk.images, errors,
-                                                                chunk.error_at),
-                                  client, say=log.warning, give_up_s=settings.stall_timeout_s, on_wait=beat)
-            while_full(lambda: send(app, messages), client, say=log.warning, give_up_s=settings.stall_timeout_s,
-                       on_wait=beat)
+        store_batch(client, app, settings, batch_bytes, lambda: pipe.add_screen_chunk(
+            job, chunk.index, chunk.ids, chunk.images, errors, chunk.error_at), job, beat)
         beat(now=True)
-    while_full(lambda: pipe.seal_screen_job(job), client, say=log.warning, give_up_s=settings.stall_timeout_s,
-               on_wait=beat)
+    when_room(client, settings, lambda: pipe.seal_screen_job(job), beat)
     pipe.clear_producer(job)
     return pipe.progress(job)
 

@@ -186,14 +186,13 @@ class JobRecords:
     """
 
     def __init__(self, pipe, job: str, out: Path, calibration: dict | None = None, *, role: str = "follower"):
+        from producers.submit import when_room
         from shared import settings
         from shared.pipeline import durable
-        from shared.store.client import while_full
 
         self.pipe, self.job, self.out, self.calibration = pipe, job, out, calibration
-        give_up = settings.load().stall_timeout_s
-        self.mover = durable.RecordMover(pipe, job, durable.who(role), lambda do: while_full(
-            do, pipe.redis, say=log.warning, give_up_s=give_up))
+        cfg = settings.load()
+        self.mover = durable.RecordMover(pipe, job, durable.who(role), lambda do: when_room(pipe.redis, cfg, do))
         self.writer: RecordWriter | None = None
         self.other = self.mover.acquire()
         if self.other:

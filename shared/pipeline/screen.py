@@ -151,6 +151,7 @@ class ScreenStages(JobStore):
         pipe.execute()
         self.blobs.release(input_key, stage)
         return messages
+
     def screen_dwt(self, job: str, batch: int) -> list:
         """Reconstruct a screening batch with the job's defence."""
         messages = [("screen_classify", {"job": job, "batch": batch})]

@@ -89,7 +89,12 @@ def has_room(client: redis.Redis, nbytes: int) -> bool:
     return not limit or used + nbytes <= limit
 
 
-def while_full(do, client: redis.Redis, *, say, give_up_s: float, poll_s: float = 0.5, on_wait=lambda: None):
+def _still_full(client: redis.Redis, give_up_s: float) -> RedisFull:
+    return RedisFull(f"{full_message(client)} for {give_up_s:.0f} s: raise its maxmemory or free it "
+                     "(waveshield status shows the jobs that hold it)")
+
+
+def while_full(do, client: redis.Redis, *, say, give_up_s: float, poll_s: float = 0.5, on_wait=None):
     """``do()``, tried again while Redis refuses its writes as full; ``say(line)`` hears why, every 30 s,
     and ``on_wait()`` runs at each poll (a heartbeat, a follower writing records out of Redis).
 
@@ -107,16 +112,16 @@ def while_full(do, client: redis.Redis, *, say, give_up_s: float, poll_s: float 
                 raise
         now = time.monotonic()
         if now - since > give_up_s:
-            raise RedisFull(f"{full_message(client)} for {give_up_s:.0f} s: raise its maxmemory or free it "
-                            "(waveshield status shows the jobs that hold it)")
+            raise _still_full(client, give_up_s)
         if said is None or now - said >= 30:
             said = now
             say(full_message(client) + "; waiting for the workers to free room")
-        on_wait()
+        if on_wait:
+            on_wait()
         time.sleep(poll_s)
 
 
-def wait_for_room(client: redis.Redis, nbytes: int, *, say, give_up_s: float, on_wait=lambda: None,
+def wait_for_room(client: redis.Redis, nbytes: int, *, say, give_up_s: float, on_wait=None,
                   poll_s: float = 0.5) -> None:
     """Backpressure on memory: block while ``nbytes`` more would not fit under Redis's ``maxmemory``.
 
@@ -133,11 +138,11 @@ def wait_for_room(client: redis.Redis, nbytes: int, *, say, give_up_s: float, on
         now = time.monotonic()
         since = since if since is not None else now
         if now - since > give_up_s:
-            raise RedisFull(f"{full_message(client)} for {give_up_s:.0f} s: raise its maxmemory or free it "
-                            "(waveshield status shows the jobs that hold it)")
+            raise _still_full(client, give_up_s)
         if said is None or now - said >= 30:
             said = now
             say(f"{full_message(client)}; the next batch ({nbytes / 2 ** 20:.1f} MiB) waits for the workers to "
                 "free room")
-        on_wait()
+        if on_wait:
+            on_wait()
         time.sleep(poll_s)

@@ -16,6 +16,24 @@ REPO = Path(__file__).resolve().parents[2]
 from shared.pipeline import QUEUES  # the tests import it from here
 
 
+class Killed(Exception):
+    """The simulated kill -9."""
+
+
+class DyingRedis(redis.Redis):
+    """A Redis client that stops after ``after`` commands, as its process would on kill -9."""
+
+    def __init__(self, pool, after: int):
+        super().__init__(connection_pool=pool)
+        self.after, self.sent = after, 0
+
+    def execute_command(self, *args, **options):
+        if self.sent >= self.after:
+            raise Killed(args[0])
+        self.sent += 1
+        return super().execute_command(*args, **options)
+
+
 @pytest.fixture()
 def redis_client(redis_url):
     client = redis.Redis.from_url(redis_url)

@@ -10,29 +10,12 @@ import json
 
 import numpy as np
 import pytest
-import redis
 
 from shared.evaluation import corpus as corpus_files
 from shared.evaluation.plan import paper_plan
 from shared.pipeline import Pipeline, records_key
 
-
-class Killed(Exception):
-    """The simulated kill -9."""
-
-
-class DyingRedis(redis.Redis):
-    """A Redis client that stops working after ``after`` commands, as its process would."""
-
-    def __init__(self, pool, after: int):
-        super().__init__(connection_pool=pool)
-        self.after, self.sent = after, 0
-
-    def execute_command(self, *args, **options):
-        if self.sent >= self.after:
-            raise Killed(args[0])
-        self.sent += 1
-        return super().execute_command(*args, **options)
+from .conftest import DyingRedis, Killed
 
 
 def _evaluate_job(client, tmp_path):

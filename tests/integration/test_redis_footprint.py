@@ -17,7 +17,7 @@ from shared.images.load import load_many
 from shared.pipeline import Pipeline, durable
 from shared.settings import load as load_settings
 
-from .conftest import REPO, Workers, wait_for
+from .conftest import REPO, DyingRedis, Killed, Workers, wait_for
 
 WAVESHIELD = [sys.executable, "-m", "producers.cli"]
 
@@ -203,24 +203,6 @@ def test_a_job_failing_at_every_batch_keeps_the_first_errors_and_counts_them_all
     pipe.forget_job(job)
     pipe.record_error(job, "screen_dwt 0", "late")  # a late message of a job that is gone creates nothing
     assert not list(redis_client.scan_iter(f"ws:job:{job}:*"))
-
-
-class Killed(Exception):
-    pass
-
-
-class DyingRedis(redis.Redis):
-    """A client that stops after ``after`` commands, as its process would on kill -9."""
-
-    def __init__(self, pool, after: int):
-        super().__init__(connection_pool=pool)
-        self.after, self.sent = after, 0
-
-    def execute_command(self, *args, **options):
-        if self.sent >= self.after:
-            raise Killed(args[0])
-        self.sent += 1
-        return super().execute_command(*args, **options)
 
 
 def test_a_follower_killed_at_any_point_loses_and_repeats_no_record(redis_client, tmp_path):

@@ -9,8 +9,12 @@ that come with scikit-image:
   arrays; ``canonical-held-png/``: the held-out part again as PNG files;
 - ``{jpeg-q95-444,jpeg-q50,webp-q90}-{fit,held}.zip``: the same pixels
   encoded so (``<class>/<index>.<suffix>``, so labels travel);
-- ``photos-{fit,held}.zip``: 32x32 PNG crops of the photographs, downsampled
-  to several sizes; fit and held-out parts come from different photographs.
+- ``photo-<group>-{fit,held}.zip``: 32x32 PNG crops of each group of
+  photographs (and of tinted textures), downsampled to several sizes, as
+  they are, turned or recoloured (:mod:`shared.images.photo_content`), in
+  each encoding in turn; the two parts hold different crops of the same
+  pictures;
+- ``photos-{fit,held}.zip``: every group's part together.
 
 The canonical images are training images of the mirror's classifiers (their
 JPEG twins), so they measure screening's flags, never classification. The
@@ -27,21 +31,18 @@ import zipfile
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from shared.images import photo_content  # noqa: E402
+from shared.images.encodings import ENCODINGS, SUFFIX, encode  # noqa: E402
 from shared.models.network import CIFAR10_CLASSES  # noqa: E402
-from shared.images.encodings import ENCODINGS, SUFFIX, encode, photo_crops  # noqa: E402
 
 #: The canonical prefix holds 1,017 images of each of the five training batches.
 PER_BATCH = 1017
 FIT_BATCHES = 2
-#: Photographs (scikit-image's data folder), split whole: no crop of a held-out photograph is fitted on.
-FIT_PHOTOS = ("astronaut.png", "coffee.png", "motorcycle_left.png", "motorcycle_right.png", "hubble_deep_field.jpg",
-              "ihc.png")
-HELD_PHOTOS = ("chelsea.png", "rocket.jpg", "retina.jpg")
-#: Crops per photograph and size (:func:`shared.images.encodings.photo_crops`).
-CROPS = 140
+#: Crops per group of photographs and short side, in the fit and the held-out part
+#: (:func:`shared.images.photo_content.content_crops`).
+CROPS = {"fit": 120, "held": 60}
 DATE = (2020, 1, 1, 0, 0, 0)  # reproducible zip bytes
 
 
@@ -51,11 +52,15 @@ def _write_zip(path: Path, files: list[tuple[str, bytes]]) -> None:
             archive.writestr(zipfile.ZipInfo(name, date_time=DATE), data)
 
 
+def _encoded(name: str, crop, encoding: str) -> tuple[str, bytes]:
+    """A crop's file in ``encoding``: its name with that encoding's suffix, and its bytes."""
+    return str(Path(name).with_suffix(SUFFIX[ENCODINGS[encoding]["format"]])), encode(crop, encoding)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--datasets", type=Path, default=Path("../shared/datasets"))
     parser.add_argument("--out", type=Path, default=Path("waveshield-out/sources"))
-    parser.add_argument("--crops", type=int, default=CROPS, help="Crops per photograph and size.")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     with np.load(args.datasets / "cifar10-canonical-prefix" / "train-prefix.npz") as arrays:
@@ -76,12 +81,17 @@ def main() -> None:
     for i, (image, c) in enumerate(zip(*parts["held"][:2])):
         (png / CIFAR10_CLASSES[c]).mkdir(parents=True, exist_ok=True)
         (png / CIFAR10_CLASSES[c] / f"{cut + i:05d}.png").write_bytes(encode(image, "png"))
-    import skimage  # the photographs ship inside scikit-image (a test dependency), read as files
-
-    photos = Path(skimage.__file__).resolve().parent / "data"
-    for part, names, seed in (("fit", FIT_PHOTOS, 0), ("held", HELD_PHOTOS, 1)):
-        crops = photo_crops([photos / n for n in names], seed=seed, per_size=args.crops)
-        _write_zip(args.out / f"photos-{part}.zip", [(name, encode(crop, "png")) for name, crop in crops])
+    for part, per_size in CROPS.items():
+        every = []
+        for i, group in enumerate(photo_content.groups()):
+            # Each group and part draws from a seed of its own: the parts hold different crops.
+            crops = photo_content.content_crops(group, seed=2 * i + (part == "held"), per_size=per_size)
+            # Every encoding in turn, crossed with the variants: photographs reach users as PNG, JPEG and WebP.
+            files = [_encoded(name, crop, list(ENCODINGS)[k // len(photo_content.VARIANTS) % len(ENCODINGS)])
+                     for k, (name, crop) in enumerate(crops)]
+            _write_zip(args.out / f"photo-{group}-{part}.zip", files)
+            every += files
+        _write_zip(args.out / f"photos-{part}.zip", every)
     for path in sorted(args.out.iterdir()):
         size = sum(p.stat().st_size for p in path.rglob("*")) if path.is_dir() else path.stat().st_size
         print(f"{path}  {size // 1024} KiB")

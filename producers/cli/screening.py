@@ -111,7 +111,7 @@ def _report(summary: dict, out: Path, note: str = "") -> None:
     The source check's warning goes to stderr first when it holds.
     """
     check = summary.get("source_check") or {}
-    if check.get("mismatch"):
+    if check.get("warning"):
         click.echo(f"warning: {check['message']}", err=True)
     click.echo(json.dumps(summary, indent=2))
     if note:

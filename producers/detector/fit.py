@@ -17,7 +17,7 @@ import torch
 from producers.detector.report import write_report
 from shared.evaluation import corpus as corpus_files
 from shared.evaluation.plan import ModelPath
-from shared.images import encodings
+from shared.images import coarse
 from shared.images.image_set import quantise
 from shared.images.load import load_images
 from shared.models.checkpoints import sha256_file
@@ -71,7 +71,7 @@ class HeldOut:
     features: dict = field(default_factory=dict)
     measured: dict = field(default_factory=dict)
     pixels: dict = field(default_factory=dict)
-    evens: list = field(default_factory=list)
+    evens: dict = field(default_factory=dict)
 
 
 def run_fit(*, corpora: list[Path], clean: str, n_clean: int, calibration, n_calibration: int, fpr: float,
@@ -136,7 +136,7 @@ def run_fit(*, corpora: list[Path], clean: str, n_clean: int, calibration, n_cal
             "threshold": threshold, "fpr": fpr, "measured_fpr": results[worst]["false_positives"],
             "calibrated_on": {"sources": sets.calibrating, "thresholds": per_source,
                               "rule": "the highest of the sources' thresholds"},
-            "reference": encodings.reference(torch.cat(sets.evens)),
+            "reference": coarse.references(sets.evens),
             "measured_on": {"which": "odd positions", "quantised_to_uint8": True,
                             "images": {n: r["clean_images"] for n, r in results.items()}},
             "per_source": results,
@@ -200,10 +200,10 @@ def _held_out(reader: FeatureReader, held, n_calibration: int, progress) -> Held
         ex = examples(reader, name, x, labels, TRAINED + HELD_OUT,
                       on_attack=lambda a, n=name: progress(f"measuring on {n}: {a}"))
         sets.calibrating[name] = {"data": str(data), "images": len(x[0::2]), "which": "even positions",
-                                  "reference": encodings.reference(x[0::2])}
+                                  "reference": coarse.reference(x[0::2])}
         sets.features[name] = ex.clean[0::2]
         sets.measured[name], sets.pixels[name] = ex.subset(slice(1, None, 2)), x[1::2]
-        sets.evens.append(x[0::2])
+        sets.evens[name] = x[0::2]
     return sets
 
 

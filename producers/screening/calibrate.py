@@ -12,7 +12,7 @@ from shared.dwt import defences
 from shared.evaluation.plan import DEFAULT_BATCH_SIZE as BATCH
 from shared.evaluation.plan import AttackSpec, paper_attacks
 from shared.evaluation.run import defend
-from shared.images import encodings
+from shared.images import coarse
 from shared.images.image_set import iter_batches
 from shared.images.load import load_images
 from shared.models.store import ModelStore
@@ -124,7 +124,7 @@ def run_source_calibration(*, data: str, source: str, n: int, fpr: float, settin
     entry = {"score": plan["score"], "threshold": threshold, "fpr": fpr,
              "measured_fpr": flagged_share(clean, threshold), "detection_of_fooling": detection,
              "calibrated_on": {"data": str(data), "images": len(x), "labels_used": False},
-             "reference": encodings.reference(x)}
+             "reference": coarse.reference(x)}
     if plan["score"] == "detector":
         entry["detector_sha256"] = plan["detector_sha256"]
     screening_config.write(settings.weights_dir,

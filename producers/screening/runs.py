@@ -4,7 +4,6 @@ producer, or watching a folder. Progress and messages reach the caller through c
 from __future__ import annotations
 
 import os
-from collections import deque
 from pathlib import Path
 
 from producers.screening import ingest
@@ -147,21 +146,19 @@ def watch_folder(directory: Path, out: Path, settings: Settings, chosen: dict, *
 
     ``chosen``: the settings of :func:`producers.screening.screen.screening_settings`,
     read once for every batch. ``say`` gets a line at the start and after
-    each batch; ``warn`` the source check's warning when the last 1,000
-    records start to look like a source the calibration never saw.
+    each batch; ``warn`` the source check's warning when the flags of the
+    last :data:`~shared.screening.verdicts.WATCH_WINDOW` records start to
+    run far over the calibrated rate.
     """
     from producers.screening.watch import watch
-    from shared.screening.verdicts import source_check
+    from shared.screening.verdicts import RecentCheck
 
-    recent = deque(maxlen=1000)  # the source check reads the last 1,000 records
-    warned = {"now": False}
+    guard = RecentCheck(chosen["calibration"])
 
     def check(found):
-        recent.extend(found)
-        result = source_check(list(recent), chosen["calibration"])
-        if result["mismatch"] and not warned["now"]:
-            warn(f"warning (last {len(recent)} images): {result['message']}")
-        warned["now"] = result["mismatch"]
+        line = guard.add(found)
+        if line:
+            warn(line)
         return found
 
     screen_batch = (_local_batches(settings, batch_size, chosen) if local

@@ -56,7 +56,7 @@ def screen_chunks(chunks, settings: Settings, chosen: dict) -> Iterator[list[dic
 
     ``chosen``: the settings of :func:`screening_settings`.
     """
-    from shared.images.encodings import colour_roughness
+    from shared.images.coarse import coarse_statistics
 
     store = ModelStore(settings.weights_dir, resolve_device(settings.device))
     options = functools.lru_cache(maxsize=None)(lambda name: defences.get(name, settings.weights_dir))
@@ -66,7 +66,7 @@ def screen_chunks(chunks, settings: Settings, chosen: dict) -> Iterator[list[dic
             x = to_float_nchw(chunk.images, store.device)
             p_raw, p_def, suspicion, signals = verdicts.screen_batch(chosen, x, store.get, options, store.detector)
             found = verdicts.records(chunk.ids, p_raw, p_def, suspicion, chosen["threshold"], CIFAR10_CLASSES,
-                                      signals, colour_roughness(x))
+                                      signals, coarse_statistics(x))
         yield verdicts.in_item_order(found, [verdicts.error_record(e.id, e.reason) for e in chunk.errors],
                                      chunk.error_at)
 
@@ -162,7 +162,7 @@ def write_outputs(records, out: Path, calibration: dict | None = None) -> dict:
     """records.jsonl, records.csv and summary.json in ``out`` from an iterable of records; return the summary.
 
     ``calibration``: the plan's (:func:`shared.screening.config.calibration_for`); the summary names
-    it and says whether the flags look like a source mismatch.
+    it and carries the source check (whether the flags run far over the calibrated rate).
     """
     writer = RecordWriter(out, calibration)
     batch: list[dict] = []

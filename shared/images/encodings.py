@@ -4,8 +4,7 @@ Screening's pixel statistics see the encoding as well as any attack: a
 JPEG with subsampled chroma has smooth colour differences, a PNG of a
 camera's pixels or a render does not. Measuring screening per source
 (``scripts/make_sources.py`` builds them) needs the same images in several
-encodings, and the guard against a source mismatch needs one number per
-image that says how rough its colours are.
+encodings, and one number per image that says how rough its colours are.
 """
 
 from __future__ import annotations
@@ -50,9 +49,9 @@ def colour_roughness(x: torch.Tensor) -> torch.Tensor:
     (red minus green, green minus blue) for the numerator, of the mean of
     the three channels for the denominator. A JPEG or WebP with subsampled
     chroma has smooth colours for its detail (low); canonical pixels,
-    photographs and JPEGs without subsampling do not (higher). Colour noise
-    raises it too, so it tells where a set's images came from only together
-    with the share flagged (:func:`shared.screening.verdicts.source_check`).
+    photographs and JPEGs without subsampling do not (higher). An attack's
+    colour noise raises it too, so it cannot tell an attacked set from a new
+    source; the screening guard reads :mod:`shared.images.coarse` instead.
     """
     if x.ndim != 4 or x.shape[1] != 3:
         raise ValueError(f"colour roughness needs (N, 3, H, W) RGB images, got shape {tuple(x.shape)}")
@@ -64,17 +63,6 @@ def colour_roughness(x: torch.Tensor) -> torch.Tensor:
         return torch.cat([t.diff(dim=-1).abs().flatten(1), t.diff(dim=-2).abs().flatten(1)], 1).mean(1)
 
     return torch.log((mean_step(colour) + 0.5) / (mean_step(luminance) + 0.5))
-
-
-#: Deciles of the colour roughness: what a calibration records of its clean images, for the mismatch guard.
-DECILES = np.linspace(0.1, 0.9, 9)
-
-
-def reference(x: torch.Tensor) -> dict:
-    """What a calibration records of its clean images for the mismatch guard: deciles of their colour roughness."""
-    rough = colour_roughness(x).double().numpy()
-    return {"statistic": "colour_roughness", "deciles": [round(float(q), 6) for q in np.quantile(rough, DECILES)],
-            "images": len(rough)}
 
 
 #: Short sides photographs are downsampled to before :func:`photo_crops` cuts them.

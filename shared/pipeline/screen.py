@@ -124,13 +124,13 @@ class ScreenStages(JobStore):
 
     def _score_batch(self, job: str, batch: int, plan: dict, x, rec=None) -> None:
         """The records of one screening batch (``x`` and ``rec`` tensors), kept for the collector."""
-        from shared.images.encodings import colour_roughness
+        from shared.images.coarse import coarse_statistics
 
         p_raw, p_def, suspicion, signals = verdicts.screen_batch(plan, x, self.get_model, self.defence_options,
                                                                   self.get_detector, reconstructed=rec)
         ids = json.loads(self.redis.hget(job_key(job, "ids"), batch))
         found = verdicts.records(ids, p_raw, p_def, suspicion, plan["threshold"], plan["classes"], signals,
-                                  colour_roughness(x))
+                                  coarse_statistics(x))
         # Until the collector counts them (and deletes this key); a blob's lifetime if it never does.
         self.redis.set(records_key(job, batch), json.dumps(found), ex=self.blobs.ttl_s)
 

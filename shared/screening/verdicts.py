@@ -16,18 +16,22 @@ clean image. Two scores, both 0 to 1, higher = more suspicious:
 An image is flagged above a threshold calibrated on clean images to a stated
 false-positive rate; its record names the signal that raised its score most.
 A calibration may be one source's own (``screening.json``'s ``sources``, :mod:`shared.screening.config`);
-:func:`source_check` says when a job's flags look like a source the
-calibration never saw rather than like attacks.
+:func:`source_check` warns when a job's flags run far over the calibrated
+rate, and says whether images unlike the calibration's or an attack is the
+likelier cause.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
+from collections import deque
 from dataclasses import dataclass
 
 import numpy as np
 
 from shared.evaluation.plan import ModelPath
+from shared.images import coarse
 
 # torch (and the DWT) are imported where a batch is scored: producers read the settings and write records
 # with this module, and start without loading torch.
@@ -109,7 +113,8 @@ class Record:
     flagged: bool | None = None
     error: str | None = None
     signal: str | None = None  # what raised the suspicion most; None when nothing did (a suspicion of 0)
-    colour_roughness: float | None = None  # what the source check reads
+    coarse_contrast: float | None = None  # what the source check compares with the calibration's images
+    coarse_colour: float | None = None
 
     def as_dict(self) -> dict:
         # Flat fields: a plain dict, without dataclasses.asdict's deep copy (once per image screened, on the workers).
@@ -121,17 +126,18 @@ RECORD_FIELDS = tuple(f.name for f in dataclasses.fields(Record))
 
 
 def records(ids: list[str], p_raw, p_def, suspicion, threshold: float, classes, signals=None,
-            roughness=None) -> list[dict]:
+            content: dict | None = None) -> list[dict]:
     """One JSON-ready record per image.
 
     Label and confidence of the defended path, raw label, score, the
     threshold and the flag, the signal that raised the score most (None for
-    a score that rounds to 0: nothing raised it), and the image's colour
-    roughness (:func:`shared.images.encodings.colour_roughness`; what the
-    source check reads).
+    a score that rounds to 0: nothing raised it), and the image's
+    ``content``: its coarse statistics (:func:`shared.images.coarse.coarse_statistics`;
+    what the source check compares).
     """
     conf, label = p_def.max(1)
     raw_label = p_raw.argmax(1)
+    content = {name: values.tolist() for name, values in (content or {}).items()}
     out = []
     for i, item in enumerate(ids):
         rounded = round(float(suspicion[i]), 6)
@@ -139,7 +145,7 @@ def records(ids: list[str], p_raw, p_def, suspicion, threshold: float, classes, 
                           raw_label=classes[int(raw_label[i])], suspicion=rounded, threshold=float(threshold),
                           flagged=bool(suspicion[i] > threshold),
                           signal=signals[i] if signals is not None and rounded > 0 else None,
-                          colour_roughness=round(float(roughness[i]), 4) if roughness is not None else None).as_dict())
+                          **{name: round(values[i], 4) for name, values in content.items()}).as_dict())
     return out
 
 
@@ -199,9 +205,11 @@ class Tally:
         self.calibration = calibration
         self.images = self.flagged = self.errors = 0
         self.labels: dict[str, int] = {}
-        self.deciles = list(((calibration or {}).get("reference") or {}).get("deciles") or [])
-        self.checked = self.checked_flagged = 0  # screened images that carry a colour roughness
-        self.at_or_under = [0] * len(self.deciles)
+        # Source -> statistic -> deciles; none for a calibration of an earlier release (its flags are still checked).
+        self.deciles = coarse.compared((calibration or {}).get("reference"), (calibration or {}).get("name"))
+        self.measured = 0  # screened images whose records carry the coarse statistics
+        self.at_or_under = {source: {name: [0] * len(q) for name, q in deciles.items()}
+                            for source, deciles in self.deciles.items()}
 
     @property
     def screened(self) -> int:
@@ -217,51 +225,149 @@ class Tally:
                 self.errors += 1
                 continue
             self.labels[r["label"]] = self.labels.get(r["label"], 0) + 1
-            if r.get("colour_roughness") is not None:
-                self.checked += 1
-                self.checked_flagged += bool(r["flagged"])
-                for k, q in enumerate(self.deciles):
-                    self.at_or_under[k] += r["colour_roughness"] <= q
+            if self.deciles and all(r.get(name) is not None for name in coarse.NAMES):
+                self.measured += 1
+                for source, deciles in self.deciles.items():
+                    for name, qs in deciles.items():
+                        counts, value = self.at_or_under[source][name], r[name]
+                        for k, q in enumerate(qs):
+                            counts[k] += value <= q
         return self
 
     def summary(self) -> dict:
         """What summary.json holds."""
-        out = {"images": self.images, "screened": sum(self.labels.values()), "flagged": self.flagged,
+        out = {"images": self.images, "screened": self.screened, "flagged": self.flagged,
                "errors": self.errors, "labels": dict(sorted(self.labels.items()))}
         if self.calibration is not None:
             out["calibration"] = {k: self.calibration.get(k) for k in ("name", "threshold", "fpr")}
             out["source_check"] = self.source_check()
         return out
 
+    def distances(self) -> dict[str, dict[str, float]]:
+        """Per source of the calibration and coarse statistic, :func:`decile_distance` of the images counted.
+
+        {} when unknown (no image measured, or a calibration of an earlier release).
+        """
+        if not self.measured:
+            return {}
+        return {source: {name: round(max(abs(n / self.measured - (k + 1) / (len(qs) + 1))
+                                         for k, n in enumerate(self.at_or_under[source][name])), 4)
+                         for name, qs in deciles.items()}
+                for source, deciles in self.deciles.items()}
+
     def source_check(self) -> dict:
         """:func:`source_check` over the records counted so far."""
         calibration = self.calibration or {}
-        fpr = calibration.get("fpr")
-        out = {"images": self.checked, "mismatch": False}
-        if not self.checked or not fpr or not self.deciles:
-            return {**out, "reason": "not checked: the calibration records no rate or no reference statistics"
-                    if self.checked else "not checked: no image screened"}
-        flagged = self.checked_flagged / self.checked
-        distance = max(abs(n / self.checked - (k + 1) / (len(self.deciles) + 1)) for k, n in enumerate(self.at_or_under))
-        out.update(flagged_share=round(flagged, 4), calibrated_rate=fpr, distance=round(distance, 4))
-        if self.checked < CHECK_MIN_IMAGES:
+        fpr, n = calibration.get("fpr"), self.screened
+        out = {"images": n, "warning": False}
+        if not n or not fpr:
+            return {**out, "reason": "not checked: no image screened" if not n
+                    else "not checked: the calibration records no false-positive rate"}
+        share, p_value = self.flagged / n, binomial_tail(self.flagged, n, fpr)
+        distances = self.distances()
+        # The nearest of the calibration's sources: the images are like the calibration's if like any one of them.
+        nearest = min(distances, key=lambda s: max(distances[s].values())) if distances else None
+        out.update(flagged_share=round(share, 4), calibrated_rate=fpr, times_calibrated=round(share / fpr, 2),
+                   p_value=float(f"{p_value:.3g}"), nearest_source=nearest,
+                   distance=distances[nearest] if nearest else {})
+        if n < CHECK_MIN_IMAGES:
             return {**out, "reason": f"not checked: fewer than {CHECK_MIN_IMAGES} images screened"}
-        if flagged >= CHECK_FACTOR * fpr and distance >= CHECK_DISTANCE:
-            out.update(mismatch=True, message=(
-                f"{100 * flagged:.1f} % of these images are flagged, {flagged / fpr:.1f}x the calibrated "
-                f"{100 * fpr:.1f} %, and their colours are unlike those of the images calibration "
-                f"{calibration.get('name')!r} saw: if this set is clean, it comes from a source the screening was not "
-                "calibrated for. Calibrate on up to 1,000 clean images of it: waveshield calibrate --data CLEAN_IMAGES "
-                "--source NAME; then waveshield screen --source NAME ..."))
-        return out
+        if share < CHECK_FACTOR * fpr or p_value >= CHECK_P_VALUE:
+            return {**out, "reason": f"quiet: the share flagged is not {CHECK_FACTOR:g}x the calibrated rate "
+                                     f"at p < {CHECK_P_VALUE:g}"}
+        likelier = (None if not nearest else
+                    "unlike the calibration" if max(distances[nearest].values()) >= CHECK_DISTANCE else "attack")
+        return {**out, "warning": True, "likelier": likelier,
+                "message": _warning(share, fpr, p_value, calibration.get("name"), likelier, nearest)}
 
 
-#: The source check: how many screened images it needs, how far over the calibrated rate the flags must be,
-#: and how far the colour roughness's distribution must be from the calibration's (largest gap between the
-#: two cumulative distributions at the calibration's deciles) before it calls the images unlike.
+def _warning(share: float, fpr: float, p_value: float, name: str | None, likelier: str | None,
+             nearest: str | None) -> str:
+    """The guard's message: the flags, which cause is likelier, and what to run."""
+    head = (f"{100 * share:.1f} % of these images are flagged, {share / fpr:.1f}x the calibrated {100 * fpr:.1f} % "
+            f"(binomial p = {p_value:.2g}). The flags stand. ")
+    calibrate = ("If this set is known to be clean, calibrate on up to 1,000 of its images: waveshield calibrate "
+                 "--data CLEAN_IMAGES --source NAME; then waveshield screen --source NAME ...")
+    seen = f"calibration {name!r}" + (f" (nearest: its source {nearest!r})" if nearest and nearest != name else "")
+    if likelier == "unlike the calibration":
+        why = (f"What these images show is unlike the images {seen} saw (their coarse contrast and colour, which an "
+               "attack of a few grey levels does not move): images unlike the calibration's are likelier than an "
+               "attack. ")
+    elif likelier == "attack":
+        why = (f"What these images show is like the images {seen} saw (their coarse contrast and colour): an attack "
+               "is likelier than images unlike the calibration's; look at the flagged images. The same content "
+               "from another camera or encoder can also raise the flags. ")
+    else:
+        why = (f"Calibration {name!r} records nothing of what its images show (an earlier release made it), so "
+               "nothing says whether an attack or images unlike the calibration's are likelier. ")
+    return head + why + calibrate
+
+
+#: The guard: how many screened images it needs, how far over the calibrated rate the flags must be, and the
+#: binomial test's level, below which so many flags at the calibrated rate would be chance. These alone decide
+#: whether it warns. The distance (largest gap between the cumulative distributions at the calibration's
+#: deciles, of either coarse statistic) from which images are called unlike the calibration's only picks the
+#: wording.
 CHECK_MIN_IMAGES = 200
 CHECK_FACTOR = 3.0
-CHECK_DISTANCE = 0.25
+CHECK_P_VALUE = 0.001
+CHECK_DISTANCE = 0.2
+#: How many of the latest records ``screen --watch`` checks.
+WATCH_WINDOW = 1000
+
+
+class RecentCheck:
+    """The guard over the latest records only, as ``screen --watch`` runs it: a warning when it starts to hold.
+
+    Parameters
+    ----------
+    calibration : dict
+        The plan's calibration (:class:`Tally`).
+    window : int
+        How many of the latest records it reads.
+    """
+
+    def __init__(self, calibration: dict | None, window: int = WATCH_WINDOW):
+        self.calibration, self.recent, self.warning = calibration, deque(maxlen=window), False
+
+    def add(self, records: list[dict]) -> str | None:
+        """Count ``records``; the warning's line when the guard starts to hold with them, else None."""
+        self.recent.extend(records)
+        result = source_check(list(self.recent), self.calibration)
+        started = result["warning"] and not self.warning
+        self.warning = result["warning"]
+        return f"warning (last {len(self.recent)} images): {result['message']}" if started else None
+
+
+def binomial_tail(k: int, n: int, p: float) -> float:
+    """P(X >= k) for X binomial with ``n`` trials of probability ``p``: how likely ``k`` flags are by chance.
+
+    Summed in log space from ``k`` up (or, below the mode, ``1 -`` the sum
+    from ``k - 1`` down), each way along terms that only fall, stopping once
+    they no longer count.
+    """
+    if k <= 0 or p >= 1:
+        return 1.0
+    if k > n or p <= 0:
+        return 0.0
+    log_p, log_q, log_n = math.log(p), math.log1p(-p), math.lgamma(n + 1)
+
+    def log_term(i: int) -> float:
+        return log_n - math.lgamma(i + 1) - math.lgamma(n - i + 1) + i * log_p + (n - i) * log_q
+
+    def falling_sum(start: int, step: int, stop: int) -> float:
+        first, total = log_term(start), 0.0
+        for i in range(start, stop, step):
+            term = math.exp(log_term(i) - first)
+            total += term
+            if term < 1e-17 * total:
+                break
+        return math.exp(first) * total
+
+    mode = math.floor((n + 1) * p)
+    if k > mode:
+        return min(1.0, falling_sum(k, 1, n + 1))
+    return max(0.0, 1.0 - falling_sum(k - 1, -1, -1))
 
 
 def decile_distance(values, deciles) -> float:
@@ -271,13 +377,15 @@ def decile_distance(values, deciles) -> float:
 
 
 def source_check(all_records: list[dict], calibration: dict) -> dict:
-    """Whether the flags may come from a source the calibration never saw, rather than from attacks.
+    """Whether the flags run far over the calibrated rate, and which cause is likelier.
 
-    Holds when at least :data:`CHECK_MIN_IMAGES` images were screened, the
+    Warns when at least :data:`CHECK_MIN_IMAGES` images were screened, the
     share flagged is at least :data:`CHECK_FACTOR` times the calibrated
-    false-positive rate, and the images' colour roughness is distributed
-    unlike the calibration's clean images (:func:`decile_distance` at least
-    :data:`CHECK_DISTANCE`). Attacks roughen colours too, so a mostly
-    attacked set can also trip it; its flags stand either way.
+    false-positive rate, and so many flags at that rate would be chance at
+    p < :data:`CHECK_P_VALUE` (a binomial test). The flags alone decide. The
+    coarse statistics (:mod:`shared.images.coarse`) then say which cause is
+    likelier: images unlike the calibration's (either statistic's
+    :func:`decile_distance` from the calibration's images at least
+    :data:`CHECK_DISTANCE`) or an attack (which does not move them).
     """
     return Tally(calibration).add(all_records).source_check()

@@ -408,7 +408,8 @@ def test_calibrate_a_source_then_screen_picks_it_by_name_and_the_summary_says_wh
     entry = settings["sources"]["photos"]
     assert settings["threshold"] == shipped["threshold"] and settings["score"] == shipped["score"]  # default kept
     assert entry["calibrated_on"] == {"data": str(photo_crops_zip), "images": 100, "labels_used": False}
-    assert entry["measured_fpr"] <= 0.05 and len(entry["reference"]["deciles"]) == 9
+    assert entry["measured_fpr"] <= 0.05 and entry["reference"]["images"] == 100
+    assert all(len(entry["reference"]["statistics"][name]) == 9 for name in ("coarse_contrast", "coarse_colour"))
     assert set(entry["detection_of_fooling"]) == {"fgsm eps=0.01", "bim eps=0.01", "pgd eps=0.01", "deepfool"}
     assert "screen --source photos" in calibrated.stdout
     assert (tmp_path / "cal" / "calibration-photos.md").is_file()
@@ -417,13 +418,15 @@ def test_calibrate_a_source_then_screen_picks_it_by_name_and_the_summary_says_wh
     assert picked.returncode == 0, picked.stderr
     summary = json.loads((tmp_path / "own" / "summary.json").read_text())
     assert summary["calibration"] == {"name": "photos", "threshold": entry["threshold"], "fpr": 0.05}
-    assert summary["source_check"]["images"] == 300 and "distance" in summary["source_check"]
+    check = summary["source_check"]
+    assert check["images"] == 300 and check["nearest_source"] == "photos" and set(check["distance"]) == {
+        "coarse_contrast", "coarse_colour"}
     records = [json.loads(l) for l in (tmp_path / "own" / "records.jsonl").read_text().splitlines()]
     # (suspicion is rounded to 6 decimals in the record; the flag was set before rounding)
     assert all(r["flagged"] == (r["suspicion"] > entry["threshold"]) for r in records
                if abs(r["suspicion"] - entry["threshold"]) > 1e-6)
     assert any(r["flagged"] for r in records) and not all(r["flagged"] for r in records)
-    assert all(isinstance(r["colour_roughness"], float) for r in records)
+    assert all(isinstance(r["coarse_contrast"], float) and r["coarse_colour"] >= 0 for r in records)
 
     default = run(["screen", "sample", "--local", "--out", str(tmp_path / "default")], env)
     assert default.returncode == 0, default.stderr

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from producers.screening.screen import screen_local
-from shared.images import encodings
+from shared.images import encodings, photo_content
 from shared.images.load import load_images
 from shared.models.network import CIFAR10_CLASSES
 from shared.settings import load as load_settings
@@ -103,8 +103,85 @@ def test_the_source_check_speaks_when_a_mirror_only_detector_meets_canonical_pix
         checks[name] = (summary, screened.stderr)
     summary, stderr = checks["canonical PNG files"]
     assert summary["flagged"] / summary["screened"] > 0.3  # the failure the check exists for
-    assert summary["source_check"]["mismatch"] and summary["source_check"]["distance"] >= 0.25
+    check = summary["source_check"]
+    assert check["warning"] and check["times_calibrated"] >= 3 and check["p_value"] < 0.001
     assert "waveshield calibrate --data CLEAN_IMAGES --source NAME" in stderr and "warning" in stderr
+    assert "The flags stand" in stderr
     summary, stderr = checks["mirror"]  # clean images of the calibration's own source: nothing to say
-    assert not summary["source_check"]["mismatch"] and "warning" not in stderr
+    assert not summary["source_check"]["warning"] and "warning" not in stderr
     assert summary["flagged"] / summary["screened"] < 0.15
+
+
+def _png_folder(root: Path, images: np.ndarray) -> Path:
+    root.mkdir(parents=True)
+    for i, image in enumerate(images):
+        (root / f"{i:04d}.png").write_bytes(encodings.encode(image, "png"))
+    return root
+
+
+def _screen(folder: Path, out: Path, env: dict, *extra: str) -> tuple[dict, str]:
+    screened = run(["screen", str(folder), "--local", "--out", str(out), *extra], env)
+    assert screened.returncode == 0, screened.stderr
+    return json.loads((out / "summary.json").read_text()), screened.stderr
+
+
+def test_the_guard_speaks_on_clean_photographs_that_no_fit_saw(workdir, tmp_path):
+    """Crops of scikit-image's grey photographs (no detector fit reads a grey picture), screened with the
+    shipped defaults and with a calibration on mirror images: flagged at 3x the rate or more, the guard warns,
+    and says that images unlike the calibration's are likelier than an attack."""
+    names = ("camera.png", "coins.png")
+    crops = np.stack([c for _, c in encodings.photo_crops([photo_content.data_folder() / n for n in names],
+                                                          seed=11, per_size=30)])
+    folder = _png_folder(tmp_path / "grey", crops)
+    env = {**workdir, "WAVESHIELD_WEIGHTS_DIR": str(REPO / "weights")}
+    calibrations = {"default": ()}
+    own = tmp_path / "weights"
+    shutil.copytree(REPO / "weights", own, ignore=shutil.ignore_patterns("ablation"))
+    calibrated = run(["calibrate", "--source", "mirror", "--data", "sample", "--n", "500", "--out",
+                      str(tmp_path / "cal")], {**env, "WAVESHIELD_WEIGHTS_DIR": str(own)})
+    assert calibrated.returncode == 0, calibrated.stderr
+    calibrations["mirror"] = ("--source", "mirror")
+    warned = {}
+    for name, extra in calibrations.items():
+        summary, stderr = _screen(folder, tmp_path / f"out-{name}", {**env, "WAVESHIELD_WEIGHTS_DIR": str(
+            REPO / "weights" if name == "default" else own)}, *extra)
+        check = summary["source_check"]
+        assert check["images"] == len(crops) == 300
+        warned[name] = check["warning"]
+        # The flags alone decide: a warning exactly where they are 3x the rate and more than chance.
+        assert check["warning"] == (check["times_calibrated"] >= 3 and check["p_value"] < 0.001), check
+        if check["warning"]:
+            assert check["likelier"] == "unlike the calibration", check
+            assert "warning:" in stderr and "unlike the images calibration" in stderr and "The flags stand" in stderr
+    assert warned["mirror"], "a mirror calibration meets grey photographs: at least 3x its rate"
+
+
+def test_the_guard_calls_an_attack_likelier_on_a_mostly_attacked_set_and_is_quiet_on_its_clean_twin(
+        workdir, tmp_path, cifar_test_zip):
+    """Mirror test images no threshold read, attacked with FGSM at eps 0.01 on the shipped standard model and
+    delivered as PNG files; screened with the shipped defaults, as a user would."""
+    import torch
+
+    from shared import attacks
+    from shared.images.image_set import quantise
+    from shared.models.store import ModelStore
+
+    with zipfile.ZipFile(cifar_test_zip) as src:
+        names = [n for c in CIFAR10_CLASSES for n in sorted(m for m in src.namelist()
+                                                           if m.startswith(f"{c}/") and m.endswith(".jpg"))[600:625]]
+    folder = tmp_path / "clean-zip.zip"
+    with zipfile.ZipFile(cifar_test_zip) as src, zipfile.ZipFile(folder, "w") as archive:
+        for name in names:
+            archive.writestr(name, src.read(name))
+    image_set = load_images(folder)
+    x, y = image_set.to_tensor(), torch.from_numpy(image_set.labels)
+    standard = ModelStore(REPO / "weights", "cpu").get("standard")
+    attacked = quantise(attacks.get("fgsm")(standard, x, y, eps=0.01))
+    pixels = (attacked * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    env = {**workdir, "WAVESHIELD_WEIGHTS_DIR": str(REPO / "weights")}
+    summary, stderr = _screen(_png_folder(tmp_path / "attacked", pixels), tmp_path / "out-attacked", env)
+    check = summary["source_check"]
+    assert check["warning"] and check["likelier"] == "attack" and check["images"] == 250, check
+    assert "an attack is likelier" in stderr and "The flags stand" in stderr
+    summary, stderr = _screen(folder, tmp_path / "out-clean", env)
+    assert not summary["source_check"]["warning"] and "warning" not in stderr, summary["source_check"]

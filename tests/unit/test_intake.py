@@ -170,18 +170,22 @@ def test_prefetch_runs_ahead_hands_on_errors_and_stops_when_closed():
 
 def test_the_tally_over_batches_equals_the_summary_of_all_records():
     rng = np.random.default_rng(0)
-    reference = {"deciles": sorted(rng.normal(size=9).tolist())}
+    reference = {"statistics": {"coarse_contrast": sorted(rng.normal(size=9).tolist()),
+                                "coarse_colour": sorted(rng.normal(1.0, size=9).tolist())}}
     calibration = {"name": "default", "threshold": 0.5, "fpr": 0.05, "reference": reference}
     records = [{"id": str(i), "label": ["cat", "dog"][i % 2], "flagged": bool(rng.random() < 0.3), "error": None,
-                "colour_roughness": float(rng.normal(0.5))} for i in range(300)]
+                "coarse_contrast": float(rng.normal(0.5)), "coarse_colour": float(rng.normal(0.5))}
+               for i in range(300)]
     records += [verdicts.error_record("bad", "unreadable")]
     tally = verdicts.Tally(calibration)
     for start in range(0, len(records), 37):
         tally.add(records[start:start + 37])
     assert tally.summary() == verdicts.summary(records, calibration)
     check = tally.summary()["source_check"]
-    oracle = verdicts.decile_distance([r["colour_roughness"] for r in records[:300]], reference["deciles"])
-    assert check["distance"] == round(oracle, 4) and check["images"] == 300
+    for name in ("coarse_contrast", "coarse_colour"):
+        oracle = verdicts.decile_distance([r[name] for r in records[:300]], reference["statistics"][name])
+        assert check["distance"][name] == round(oracle, 4)
+    assert check["images"] == 300 and check["warning"] and check["likelier"] == "unlike the calibration"
     assert check["flagged_share"] == round(sum(r["flagged"] for r in records[:300]) / 300, 4)
 
 
@@ -189,7 +193,8 @@ def test_the_record_writer_streams_and_summarises(tmp_path):
     from producers.screening.screen import RecordWriter
 
     records = [{"id": str(i), "label": "cat", "confidence": 0.9, "raw_label": "cat", "suspicion": 0.1,
-                "threshold": 0.05, "flagged": i == 3, "error": None, "signal": "steps", "colour_roughness": -1.0}
+                "threshold": 0.05, "flagged": i == 3, "error": None, "signal": "steps", "coarse_contrast": 3.0,
+                "coarse_colour": 20.0}
                for i in range(10)]
     with RecordWriter(tmp_path / "out") as writer:
         writer.write(records[:4])

@@ -9,12 +9,11 @@ that come with scikit-image:
   arrays; ``canonical-held-png/``: the held-out part again as PNG files;
 - ``{jpeg-q95-444,jpeg-q50,webp-q90}-{fit,held}.zip``: the same pixels
   encoded so (``<class>/<index>.<suffix>``, so labels travel);
-- ``photo-<group>-{fit,held}.zip``: 32x32 PNG crops of each group of
-  photographs (and of tinted textures), downsampled to several sizes, as
-  they are, turned or recoloured (:mod:`shared.images.photo_content`), in
-  each encoding in turn; the two parts hold different crops of the same
-  pictures;
-- ``photos-{fit,held}.zip``: every group's part together.
+- ``photos-{fit,held}.zip``: 32x32 crops of each group of photographs (and
+  of tinted textures), downsampled to several sizes, as they are, turned or
+  recoloured (:mod:`shared.images.photo_content`), in each encoding in turn,
+  group after group; the two parts hold different crops of the same
+  pictures, and each crop's name starts with its group.
 
 The canonical images are training images of the mirror's classifiers (their
 JPEG twins), so they measure screening's flags, never classification. The
@@ -89,7 +88,6 @@ def main() -> None:
             # Every encoding in turn, crossed with the variants: photographs reach users as PNG, JPEG and WebP.
             files = [_encoded(name, crop, list(ENCODINGS)[k // len(photo_content.VARIANTS) % len(ENCODINGS)])
                      for k, (name, crop) in enumerate(crops)]
-            _write_zip(args.out / f"photo-{group}-{part}.zip", files)
             every += files
         _write_zip(args.out / f"photos-{part}.zip", every)
     for path in sorted(args.out.iterdir()):

@@ -138,8 +138,11 @@ def calibrate(data, n, fpr, source, out):
               help="Pixel statistics the detector reads besides the paths, comma-separated, or 'none'.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Where detector.md and roc.png go [default: $WAVESHIELD_OUTPUT_DIR/detector].")
+@click.option("--cache", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Keep each source's features here: a later fit on the same images and models reuses them "
+                   "and computes only the attacks it lacks [default: none kept].")
 def fit_detector(corpora, fit_sources, n_source, clean, n_clean, calibration, n_calibration, fpr, paths, statistics,
-                 out):
+                 out, cache):
     """Train the learned detector on corpora and sources, calibrate it per source, and make screening use it."""
     from producers.detector.fit import run_fit
 
@@ -149,7 +152,7 @@ def fit_detector(corpora, fit_sources, n_source, clean, n_clean, calibration, n_
     out = out or cfg.output_dir / "detector"
     card = run_fit(corpora=list(corpora), clean=clean, n_clean=n_clean, calibration=list(calibration) or ["sample"],
                    n_calibration=n_calibration, fpr=fpr, settings=cfg, out=out, fit_sources=fit_sources,
-                   n_source=n_source, progress=lambda line: click.echo(line, err=True),
+                   n_source=n_source, progress=lambda line: click.echo(line, err=True), cache=cache,
                    paths=[p.strip() for p in paths.split(",") if p.strip()] if paths else None,
                    statistics=[] if statistics.strip() == "none" else [s.strip() for s in statistics.split(",") if s.strip()])
     click.echo(f"threshold {card['threshold']:.4f}; false positives on held-back clean images: "

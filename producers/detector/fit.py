@@ -24,7 +24,7 @@ from shared.models.checkpoints import sha256_file
 from shared.models.store import ModelStore
 from shared.screening import config as screening_config
 from shared.screening import detector, measures
-from shared.screening.examples import HELD_OUT, TRAINED, FeatureReader, examples, measure, thresholds
+from shared.screening.examples import HELD_OUT, TRAINED, FeatureCache, FeatureReader, examples, measure, thresholds
 from shared.settings import Settings, resolve_device
 from shared.settings import load as load_settings
 
@@ -77,7 +77,7 @@ class HeldOut:
 def run_fit(*, corpora: list[Path], clean: str, n_clean: int, calibration, n_calibration: int, fpr: float,
             settings: Settings, out: Path, hidden: int = 64, epochs: int = 300, paths=None,
             statistics=DEFAULT_STATISTICS, fit_sources=(), n_source: int = 2000,
-            progress=lambda message: None) -> dict:
+            progress=lambda message: None, cache: Path | None = None) -> dict:
     """Train on clean images and fooling attacks of every source, calibrate per source, measure on held-back images.
 
     Parameters
@@ -102,6 +102,10 @@ def run_fit(*, corpora: list[Path], clean: str, n_clean: int, calibration, n_cal
         label screening reports, and :data:`DEFAULT_STATISTICS`).
     progress : callable
         Called with a line of text as each stage starts.
+    cache : Path, optional
+        A folder of :class:`shared.screening.examples.FeatureCache`: each
+        source's features are read from it where a fit on the same images
+        and models left them, and kept there.
 
     Writes ``detector.safetensors`` and its card into the weights directory,
     switches ``screening.json`` to the detector, and writes ``detector.md``
@@ -110,16 +114,17 @@ def run_fit(*, corpora: list[Path], clean: str, n_clean: int, calibration, n_cal
     paths = detector.check_paths(paths or ("standard@raw", reported_path(settings)))
     reading = {"paths": paths, "statistics": detector.check_statistics(statistics)}
     reader = _reader(settings, reading)
+    source_examples = FeatureCache(cache, reader).examples if cache else _uncached(reader)
     held = [parse_source(c) for c in ([calibration] if isinstance(calibration, str) else calibration)]
     extra = [parse_source(s) for s in fit_sources]
     if len({n for n, _ in held}) != len(held) or len({n for n, _ in extra}) != len(extra):
         raise ValueError("each calibration source, and each fit source, needs a name of its own (NAME=DATA)")
-    training = _training_set(reader, corpora, clean, n_clean, extra, n_source, progress)
+    training = _training_set(reader, source_examples, corpora, clean, n_clean, extra, n_source, progress)
     progress("fitting")
     (neg, neg_sources), (pos, pos_sources) = training.stacked(training.negatives), training.stacked(training.positives)
     model = detector.fit(neg, pos, hidden=hidden, epochs=epochs, clean_sources=neg_sources,
                          adversarial_sources=pos_sources)
-    sets = _held_out(reader, held, n_calibration, progress)
+    sets = _held_out(source_examples, held, n_calibration, progress)
     per_source = thresholds(model, sets.features, fpr)
     threshold = max(per_source.values())
     results = {n: measure(model, threshold, ex) for n, ex in sets.measured.items()}
@@ -165,7 +170,14 @@ def _reader(settings: Settings, reading: dict) -> FeatureReader:
     return FeatureReader(store, settings.weights_dir, reading, screened_path)
 
 
-def _training_set(reader: FeatureReader, corpora, clean: str, n_clean: int, extra, n_source: int,
+def _uncached(reader: FeatureReader):
+    """The signature of :meth:`FeatureCache.examples`, computing everything."""
+    def source_examples(name, data, x, labels, attack_list, on_attack):
+        return examples(reader, name, x, labels, attack_list, on_attack=on_attack)
+    return source_examples
+
+
+def _training_set(reader: FeatureReader, source_examples, corpora, clean: str, n_clean: int, extra, n_source: int,
                   progress) -> TrainingSet:
     """The fit's examples: fooling corpus images and ``clean`` (source group 0), then each fit source's own group."""
     training, corpus_records, fitted_sources = TrainingSet(), [], []
@@ -179,7 +191,8 @@ def _training_set(reader: FeatureReader, corpora, clean: str, n_clean: int, extr
     training.negatives.append((0, reader(clean_x)[0]))
     for i, (name, data) in enumerate(extra, start=1):
         x, labels = _load(data, n_source)
-        ex = examples(reader, name, x, labels, TRAINED, on_attack=lambda a, n=name: progress(f"fit source {n}: {a}"))
+        ex = source_examples(name, data, x, labels, TRAINED,
+                             on_attack=lambda a, n=name: progress(f"fit source {n}: {a}"))
         group = 0 if data == clean else i  # the --clean images' own source: one group
         training.negatives.append((group, ex.clean))
         training.positives.append((group, ex.positives()))
@@ -192,13 +205,13 @@ def _training_set(reader: FeatureReader, corpora, clean: str, n_clean: int, extr
     return training
 
 
-def _held_out(reader: FeatureReader, held, n_calibration: int, progress) -> HeldOut:
+def _held_out(source_examples, held, n_calibration: int, progress) -> HeldOut:
     """Each calibration source's examples, split by position: even images calibrate, odd ones measure."""
     sets = HeldOut()
     for name, data in held:
         x, labels = _load(data, n_calibration)
-        ex = examples(reader, name, x, labels, TRAINED + HELD_OUT,
-                      on_attack=lambda a, n=name: progress(f"measuring on {n}: {a}"))
+        ex = source_examples(name, data, x, labels, TRAINED + HELD_OUT,
+                             on_attack=lambda a, n=name: progress(f"measuring on {n}: {a}"))
         sets.calibrating[name] = {"data": str(data), "images": len(x[0::2]), "which": "even positions",
                                   "reference": coarse.reference(x[0::2])}
         sets.features[name] = ex.clean[0::2]

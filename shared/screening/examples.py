@@ -15,14 +15,17 @@ model was right before and is wrong after.
 from __future__ import annotations
 
 import functools
+import hashlib
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 
 from shared import attacks
 from shared.dwt import defences
-from shared.evaluation.plan import EPS_8_255, AttackSpec, paper_attacks
+from shared.evaluation.plan import EPS_8_255, AttackSpec, ModelPath, paper_attacks
 from shared.images.image_set import iter_batches, quantise
 from shared.models.store import ModelStore
 from shared.screening import detector
@@ -123,14 +126,27 @@ def examples(reader: FeatureReader, source: str, x: torch.Tensor, labels: torch.
     ``on_images(key, images)`` with the clean (``clean``) and each attack's
     8-bit images, for a caller who measures more of them.
     """
+    return extended(reader, None, source, x, labels, attack_list, on_attack, on_images)
+
+
+def extended(reader: FeatureReader, known: Examples | None, source: str, x: torch.Tensor, labels: torch.Tensor | None,
+             attack_list, on_attack: Callable[[str], None] = lambda label: None,
+             on_images: Callable[[str, torch.Tensor], None] = lambda key, images: None) -> Examples:
+    """:func:`examples`, computing only what ``known`` (the same images' examples, or None) lacks."""
     before = reader.predict(x)
     truth = before if labels is None else labels
-    clean, clean_labels = reader(x)
-    on_images("clean", x)
-    out = Examples(source, clean, clean_labels, truth, labels is not None)
+    if known is None:
+        clean, clean_labels = reader(x)
+        on_images("clean", x)
+        out = Examples(source, clean, clean_labels, truth, labels is not None)
+    else:
+        out = Examples(source, known.clean, known.clean_labels, known.truth, known.labelled, dict(known.attacked),
+                       dict(known.attacked_labels), dict(known.fooled))
     right = before == truth
     for spec in attack_list:
         key = spec.id
+        if key in out.attacked:
+            continue
         on_attack(key)
         adversarial = reader.attack(spec, x, truth)
         on_images(key, adversarial)
@@ -182,3 +198,61 @@ def from_tensors(source: str, tensors: dict[str, torch.Tensor]) -> Examples:
         elif kind == "fooled":
             ex.fooled[attack] = value.bool()
     return ex
+
+
+class FeatureCache:
+    """Examples kept on disk between fits: a source's images read the same way by the same models are computed once.
+
+    A file per source holds its clean features and those of every attack
+    computed so far (:func:`to_tensors`); an attack it lacks is computed and
+    added. The file's name is a hash of what the features depend on: the
+    data (its resolved path, size and modification time), how many images,
+    what the detector reads, the reported path, the weights of every model
+    read (their sha256) and the defences' settings.
+
+    Parameters
+    ----------
+    folder : path
+        Where the files live.
+    reader : FeatureReader
+        What computes the features.
+    """
+
+    def __init__(self, folder, reader: FeatureReader):
+        self.folder, self.reader = Path(folder), reader
+
+    def key(self, data: str, n: int) -> str:
+        """The hash that names the file of ``data``'s first ``n`` images (as many as were read)."""
+        path = Path(data).resolve()
+        stat = path.stat() if path.exists() else None
+        models = sorted({ModelPath.named(p).model for p in self.reader.reading["paths"]} | {"standard"})
+        defences = sorted({d for d in (ModelPath.named(p).defence for p in self.reader.reading["paths"]) if d})
+        what = {"data": str(path), "size": stat.st_size if stat else None, "mtime_ns": stat.st_mtime_ns if stat else None,
+                "n": n, "reading": {k: list(v) for k, v in self.reader.reading.items()},
+                "reported_path": self.reader.reported_path,
+                "models": {m: self.reader.store.card(m)["sha256"] for m in models},
+                "defences": {d: repr(self.reader.options(d)) for d in defences}}
+        return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:32]
+
+    def examples(self, source: str, data: str, x: torch.Tensor, labels: torch.Tensor | None, attack_list,
+                 on_attack: Callable[[str], None] = lambda label: None) -> Examples:
+        """:func:`examples` of ``x``, the first images of ``data``, from the file where it has them."""
+        from safetensors.torch import load_file, save_file
+
+        file = self.folder / f"{self.key(data, len(x))}.safetensors"
+        known = from_tensors(source, load_file(str(file))) if file.is_file() else None
+        out = extended(self.reader, known, source, x, labels, attack_list, on_attack)
+        if known is None or set(out.attacked) != set(known.attacked):
+            self.folder.mkdir(parents=True, exist_ok=True)
+            partial = file.with_suffix(".partial")
+            save_file(to_tensors(out), str(partial))
+            partial.replace(file)  # whole or absent: a fit stopped mid-write leaves no torn file
+        return only(out, attack_list)
+
+
+def only(ex: Examples, attack_list) -> Examples:
+    """``ex`` with the attacks of ``attack_list`` alone, in its order (a cached file may hold more)."""
+    keys = [spec.id for spec in attack_list]
+    return Examples(ex.source, ex.clean, ex.clean_labels, ex.truth, ex.labelled,
+                    {k: ex.attacked[k] for k in keys}, {k: ex.attacked_labels[k] for k in keys},
+                    {k: ex.fooled[k] for k in keys})

@@ -324,3 +324,31 @@ def test_every_name_the_package_lists_resolves_and_the_card_facts_need_no_torch(
               "print('torch' in sys.modules, len(PATHS))")
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0 and out.stdout.split() == ["False", "5"], out.stderr
+
+
+def test_the_feature_cache_computes_each_attack_once_and_gives_what_a_fit_without_it_gives(tmp_path, sample):
+    from shared.evaluation.plan import AttackSpec
+    from shared.screening import examples as ss
+
+    store = ModelStore(WEIGHTS, "cpu")
+    reader = ss.FeatureReader(store, WEIGHTS, {"paths": ("standard@raw", "haar@haar"), "statistics": ("steps",)},
+                              "haar@haar")
+    x, y = sample.to_tensor()[:24], torch.from_numpy(sample.labels[:24])
+    fgsm, bim = AttackSpec.named("fgsm", eps=0.01), AttackSpec.named("bim", eps=0.01)
+    cache = ss.FeatureCache(tmp_path / "features", reader)
+    ran = []
+    first = cache.examples("sample", "sample", x, y, [fgsm], on_attack=ran.append)
+    second = cache.examples("sample", "sample", x, y, [fgsm, bim], on_attack=ran.append)
+    assert ran == [fgsm.id, bim.id]  # the second call computed BIM alone
+    assert list(second.attacked) == [fgsm.id, bim.id] and len(list((tmp_path / "features").iterdir())) == 1
+    again = cache.examples("sample", "sample", x, y, [fgsm], on_attack=ran.append)
+    assert ran == [fgsm.id, bim.id] and list(again.attacked) == [fgsm.id]  # only what was asked, nothing computed
+    direct = ss.examples(reader, "sample", x, y, [fgsm, bim])
+    for ex in (first, again):
+        assert torch.equal(ex.clean, direct.clean) and torch.equal(ex.fooling(fgsm.id), direct.fooling(fgsm.id))
+    assert torch.equal(second.fooling(bim.id), direct.fooling(bim.id))
+    # Other images (another count of the same data) or other models: another file.
+    cache.examples("sample", "sample", x[:12], y[:12], [fgsm])
+    assert len(list((tmp_path / "features").iterdir())) == 2
+    assert cache.key("sample", 24) != ss.FeatureCache(tmp_path, ss.FeatureReader(
+        store, WEIGHTS, {"paths": ("standard@raw", "haar@haar"), "statistics": ()}, "haar@haar")).key("sample", 24)

@@ -40,6 +40,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from producers.detector.report import content_lines  # noqa: E402
 from shared.images import photo_content  # noqa: E402
 from shared.images.load import load_images  # noqa: E402
 from shared.models.store import ModelStore  # noqa: E402
@@ -186,7 +187,7 @@ def shipped(photo_fit, photo_held, cifar_held, never_fitted, weights_dir: Path) 
     model, card = detector.load(weights_dir / detector.WEIGHTS_NAME)
     threshold = card["threshold"]
     measured = {n: ex.subset(slice(1, None, 2)) for n, ex in cifar_held.items()}
-    return {"threshold": threshold,
+    return {"threshold": threshold, "sha256": card["sha256"],
             "flagged": {g: flagged_share(model.score(torch.cat([photo_fit[g].clean, photo_held[g].clean])), threshold)
                         for g in photo_fit},
             "detected": {n: flagged_share(model.score(m.fooling(DETECTION)), threshold) for n, m in measured.items()},
@@ -204,32 +205,18 @@ def _span(values) -> str:
 
 def render(report: dict) -> str:
     """photographs.md from a photographs.json."""
-    recipe = next(iter(report["recipes"]))
-    rows = report["recipes"][recipe]
     today = report["shipped"]
     lines = ["# Screening on content no fit saw: each group of photographs left out in turn", "",
              f"`scripts/photo_holdout.py`: the shipped detector's features ({', '.join(report['reads']['paths'])}; "
              f"{', '.join(report['reads']['statistics']) or 'no statistic'}), a {report['hidden']}-wide MLP, "
              f"{report['epochs']} epochs, fitted on the five CIFAR-10 sources and every group of photographs but "
              f"one; threshold: the highest of the sources' thresholds for {100 * report['fpr']:.0f} % false "
-             f"positives (the photographs' set on {recipe}). *Flagged* is the share of the left-out group's clean "
-             "crops (every scale, turn, recolouring and encoding; none reached the fit or a threshold) above it; "
-             f"*detected*, the share of {report['detection_of']} images that fool the standard model flagged, on "
-             "the odd-positioned held-out images of each CIFAR-10 source. *Today* is the detector shipped before "
-             "(fitted on six of these photographs as they are, calibrated on three others), on the same crops.", "",
-             "| content left out | crops | flagged, left out | flagged today | detected, CIFAR-10 sources |",
-             "| --- | --- | --- | --- | --- |"]
-    for group, row in rows.items():
-        lines.append(f"| {group} | {row['images']} | {_pct(row['flagged'])} | {_pct(today['flagged'][group])} | "
-                     f"{_span(row['detected'].values())} |")
-    flagged = [row["flagged"] for row in rows.values()]
-    lines += ["", f"Left out in turn: {_span(flagged)} of the clean crops flagged (mean {_pct(sum(flagged) / len(flagged))}); "
-              f"detection of {report['detection_of']} {_span(d for row in rows.values() for d in row['detected'].values())}, "
-              f"against {_span(today['detected'].values())} for the detector shipped before.", "",
-              "## Content no fit reads", "",
+             "positives.", "", *content_lines(report)]
+    lines += ["", "## Content no fit reads", "",
               "Crops of scikit-image's grey photographs and of matplotlib's sample photograph, screened by the "
-              "detector the recipe fits on every group, at its threshold, and by the detector shipped before.", "",
-              "| content | flagged | flagged today |", "| --- | --- | --- |"]
+              f"detector the recipe fits on every group, at its threshold ({report['every_group_threshold']:.4f}), "
+              f"and by detector {today['sha256'][:12]}.", "",
+              f"| content | flagged | flagged by {today['sha256'][:12]} |", "| --- | --- | --- |"]
     for name, value in report["every_group"].items():
         lines.append(f"| {name} | {_pct(value)} | {_pct(today['never_fitted'][name])} |")
     lines += ["", "## The trade-off", "",

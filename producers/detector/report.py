@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from shared.evaluation import figures
@@ -28,19 +29,50 @@ def source_table(per_source: dict, fitted: set[str] = frozenset()) -> list[str]:
     return lines
 
 
+def content_lines(study: dict) -> list[str]:
+    """The leave-one-photograph-out table of a ``photographs.json`` (``scripts/photo_holdout.py``)."""
+    recipe = next(iter(study["recipes"]))
+    rows, before = study["recipes"][recipe], study["shipped"]
+    lines = [f"Each group of photographs left out of the fit and of every threshold in turn (the recipe above; the "
+             f"photographs' threshold set on {recipe}): the share of its clean crops flagged (every scale, turn, "
+             f"recolouring and encoding), and of {study['detection_of']} images that fool the standard model "
+             "flagged on each CIFAR-10 source's odd-positioned held-out images. The last column is the detector "
+             f"that was in `weights/` when the study ran (sha256 {before['sha256'][:12]}), on the same crops.", "",
+             "| content left out | crops | flagged | detected, CIFAR-10 sources | flagged by "
+             f"{before['sha256'][:12]} |", "| --- | --- | --- | --- | --- |"]
+    for group, row in rows.items():
+        lines.append(f"| {group} | {row['images']} | {_pct(row['flagged'])} | {_span(row['detected'].values())} | "
+                     f"{_pct(before['flagged'][group])} |")
+    flagged = [row["flagged"] for row in rows.values()]
+    lines += ["", f"Left out in turn: {_span(flagged)} flagged (mean {_pct(sum(flagged) / len(flagged))}); "
+              f"detection {_span(d for row in rows.values() for d in row['detected'].values())} "
+              f"({before['sha256'][:12]}: {_span(before['detected'].values())})."]
+    return lines
+
+
+def _span(values) -> str:
+    values = list(values)
+    return f"{100 * min(values):.1f}-{100 * max(values):.1f} %"
+
+
 def write_report(out: Path, rows: list[dict], adaptive: dict, curves: dict, card: dict, first: str) -> None:
     """Write ``detector.md`` (per source, per attack, the adaptive attacker, benign changes) and ``roc.png``.
 
     ``rows`` and ``curves``: :func:`shared.screening.measures.attack_rows` of the
     first calibration source, ``first``; ``adaptive``: source -> its
     :func:`shared.screening.measures.adaptive_rows`; ``card``: the detector's.
+    Where ``out`` holds a ``photographs.json`` (``scripts/photo_holdout.py``),
+    its leave-one-photograph-out table follows the per-source one.
     """
     out.mkdir(parents=True, exist_ok=True)
     shown = {k: v for k, v in curves.items() if k in SOURCE_COLUMNS}
     figures.scatter(shown, out / "roc.png", xlabel="clean images flagged (%)", ylabel="fooling images flagged (%)",
                     title=f"Learned detector, 8-bit attacked images of {first}", vline=100 * card["fpr"])
-    lines = [*_fit_lines(card, first), *_attack_lines(rows), *_adaptive_lines(adaptive), *_benign_lines(card),
-             "", "![ROC](roc.png)", ""]
+    study = out / "photographs.json"
+    content = (["## Content no fit saw", "", *content_lines(json.loads(study.read_text())),
+                "", "More in [photographs.md](photographs.md).", ""] if study.is_file() else [])
+    lines = [*_fit_lines(card, first), *content, f"## On {first}, attack by attack", "", *_attack_lines(rows),
+             *_adaptive_lines(adaptive), *_benign_lines(card), "", "![ROC](roc.png)", ""]
     (out / "detector.md").write_text("\n".join(lines))
 
 
@@ -70,8 +102,7 @@ def _fit_lines(card: dict, first: str) -> list[str]:
             "A source marked *fitted* gave the fit other images of its own; the others, none.", "",
             "## Per source", "",
             "False positives, and the share of each attack's images that fool the standard model flagged:", "",
-            *source_table(card["per_source"], fitted), "",
-            f"## On {first}, attack by attack", ""]
+            *source_table(card["per_source"], fitted), ""]
 
 
 def _attack_lines(rows: list[dict]) -> list[str]:

@@ -208,3 +208,24 @@ def test_the_watch_guard_reads_the_last_1000_records_and_warns_once_as_it_starts
     assert [guard.add(_records(values[i:i + 100], 0.0)) for i in range(2000, 3000, 100)] == [None] * 10
     assert not guard.warning
     assert guard.add(_records(values[:1000], 0.5)) is not None
+
+
+def test_photographic_content_names_its_group_and_turns_without_filling_corners():
+    from PIL import Image
+
+    from shared.images import photo_content
+
+    crops = photo_content.content_crops("coffee", seed=1, per_size=3, short_sides=(48, 96))
+    assert [name for name, _ in crops][:3] == ["coffee-plain-48-000.png", "coffee-turned-48-001.png",
+                                               "coffee-jittered-48-002.png"]
+    assert all(c.shape == (32, 32, 3) and c.dtype == np.uint8 for _, c in crops)
+    assert {photo_content.group_of(f"zip/{name}") for name, _ in crops} == {"coffee"}
+    assert set(photo_content.groups()) == {*photo_content.PHOTOGRAPHS, "textures"}
+    # A picture with no black pixel, turned by any angle: the cut keeps only its own pixels.
+    picture = Image.new("RGB", (300, 200), (200, 120, 40))
+    for seed in range(20):
+        turned = np.asarray(photo_content.turned(picture, np.random.default_rng(seed)))
+        assert turned.min() > 30 and min(turned.shape[:2]) >= 100, (seed, turned.shape)
+    # Textures are grey files in colour.
+    tinted = [c for _, c in photo_content.content_crops("textures", seed=2, per_size=2, short_sides=(64,))]
+    assert all(np.abs(c[..., 0].astype(int) - c[..., 2]).mean() > 1 for c in tinted)

@@ -139,19 +139,22 @@ def run(cifar_fit, cifar_held, photo_fit, photo_held, never_fitted, args) -> dic
                 curve[rate]["flagged"].append(flagged_share(unseen, threshold))
                 curve[rate]["detected"].append({n: flagged_share(model.score(m.fooling(DETECTION)), threshold)
                                                 for n, m in measured.items()})
-            rows[left] = measure_at(model, max(cifar_threshold, calibrate(photo_scores, args.fpr)), unseen, measured)
+            rows[left] = measure_at(model, max(cifar_threshold, calibrate(photo_scores, args.photo_fpr)), unseen,
+                                    measured)
             print(f"{recipe:>28} | left out {left:>10} | flagged {100 * rows[left]['flagged']:5.1f} % | "
                   + " ".join(f"{n} {100 * d:4.1f}" for n, d in rows[left]["detected"].items()), flush=True)
         out["recipes"][recipe] = rows
         out["curve"][recipe] = {str(rate): {"flagged_mean": float(np.mean(p["flagged"])),
                                             "flagged_max": float(np.max(p["flagged"])),
                                             "detected_min": float(min(min(d.values()) for d in p["detected"])),
-                                            "detected_max": float(max(max(d.values()) for d in p["detected"]))}
+                                            "detected_max": float(max(max(d.values()) for d in p["detected"])),
+                                            "detected_mean": {n: float(np.mean([d[n] for d in p["detected"]]))
+                                                              for n in measured}}
                                 for rate, p in curve.items()}
     model = fit_all_but(cifar_fit, photo_fit, [], args)  # what the recipe ships
     photo_scores = model.score(torch.cat([photo_held[g].clean for g in groups])).numpy()
     threshold = max([calibrate(model.score(f).numpy(), args.fpr) for f in calibration.values()]
-                    + [calibrate(photo_scores, args.fpr)])
+                    + [calibrate(photo_scores, args.photo_fpr)])
     out["every_group"] = {name: measure_at(model, threshold, model.score(f), measured)["flagged"]
                           for name, f in never_fitted.items()}
     out["every_group_detected"] = measure_at(model, threshold, model.score(photo_held[groups[0]].clean),
@@ -268,6 +271,8 @@ def main() -> None:
     parser.add_argument("--fpr", type=float, default=0.05)
     parser.add_argument("--epochs", type=int, default=300)
     parser.add_argument("--hidden", type=int, default=64)
+    parser.add_argument("--photo-fpr", type=float, default=0.04,
+                        help="The photographs' own rate for their threshold (fit-detector --source-fpr photos=RATE).")
     parser.add_argument("--recipes", nargs="+", choices=RECIPES, default=RECIPES[:1],
                         help="How the photographs' threshold is set (cross-fitting costs a fit per group and group).")
     parser.add_argument("--render", type=Path, default=None, help="Only write photographs.md and tradeoff.png from "
@@ -293,7 +298,7 @@ def main() -> None:
     cifar_fit = {n: cached(cache, f"{n}-fit", path(fit), N_FIT.get(n, N_FIT_OTHERS))[0] for n, (fit, _) in CIFAR.items()}
     cifar_held = {n: cached(cache, f"{n}-held", path(held), N_HELD)[0] for n, (_, held) in CIFAR.items()}
     never_fitted = never_fitted_content(reader)
-    report = {"fpr": args.fpr, "epochs": args.epochs, "hidden": args.hidden, "detection_of": DETECTION,
+    report = {"fpr": args.fpr, "photo_fpr": args.photo_fpr, "epochs": args.epochs, "hidden": args.hidden, "detection_of": DETECTION,
               "reads": detector.reads(card),
               "images": {g: {"fit": len(photo_fit[g].clean), "held": len(photo_held[g].clean)} for g in photo_fit},
               "shipped": shipped(photo_fit, photo_held, cifar_held, never_fitted, settings.weights_dir),

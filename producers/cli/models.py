@@ -115,6 +115,21 @@ def calibrate(data, n, fpr, source, out):
     click.echo(f"settings: {cfg.weights_dir / 'screening.json'}; table: {out / 'calibration.md'}")
 
 
+def _rates(pairs) -> dict[str, float]:
+    """``NAME=RATE`` pairs -> {name: rate}, each rate checked to lie between 0 and 1."""
+    rates = {}
+    for pair in pairs:
+        name, sep, rate = pair.partition("=")
+        try:
+            rates[name] = float(rate)
+        except ValueError:
+            rates[name] = float("nan")
+        if not sep or not name or not 0 < rates[name] < 1:
+            raise click.BadParameter(f"{pair!r}: give NAME=RATE with RATE between 0 and 1, e.g. photos=0.04",
+                                     param_hint="--source-fpr")
+    return rates
+
+
 @click.command(name="fit-detector")
 @click.option("--corpus", "corpora", multiple=True, type=click.Path(file_okay=False, path_type=Path),
               help="A corpus folder written by `waveshield corpus` on training images (repeatable).")
@@ -138,11 +153,14 @@ def calibrate(data, n, fpr, source, out):
               help="Pixel statistics the detector reads besides the paths, comma-separated, or 'none'.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Where detector.md and roc.png go [default: $WAVESHIELD_OUTPUT_DIR/detector].")
+@click.option("--source-fpr", "source_fpr", multiple=True, metavar="NAME=RATE",
+              help="A calibration source's own false-positive rate for its threshold, in place of --fpr "
+                   "(repeatable): lower for a source that stands for content no fit saw.")
 @click.option("--cache", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Keep each source's features here: a later fit on the same images and models reuses them "
                    "and computes only the attacks it lacks [default: none kept].")
 def fit_detector(corpora, fit_sources, n_source, clean, n_clean, calibration, n_calibration, fpr, paths, statistics,
-                 out, cache):
+                 out, source_fpr, cache):
     """Train the learned detector on corpora and sources, calibrate it per source, and make screening use it."""
     from producers.detector.fit import run_fit
 
@@ -153,6 +171,7 @@ def fit_detector(corpora, fit_sources, n_source, clean, n_clean, calibration, n_
     card = run_fit(corpora=list(corpora), clean=clean, n_clean=n_clean, calibration=list(calibration) or ["sample"],
                    n_calibration=n_calibration, fpr=fpr, settings=cfg, out=out, fit_sources=fit_sources,
                    n_source=n_source, progress=lambda line: click.echo(line, err=True), cache=cache,
+                   source_fpr=_rates(source_fpr),
                    paths=[p.strip() for p in paths.split(",") if p.strip()] if paths else None,
                    statistics=[] if statistics.strip() == "none" else [s.strip() for s in statistics.split(",") if s.strip()])
     click.echo(f"threshold {card['threshold']:.4f}; false positives on held-back clean images: "

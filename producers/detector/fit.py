@@ -77,7 +77,7 @@ class HeldOut:
 def run_fit(*, corpora: list[Path], clean: str, n_clean: int, calibration, n_calibration: int, fpr: float,
             settings: Settings, out: Path, hidden: int = 64, epochs: int = 300, paths=None,
             statistics=DEFAULT_STATISTICS, fit_sources=(), n_source: int = 2000,
-            progress=lambda message: None, cache: Path | None = None) -> dict:
+            progress=lambda message: None, cache: Path | None = None, source_fpr: dict | None = None) -> dict:
     """Train on clean images and fooling attacks of every source, calibrate per source, measure on held-back images.
 
     Parameters
@@ -92,6 +92,10 @@ def run_fit(*, corpora: list[Path], clean: str, n_clean: int, calibration, n_cal
         odd half measures false positives and detection, and never sees a
         threshold being set. The threshold screening uses by default is the
         highest of them, so that no calibrated source goes over ``fpr``.
+    source_fpr : dict, optional
+        Calibration source name -> its own rate, in place of ``fpr``, for
+        its threshold: a lower one for a source that stands for content no
+        fit saw (scripts/photo_holdout.py measures what that buys).
     fit_sources : sequence of str
         More training sources, ``NAME=DATA`` or ``DATA``: up to ``n_source``
         of their clean images are negatives, and the paper's attacks crafted
@@ -117,6 +121,10 @@ def run_fit(*, corpora: list[Path], clean: str, n_clean: int, calibration, n_cal
     source_examples = FeatureCache(cache, reader).examples if cache else _uncached(reader)
     held = [parse_source(c) for c in ([calibration] if isinstance(calibration, str) else calibration)]
     extra = [parse_source(s) for s in fit_sources]
+    unknown = sorted(set(source_fpr or {}) - {n for n, _ in held})
+    if unknown:
+        raise ValueError(f"--source-fpr names {', '.join(unknown)}, which no --calibration source is "
+                         f"(they are {', '.join(n for n, _ in held)})")
     if len({n for n, _ in held}) != len(held) or len({n for n, _ in extra}) != len(extra):
         raise ValueError("each calibration source, and each fit source, needs a name of its own (NAME=DATA)")
     training = _training_set(reader, source_examples, corpora, clean, n_clean, extra, n_source, progress)
@@ -125,7 +133,8 @@ def run_fit(*, corpora: list[Path], clean: str, n_clean: int, calibration, n_cal
     model = detector.fit(neg, pos, hidden=hidden, epochs=epochs, clean_sources=neg_sources,
                          adversarial_sources=pos_sources)
     sets = _held_out(source_examples, held, n_calibration, progress)
-    per_source = thresholds(model, sets.features, fpr)
+    rates = {name: (source_fpr or {}).get(name, fpr) for name in sets.features}
+    per_source = {name: thresholds(model, {name: f}, rates[name])[name] for name, f in sets.features.items()}
     threshold = max(per_source.values())
     results = {n: measure(model, threshold, ex) for n, ex in sets.measured.items()}
     first = held[0][0]
@@ -140,7 +149,7 @@ def run_fit(*, corpora: list[Path], clean: str, n_clean: int, calibration, n_cal
             "statistics": list(reading["statistics"]), "epochs": epochs, "trained_on": training.record,
             "threshold": threshold, "fpr": fpr, "measured_fpr": results[worst]["false_positives"],
             "calibrated_on": {"sources": sets.calibrating, "thresholds": per_source,
-                              "rule": "the highest of the sources' thresholds"},
+                              "rates": rates, "rule": "the highest of the sources' thresholds"},
             "reference": coarse.references(sets.evens),
             "measured_on": {"which": "odd positions", "quantised_to_uint8": True,
                             "images": {n: r["clean_images"] for n, r in results.items()}},

@@ -34,7 +34,8 @@ def content_lines(study: dict) -> list[str]:
     recipe = next(iter(study["recipes"]))
     rows, before = study["recipes"][recipe], study["shipped"]
     lines = [f"Each group of photographs left out of the fit and of every threshold in turn (the recipe above; the "
-             f"photographs' threshold set on {recipe}): the share of its clean crops flagged (every scale, turn, "
+             f"photographs' threshold set on {recipe}, for {100 * study['photo_fpr']:g} %): the share of its clean "
+             "crops flagged (every scale, turn, "
              f"recolouring and encoding), and of {study['detection_of']} images that fool the standard model "
              "flagged on each CIFAR-10 source's odd-positioned held-out images. The last column is the detector "
              f"that was in `weights/` when the study ran (sha256 {before['sha256'][:12]}), on the same crops.", "",
@@ -82,7 +83,9 @@ def _fit_lines(card: dict, first: str) -> list[str]:
     clean = trained["clean"]
     calibrated = card["calibrated_on"]
     fitted = {s["name"] for s in trained["sources"]}
+    rates = calibrated.get("rates") or {}
     per_source = ", ".join(f"{n} {t:.4f} on {calibrated['sources'][n]['images']}"
+                           + (f" for {100 * rates[n]:g} %" if rates.get(n, card["fpr"]) != card["fpr"] else "")
                            for n, t in calibrated["thresholds"].items())
     sources = "".join(f", {s['images']} of {s['name']} ({s['data']}; {s['fooling_images']} fooling)"
                       for s in trained["sources"])

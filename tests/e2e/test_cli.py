@@ -435,3 +435,13 @@ def test_calibrate_a_source_then_screen_picks_it_by_name_and_the_summary_says_wh
     unknown = run(["screen", "sample", "--local", "--source", "phones", "--out", str(tmp_path / "x")], env)
     assert unknown.returncode != 0 and "no calibration for source 'phones'" in unknown.stderr
     assert "waveshield calibrate" in unknown.stderr and not (tmp_path / "x").exists()
+
+
+def test_fit_detector_refuses_a_source_rate_it_cannot_use_in_one_line(workdir):
+    env = {**workdir, "WAVESHIELD_WEIGHTS_DIR": str(Path(__file__).resolve().parents[2] / "weights")}
+    base = ["fit-detector", "--clean", "sample", "--n-clean", "10", "--source", "s=sample", "--calibration", "held=sample"]
+    bad = run(base + ["--source-fpr", "held=2"], env)
+    assert bad.returncode == 2 and "--source-fpr" in bad.stderr and "between 0 and 1" in bad.stderr
+    unknown = run(base + ["--source-fpr", "photos=0.04"], env)
+    assert unknown.returncode != 0 and "no --calibration source is" in unknown.stderr
+    assert len(unknown.stderr.strip().splitlines()) == 1, unknown.stderr

@@ -250,6 +250,10 @@ def plot(report: dict, path: Path) -> None:
             ax.plot(xs, ys, style, label=f"{name}: {'mean' if key == 'flagged_mean' else 'worst'} group")
             for r, x, y in zip(rates, xs, ys):
                 ax.annotate(f"{100 * float(r):g} %", (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
+        shipped = curve.get(str(report["photo_fpr"]))
+        if shipped:
+            ax.plot([100 * shipped["flagged_mean"]], [100 * shipped["detected_min"]], "k*", ms=12,
+                    label=f"shipped: the photographs at {100 * report['photo_fpr']:g} %")
     ax.axvline(10, color="grey", lw=0.8, ls=":")
     ax.set_xlabel("clean crops of the left-out photographs flagged (%)")
     ax.set_ylabel(f"lowest detection of {report['detection_of']} (%)")

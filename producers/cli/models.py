@@ -156,11 +156,14 @@ def _rates(pairs) -> dict[str, float]:
 @click.option("--source-fpr", "source_fpr", multiple=True, metavar="NAME=RATE",
               help="A calibration source's own false-positive rate for its threshold, in place of --fpr "
                    "(repeatable): lower for a source that stands for content no fit saw.")
+@click.option("--adaptive-images", type=COUNT, default=None,
+              help="How many of each calibration source's measured images the attacker who knows the detector "
+                   "attacks (80 model passes each) [default: all].")
 @click.option("--cache", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Keep each source's features here: a later fit on the same images and models reuses them "
                    "and computes only the attacks it lacks [default: none kept].")
 def fit_detector(corpora, fit_sources, n_source, clean, n_clean, calibration, n_calibration, fpr, paths, statistics,
-                 out, source_fpr, cache):
+                 out, source_fpr, adaptive_images, cache):
     """Train the learned detector on corpora and sources, calibrate it per source, and make screening use it."""
     from producers.detector.fit import run_fit
 
@@ -171,7 +174,7 @@ def fit_detector(corpora, fit_sources, n_source, clean, n_clean, calibration, n_
     card = run_fit(corpora=list(corpora), clean=clean, n_clean=n_clean, calibration=list(calibration) or ["sample"],
                    n_calibration=n_calibration, fpr=fpr, settings=cfg, out=out, fit_sources=fit_sources,
                    n_source=n_source, progress=lambda line: click.echo(line, err=True), cache=cache,
-                   source_fpr=_rates(source_fpr),
+                   source_fpr=_rates(source_fpr), adaptive_images=adaptive_images,
                    paths=[p.strip() for p in paths.split(",") if p.strip()] if paths else None,
                    statistics=[] if statistics.strip() == "none" else [s.strip() for s in statistics.split(",") if s.strip()])
     click.echo(f"threshold {card['threshold']:.4f}; false positives on held-back clean images: "

@@ -73,7 +73,7 @@ def write_report(out: Path, rows: list[dict], adaptive: dict, curves: dict, card
     content = (["## Content no fit saw", "", *content_lines(json.loads(study.read_text())),
                 "", "More in [photographs.md](photographs.md).", ""] if study.is_file() else [])
     lines = [*_fit_lines(card, first), *content, f"## On {first}, attack by attack", "", *_attack_lines(rows),
-             *_adaptive_lines(adaptive), *_benign_lines(card), "", "![ROC](roc.png)", ""]
+             *_adaptive_lines(adaptive, card.get("adaptive_images") or {}), *_benign_lines(card), "", "![ROC](roc.png)", ""]
     (out / "detector.md").write_text("\n".join(lines))
 
 
@@ -121,12 +121,15 @@ def _attack_lines(rows: list[dict]) -> list[str]:
     return lines
 
 
-def _adaptive_lines(adaptive: dict) -> list[str]:
+def _adaptive_lines(adaptive: dict, images: dict) -> list[str]:
     """The attacker who knows the detector, per source."""
     lines = ["", "## The attacker who knows the detector", "",
              "PGD (random start, 20 steps of eps/4) through the detector's DWTs with BPDA, ascending the "
              "cross-entropy of the reported label plus the log-probability the detector gives *clean* "
-             "(`shared/screening/evasion.py`); 8-bit delivery as above, on each source's measured images (an "
+             "(`shared/screening/evasion.py`); 8-bit delivery as above, on each source's measured images"
+             + (" (the first " + ", ".join(f"{n} of {name}" for name, n in images.items()) + ")"
+                if images else "")
+             + " (an "
              "unlabelled source's labels are the standard model's own). *Grey*: the same step on all three channels "
              "of a pixel, which leaves the colour differences as they were.", "",
              "| source | attack | screened accuracy | flagged, of the wrongly labelled | evaded |",

@@ -2,8 +2,8 @@
 
 Every sample here is made from images that no fit and no threshold used: canonical CIFAR-10 pixels of the
 held-out batches (3 to 5), encoded as a user's exports would be; mirror test images past those the threshold
-and its measurement read (the first 300 of each class); and crops of the held-out photographs at places
-their calibration crops did not take (another seed).
+and its measurement read (the first 300 of each class); crops of fitted photographs, cut anew (another
+seed); and crops of a photograph from another collection (matplotlib's), which no fit read.
 """
 
 import json
@@ -60,6 +60,13 @@ def source_samples(tmp_path_factory, canonical_prefix, cifar_test_zip):
     with zipfile.ZipFile(out["photo crops"], "w") as archive:
         for name, crop in encodings.photo_crops([photos / n for n in ("chelsea.png", "rocket.jpg", "retina.jpg")],
                                               seed=7, per_size=40):
+            archive.writestr(name, encodings.encode(crop, "png"))
+    import matplotlib  # its sample photograph: a collection no fit read
+
+    out["another collection's photograph"] = root / "hopper.zip"
+    with zipfile.ZipFile(out["another collection's photograph"], "w") as archive:
+        hopper = Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg"
+        for name, crop in encodings.photo_crops([hopper], seed=7, per_size=PER_SOURCE // 5):
             archive.writestr(name, encodings.encode(crop, "png"))
     return out
 

@@ -105,8 +105,13 @@ def test_a_script_without_a_main_guard_runs_once(tmp_path, png_zip):
 def test_a_guarded_script_gets_its_pool_and_ctrl_c_prints_no_worker_tracebacks(tmp_path, png_zip):
     script = tmp_path / "guarded.py"
     script.write_text(textwrap.dedent(f"""
+        import signal
         import time
         from shared.images import decode
+
+        # A terminal's Ctrl-C, whatever the launcher left: a job started in the background of a script inherits
+        # SIGINT ignored, and Python then raises no KeyboardInterrupt.
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         from shared.images.load import load_images
 
         if __name__ == "__main__":

@@ -52,7 +52,8 @@ def run_calibration(*, data: str, n: int, fpr: float, settings: Settings, out: P
     # This command calibrates the hand-made score, and so makes screening use it again.
     result = screening_config.with_disagreement(chosen, {
         "threshold": threshold, "fpr": fpr, "measured_fpr": flagged_share(clean, threshold), "detection": detection,
-        "detection_of_fooling": detection_fooling, "calibrated_on": {"data": str(data), "images": len(x)}})
+        "detection_of_fooling": detection_fooling, "calibrated_on": {"data": str(data), "images": len(x)},
+        "clean_histogram": verdicts.suspicion_histogram(clean)})
     screening_config.write(settings.weights_dir, result)
     out.mkdir(parents=True, exist_ok=True)
     lines = ["# Screening calibration", "",
@@ -124,7 +125,7 @@ def run_source_calibration(*, data: str, source: str, n: int, fpr: float, settin
     entry = {"score": plan["score"], "threshold": threshold, "fpr": fpr,
              "measured_fpr": flagged_share(clean, threshold), "detection_of_fooling": detection,
              "calibrated_on": {"data": str(data), "images": len(x), "labels_used": False},
-             "reference": coarse.reference(x)}
+             "reference": coarse.reference(x), "clean_histogram": verdicts.suspicion_histogram(clean.numpy())}
     if plan["score"] == "detector":
         entry["detector_sha256"] = plan["detector_sha256"]
     screening_config.write(settings.weights_dir,

@@ -25,9 +25,16 @@ def screen_here(paths, out: Path, settings: Settings, batch_size: int, chosen: d
 
     chunks = prefetch(iter_chunks(iter_items(paths, max_bytes=settings.max_item_bytes), batch_size,
                                   workers=settings.decode_workers))
-    with screen_mod.RecordWriter(out, chosen["calibration"]) as writer:
-        for found in screen_mod.screen_chunks(chunks, settings, chosen):
-            writer.write(found)
+    last = []
+
+    def remembered(chunks):  # the chunk whose records come next: its pixels go to the page's thumbnails
+        for chunk in chunks:
+            last[:] = [chunk]
+            yield chunk
+
+    with screen_mod.RecordWriter(out, chosen["calibration"], defence=chosen["defence"]) as writer:
+        for found in screen_mod.screen_chunks(remembered(chunks), settings, chosen):
+            writer.write(found, pixels=dict(zip(last[0].ids, last[0].images)))
             on_progress(writer.tally.screened, writer.tally.errors)
         return writer.close()
 
@@ -132,7 +139,7 @@ def fetch_results(redis_url: str | None, job: str, out: Path | None, settings: S
     state, plan = pipe.progress(job), pipe.plan(job)
     require_kind(job, plan, "screen")
     out = out or settings.output_dir / job  # never screen/JOB, which the job's own producer may be writing
-    summary = screen_mod.write_outputs(pipe.iter_screen_records(job), out, plan.get("calibration"))
+    summary = screen_mod.write_outputs(pipe.iter_screen_records(job), out, plan.get("calibration"), plan.get("defence"))
     note = "" if state["status"] == "complete" else (
         f" (partial: {state['done']}/{state['expected']} batches done"
         + (f"; {state['read']} items read so far, the producer is still reading" if state["ingesting"] else "") + ")")
@@ -163,9 +170,10 @@ def watch_folder(directory: Path, out: Path, settings: Settings, chosen: dict, *
 
     screen_batch = (_local_batches(settings, batch_size, chosen) if local
                     else _worker_batches(settings, batch_size, mode, chosen))
-    say(f"watching {directory}; records go to {out / 'records.jsonl'} (Ctrl-C stops)")
+    say(f"watching {directory}; records go to {out / 'records.jsonl'}, the page to {out / 'report.html'} (Ctrl-C stops)")
+    page = screen_mod.RecordPage(out, chosen["calibration"], chosen["defence"])
     return watch(directory, out, lambda image_set: check(screen_batch(image_set)), batch_size=batch_size,
-                 max_wait_s=max_wait, should_stop=should_stop, decode_workers=settings.decode_workers,
+                 max_wait_s=max_wait, should_stop=should_stop, decode_workers=settings.decode_workers, page=page,
                  on_start=lambda how: say("new files found by file-system events" if how == "events" else
                                           "new files found by walking the folder at each poll (no file-system "
                                           "events here)"),

@@ -113,7 +113,7 @@ class RecordWriter:
     :meth:`close`.
     """
 
-    def __init__(self, out: Path, calibration: dict | None = None):
+    def __init__(self, out: Path, calibration: dict | None = None, *, defence: str | None = None):
         out.mkdir(parents=True, exist_ok=True)
         self.out, self.path = out, out / "records.jsonl"
         self.tally = verdicts.Tally(calibration)
@@ -121,14 +121,20 @@ class RecordWriter:
         self._csv_file = open(out / "records.csv", "w", newline="")
         self._csv = csv.DictWriter(self._csv_file, fieldnames=verdicts.RECORD_FIELDS)
         self._csv.writeheader()
+        self.page = report_page(out, self.tally, defence)
 
-    def write(self, records: list[dict]) -> None:
-        """Append ``records`` to both files (flushed, so that a reader sees whole batches)."""
+    def write(self, records: list[dict], pixels: dict | None = None) -> None:
+        """Append ``records`` to both files (flushed, so that a reader sees whole batches), and to the page.
+
+        ``pixels``: id -> the pixels screened, where the caller has them
+        (the page reads the other flagged images back by id).
+        """
         self._jsonl.writelines(json.dumps(r) + "\n" for r in records)
         self._csv.writerows(records)
         self._jsonl.flush()
         self._csv_file.flush()
         self.tally.add(records)
+        self.page.add(records, pixels)
 
     def sync(self) -> int:
         """Put what is written on disk (a job's records then leave Redis); return records.jsonl's length."""
@@ -143,11 +149,12 @@ class RecordWriter:
         self._csv_file.close()
 
     def close(self) -> dict:
-        """Close the files, write summary.json and return the summary."""
+        """Close the files, write summary.json and the page, and return the summary."""
         self._jsonl.close()
         self._csv_file.close()
         summary = self.tally.summary()
         (self.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        self.page.close()
         return summary
 
     def __enter__(self) -> "RecordWriter":
@@ -158,13 +165,53 @@ class RecordWriter:
             self.close()
 
 
-def write_outputs(records, out: Path, calibration: dict | None = None) -> dict:
-    """records.jsonl, records.csv and summary.json in ``out`` from an iterable of records; return the summary.
+def report_page(out: Path, tally: verdicts.Tally, defence: str | None):
+    """The page (report.html) of a writer: flagged images read back by id, with the "why" of ``defence``."""
+    from shared.images.read_back import ItemReader
+    from shared.reports.screening_page import ScreeningPage
+    from shared.screening import why
+
+    explain = None
+    if defence is not None:
+        from shared import settings as settings_mod
+
+        weights = settings_mod.load().weights_dir
+        known = set(defences.load(weights))
+        options = functools.lru_cache(maxsize=None)(lambda name: defences.get(name, weights))
+
+        def explain(images, signals):
+            return why.residual_pictures(images, [why.defence_of(s, defence, known) for s in signals], options)
+    return ScreeningPage(out, tally, read_item=ItemReader().read, explain=explain,
+                         clean_histogram=(tally.calibration or {}).get("clean_histogram"))
+
+
+class RecordPage:
+    """The page of records that another writer puts on disk (a watch appends its own records.jsonl)."""
+
+    def __init__(self, out: Path, calibration: dict | None, defence: str | None):
+        self.tally = verdicts.Tally(calibration)
+        self.page = report_page(out, self.tally, defence)
+
+    def add(self, records: list[dict], pixels: dict | None = None) -> None:
+        self.tally.add(records)
+        self.page.add(records, pixels)
+
+    def tick(self) -> None:
+        self.page.tick()
+
+    def close(self, status: str = "complete") -> None:
+        self.page.close(status)
+
+
+def write_outputs(records, out: Path, calibration: dict | None = None, defence: str | None = None) -> dict:
+    """records.jsonl, records.csv, summary.json and report.html in ``out`` from an iterable of records;
+    return the summary.
 
     ``calibration``: the plan's (:func:`shared.screening.config.calibration_for`); the summary names
-    it and carries the source check (whether the flags run far over the calibrated rate).
+    it and carries the source check (whether the flags run far over the calibrated rate). ``defence``:
+    the plan's, for the page's "why" pictures.
     """
-    writer = RecordWriter(out, calibration)
+    writer = RecordWriter(out, calibration, defence=defence)
     batch: list[dict] = []
     for record in records:
         batch.append(record)
@@ -191,6 +238,7 @@ class JobRecords:
         from shared.pipeline import durable
 
         self.pipe, self.job, self.out, self.calibration = pipe, job, out, calibration
+        self.defence = pipe.plan(job).get("defence")
         cfg = settings.load()
         self.mover = durable.RecordMover(pipe, job, durable.who(role), lambda do: when_room(pipe.redis, cfg, do))
         self.writer: RecordWriter | None = None
@@ -210,7 +258,8 @@ class JobRecords:
         if self.writer is not None:
             self.writer.discard()
         self.writer = None
-        self.writer = self.mover.open(self.out / "records.jsonl", lambda keep: RecordWriter(self.out, self.calibration),
+        self.writer = self.mover.open(self.out / "records.jsonl", lambda keep: RecordWriter(self.out, self.calibration,
+                                                                                  defence=self.defence),
                                       resumable=False)
 
     def drain(self, _state: dict | None = None) -> int:
@@ -259,7 +308,7 @@ class JobRecords:
             self.writer = None
         theirs = Written.of(self.pipe.redis, self.job).path
         if not theirs or Path(theirs).absolute() != (self.out / "records.jsonl").absolute():
-            return write_outputs(self.pipe.iter_screen_records(self.job), self.out, self.calibration)
+            return write_outputs(self.pipe.iter_screen_records(self.job), self.out, self.calibration, self.defence)
         while (self.pipe.redis.get(writer_key(self.job)) or b"").decode() == self.other:
             time.sleep(0.5)
         if (self.out / "summary.json").is_file():

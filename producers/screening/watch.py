@@ -114,16 +114,20 @@ def append(records_path: Path, records: list[dict]) -> None:
 def watch(directory: Path, out: Path, screen_batch: Callable, *, batch_size: int = 256, max_wait_s: float = 2.0,
           poll_s: float = 0.5, should_stop: Callable[[], bool] = lambda: False,
           on_batch: Callable[[int, int], None] | None = None, events: bool = True,
-          on_start: Callable[[str], None] | None = None, decode_workers: int = 1) -> int:
+          on_start: Callable[[str], None] | None = None, decode_workers: int = 1, page=None) -> int:
     """Screen new files of ``directory`` until ``should_stop()``; return how many were screened.
 
     ``screen_batch(image_set) -> records`` does the work (on the workers or in this process).
     ``events``: find new files through file-system events (:class:`Inbox`), else by walking at each poll;
     ``on_start(mode)`` hears which it got (``events`` or ``polling``); ``decode_workers`` decode each batch.
+    ``page``: the report page (:class:`producers.screening.screen.RecordPage`), fed the records
+    already screened, then each batch with its pixels; marked stopped at the end.
     """
     out.mkdir(parents=True, exist_ok=True)
     records_path = out / "records.jsonl"
     done = screened_ids(records_path)
+    if page is not None and done:
+        _feed(page, records_path)
     seen: dict[str, tuple[int, float]] = {}
     batch: list[str] = []
     opened_at = 0.0
@@ -137,6 +141,8 @@ def watch(directory: Path, out: Path, screen_batch: Callable, *, batch_size: int
         image_set = load_many(batch, workers=decode_workers)
         found = screen_batch(image_set)
         append(records_path, found)
+        if page is not None:
+            page.add(found, dict(zip(image_set.ids, image_set.images)))
         done.update(r["id"] for r in found)
         total += len(found)
         if on_batch:
@@ -169,6 +175,17 @@ def watch(directory: Path, out: Path, screen_batch: Callable, *, batch_size: int
                 flush()
             if stopping:
                 return total
+            if page is not None:
+                page.tick()
             time.sleep(poll_s)
     finally:
         inbox.close()
+        if page is not None:
+            page.close("stopped")
+
+
+def _feed(page, records_path: Path, batch: int = 1024) -> None:
+    """The records of an earlier run, to the page, a batch at a time."""
+    with open(records_path) as fh:
+        while lines := [line for line in (fh.readline() for _ in range(batch)) if line]:
+            page.add([json.loads(line) for line in lines if line.strip()])

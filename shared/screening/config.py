@@ -24,7 +24,8 @@ DEFAULT = {"threshold": 0.5, "fpr": None, "defence": "haar", "defended_model": "
            "score": "disagreement"}
 SCORES = ("disagreement", "detector")
 #: What a calibration writes into screening.json beside the score's name.
-CALIBRATION_KEYS = ("threshold", "fpr", "measured_fpr", "detection", "detection_of_fooling", "calibrated_on")
+CALIBRATION_KEYS = ("threshold", "fpr", "measured_fpr", "detection", "detection_of_fooling", "calibrated_on",
+                    "clean_histogram")
 #: What switching to a detector copies from its card.
 DETECTOR_KEYS = ("threshold", "fpr", "measured_fpr", "calibrated_on", "detection_of_fooling", "reference")
 
@@ -82,13 +83,21 @@ def with_detector(chosen: dict, card: dict) -> dict:
     if chosen["score"] == "disagreement":
         chosen["disagreement"] = {k: chosen.pop(k) for k in CALIBRATION_KEYS if k in chosen}
     chosen.pop("sources", None)  # calibrations of another detector's scores
+    chosen.pop("clean_histogram", None)  # and their clean images' suspicion
     chosen.update(score="detector", **{k: card[k] for k in DETECTOR_KEYS})
+    if "clean_histogram" in card:
+        chosen["clean_histogram"] = card["clean_histogram"]
     return chosen
 
 
 def with_source(chosen: dict, source: str, entry: dict) -> dict:
     """Settings with ``entry`` recorded as the calibration of ``source``."""
     return {**chosen, "sources": {**chosen.get("sources", {}), source: entry}}
+
+
+#: What a job's plan carries of its calibration: the threshold, its rate, what its clean images looked like
+#: (``reference``, for the source check) and their suspicion per bin (``clean_histogram``, for the report page).
+CALIBRATION_SHOWN = ("threshold", "fpr", "reference", "clean_histogram")
 
 
 def calibration_for(chosen: dict, source: str | None) -> dict:
@@ -103,7 +112,7 @@ def calibration_for(chosen: dict, source: str | None) -> dict:
         If ``source`` has no calibration, or one made for another score or detector.
     """
     if source is None:
-        return {"name": "default", **{k: chosen.get(k) for k in ("threshold", "fpr", "reference")}}
+        return {"name": "default", **{k: chosen.get(k) for k in CALIBRATION_SHOWN}}
     known = chosen.get("sources", {})
     if source not in known:
         raise ValueError(f"no calibration for source {source!r} in {FILENAME}"
@@ -113,4 +122,4 @@ def calibration_for(chosen: dict, source: str | None) -> dict:
     if entry.get("score") != chosen["score"] or entry.get("detector_sha256") != chosen.get("detector_sha256"):
         raise ValueError(f"the calibration for source {source!r} was made for another score or detector; "
                          f"make it again: waveshield calibrate --data DIR --source {source}")
-    return {"name": source, **{k: entry.get(k) for k in ("threshold", "fpr", "reference")}}
+    return {"name": source, **{k: entry.get(k) for k in CALIBRATION_SHOWN}}

@@ -96,6 +96,16 @@ def screen_batch(plan: dict, x, get_model, defence_options, get_detector=None, r
     return p_raw, p_def, suspicion, ["disagreement"] * len(x)
 
 
+#: Bins of a suspicion histogram (the report page's, and a calibration's clean images').
+HISTOGRAM_BINS = 50
+
+
+def suspicion_histogram(values, bins: int = HISTOGRAM_BINS) -> list[int]:
+    """Counts of ``values`` (suspicion, 0 to 1) in ``bins`` equal bins over 0 to 1; 1.0 falls in the last."""
+    values = np.clip(np.asarray(values, float).reshape(-1), 0, 1)
+    return np.histogram(values, bins=bins, range=(0.0, 1.0))[0].astype(int).tolist()
+
+
 @dataclass(frozen=True)
 class Record:
     """What screening says of one item: a JSON object of these fields, in this order, in Redis and in the files.

@@ -321,6 +321,11 @@ def test_watch_screens_files_as_they_land_and_resumes_without_repeats(workdir, t
     ids = [json.loads(l)["id"] for l in (out / "records.jsonl").read_text().splitlines()]  # every line whole
     assert len(ids) == len(set(ids)) == 15
     assert {Path(i).name for i in ids} == {f"img{i:03d}.png" for i in [*range(9), *range(10, 15)]} | {"notes.txt"}
+    # The page counts the first run's records too, and says the watch stopped.
+    index = (out / "report_files" / "index.js").read_text()
+    index = json.loads(index[len("wsIndex("):index.rindex(")")])
+    assert (out / "report.html").is_file() and index["status"] == "stopped"
+    assert (index["summary"]["images"], index["summary"]["errors"]) == (15, 1)
 
 
 def test_fit_detector_on_a_corpus_and_a_source_then_screening_uses_it_and_names_signals(workdir, tmp_path, sample,

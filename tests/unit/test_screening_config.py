@@ -44,5 +44,8 @@ def test_a_source_calibration_is_added_beside_the_others_and_picked_by_name():
     chosen = config.with_source({**config.DEFAULT, "sources": {"a": {"score": "disagreement", "threshold": 0.2}}},
                                 "b", {"score": "disagreement", "threshold": 0.4, "fpr": 0.05})
     assert list(chosen["sources"]) == ["a", "b"]
-    assert config.calibration_for(chosen, "b") == {"name": "b", "threshold": 0.4, "fpr": 0.05, "reference": None}
+    assert config.calibration_for(chosen, "b") == {"name": "b", "threshold": 0.4, "fpr": 0.05, "reference": None,
+                                                   "clean_histogram": None}
+    recorded = config.with_source(chosen, "c", {"score": "disagreement", "threshold": 0.4, "clean_histogram": [3, 1]})
+    assert config.calibration_for(recorded, "c")["clean_histogram"] == [3, 1]  # the report page draws it
     assert config.reported_path(chosen) == "haar@haar"

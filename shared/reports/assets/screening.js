@@ -1,0 +1,173 @@
+// The screening report: report_files/index.js calls wsIndex(...), each part file wsPart(...).
+// Every text from the records (ids come from users' file names) goes into the page as text, never as HTML.
+"use strict";
+(function () {
+  const FOLDER = "report_files/";
+  const PER_PAGE = 48, ERRORS_PER_PAGE = 50;
+  const flagged = [], errors = [];
+  let index = null, loadedParts = 0;
+  const state = { label: "", signal: "", sort: "suspicion", page: 0, errorsPage: 0 };
+  // Columns of a flagged entry (shared/reports/screening_page.py: FLAGGED_COLUMNS).
+  const SEQ = 0, ID = 1, LABEL = 2, CONFIDENCE = 3, RAW = 4, SUSPICION = 5, SIGNAL = 6, THUMB = 7, WHY = 8;
+
+  function el(tag, text, cls) {
+    const node = document.createElement(tag);
+    if (text !== undefined && text !== null) node.textContent = String(text);
+    if (cls) node.className = cls;
+    return node;
+  }
+  function pct(x) { return (100 * x).toFixed(1) + " %"; }
+  function row(table, name, value, numeric) {
+    const tr = el("tr");
+    tr.appendChild(el("th", name));
+    tr.appendChild(el("td", value, numeric ? "num" : ""));
+    table.appendChild(tr);
+  }
+  function load(src, onerror) {
+    const script = document.createElement("script");
+    script.src = src;
+    script.onerror = onerror;
+    document.body.appendChild(script);
+  }
+
+  window.wsIndex = function (data) {
+    index = data;
+    showSummary();
+    if (index.parts === 0) { ready(); return; }
+    load(FOLDER + "part-" + String(0).padStart(5, "0") + ".js", partMissing);
+  };
+  window.wsPart = function (number, part) {
+    for (const entry of part.flagged) flagged.push(entry);
+    for (const entry of part.errors) errors.push(entry);
+    loadedParts += 1;
+    if (loadedParts < index.parts) load(FOLDER + "part-" + String(loadedParts).padStart(5, "0") + ".js", partMissing);
+    else ready();
+  };
+  function partMissing() {
+    document.getElementById("status").textContent = "A part of this report is missing (it is being rewritten?): reload the page.";
+    ready();
+  }
+
+  function showSummary() {
+    const s = index.summary, table = document.getElementById("summary");
+    const when = new Date(index.written).toLocaleString();
+    const lines = {complete: "Complete: " + s.images + " items, written " + when + ".",
+      stopped: "Watch stopped: " + s.images + " items, written " + when + ".",
+      running: "Running: " + s.images + " items so far, written " + when + " (reload for more)."};
+    document.getElementById("status").textContent = lines[index.status] || lines.running;
+    row(table, "items", s.images, true);
+    row(table, "screened", s.screened, true);
+    row(table, "flagged", s.flagged + (s.screened ? " (" + pct(s.flagged / s.screened) + ")" : ""), true);
+    row(table, "unreadable", s.errors, true);
+    if (s.calibration) {
+      const c = s.calibration;
+      row(table, "calibration", c.name);
+      row(table, "threshold", c.threshold === null || c.threshold === undefined ? "-" : Number(c.threshold).toFixed(4), true);
+      if (c.fpr !== null && c.fpr !== undefined) row(table, "calibrated false-positive rate", pct(c.fpr), true);
+    }
+    if (s.source_check) {
+      const check = s.source_check;
+      row(table, "source check", check.warning ? "warning" : (check.message || "no warning"));
+      if (check.warning) document.getElementById("warning").appendChild(el("p", check.message, "warning"));
+    }
+    const labels = Object.entries(s.labels || {}).map(([k, v]) => k + " " + v).join(", ");
+    row(table, "labels", labels || "-");
+    const charts = document.getElementById("charts");
+    if (index.chart) {
+      const img = el("img");
+      img.src = FOLDER + index.chart;
+      img.alt = "histogram of suspicion with the threshold marked";
+      charts.appendChild(img);
+    } else charts.appendChild(el("p", "No image screened yet.", "note"));
+    if (!index.clean_histogram) charts.appendChild(el("p", "This calibration did not record its clean images' suspicion; " +
+      "waveshield calibrate records it.", "note"));
+  }
+
+  function options(select, values) {
+    for (const v of values) { const o = el("option", v); o.value = v; select.appendChild(o); }
+  }
+  function ready() {
+    const labels = new Set(), signals = new Set();
+    for (const f of flagged) { labels.add(f[LABEL]); signals.add(f[SIGNAL] === null ? "none" : f[SIGNAL]); }
+    options(document.getElementById("label-filter"), Array.from(labels).sort());
+    options(document.getElementById("signal-filter"), Array.from(signals).sort());
+    for (const [id, key] of [["label-filter", "label"], ["signal-filter", "signal"], ["sort", "sort"]]) {
+      document.getElementById(id).addEventListener("change", (event) => { state[key] = event.target.value; state.page = 0; showGallery(); });
+    }
+    document.getElementById("previous").addEventListener("click", () => { state.page -= 1; showGallery(); });
+    document.getElementById("next").addEventListener("click", () => { state.page += 1; showGallery(); });
+    document.getElementById("errors-previous").addEventListener("click", () => { state.errorsPage -= 1; showErrors(); });
+    document.getElementById("errors-next").addEventListener("click", () => { state.errorsPage += 1; showErrors(); });
+    showGallery();
+    showErrors();
+  }
+
+  function chosen() {
+    const shown = flagged.filter((f) => (!state.label || f[LABEL] === state.label) &&
+      (!state.signal || (f[SIGNAL] === null ? "none" : f[SIGNAL]) === state.signal));
+    if (state.sort === "id") shown.sort((a, b) => (a[ID] < b[ID] ? -1 : a[ID] > b[ID] ? 1 : a[SEQ] - b[SEQ]));
+    else shown.sort((a, b) => b[SUSPICION] - a[SUSPICION] || a[SEQ] - b[SEQ]);
+    return shown;
+  }
+  function picture(file, alt) {
+    if (!file) return el("div", "image not at hand here", "missing");
+    const img = el("img");
+    img.src = FOLDER + "thumbs/" + file;
+    img.alt = alt;
+    return img;
+  }
+  function showGallery() {
+    const shown = chosen(), pages = Math.max(1, Math.ceil(shown.length / PER_PAGE));
+    state.page = Math.min(Math.max(state.page, 0), pages - 1);
+    const gallery = document.getElementById("gallery");
+    gallery.replaceChildren();
+    for (const f of shown.slice(state.page * PER_PAGE, (state.page + 1) * PER_PAGE)) {
+      const tile = el("figure", null, "tile");
+      tile.dataset.seq = f[SEQ];
+      const pictures = el("div", null, "pictures");
+      pictures.appendChild(picture(f[THUMB], "the image as the classifier saw it"));
+      if (f[WHY]) pictures.appendChild(picture(f[WHY], "what the DWT reconstruction removes, amplified"));
+      tile.appendChild(pictures);
+      const caption = el("figcaption");
+      caption.appendChild(el("div", f[ID], "id"));
+      caption.appendChild(el("div", f[LABEL] + " (" + pct(f[CONFIDENCE]) + ")", "line label"));
+      if (f[RAW] !== f[LABEL]) caption.appendChild(el("div", "raw image: " + f[RAW], "line raw"));
+      const s = el("div", null, "line");
+      s.appendChild(el("span", "suspicion " + Number(f[SUSPICION]).toFixed(4), "suspicion"));
+      s.appendChild(el("span", " \u00b7 " + (f[SIGNAL] === null ? "no signal" : f[SIGNAL]), "signal"));
+      caption.appendChild(s);
+      tile.appendChild(caption);
+      gallery.appendChild(tile);
+    }
+    document.getElementById("page").textContent = "page " + (state.page + 1) + " of " + pages;
+    document.getElementById("previous").disabled = state.page === 0;
+    document.getElementById("next").disabled = state.page >= pages - 1;
+    document.getElementById("gallery-note").textContent = shown.length + " of " + flagged.length +
+      " flagged images shown. Left: the image at the pixels the classifier saw (" + index.size + " x " + index.size +
+      ", enlarged without smoothing); right, where the signal is a model path or a reconstruction: what the " +
+      "DWT reconstruction removes, x" + index.why_gain + " around mid-grey.";
+  }
+  function showErrors() {
+    const pages = Math.max(1, Math.ceil(errors.length / ERRORS_PER_PAGE));
+    state.errorsPage = Math.min(Math.max(state.errorsPage, 0), pages - 1);
+    const table = document.getElementById("errors");
+    table.replaceChildren();
+    const head = el("tr");
+    head.appendChild(el("th", "id"));
+    head.appendChild(el("th", "reason"));
+    table.appendChild(head);
+    for (const [id, reason] of errors.slice(state.errorsPage * ERRORS_PER_PAGE, (state.errorsPage + 1) * ERRORS_PER_PAGE)) {
+      const tr = el("tr");
+      tr.appendChild(el("td", id));
+      tr.appendChild(el("td", reason));
+      table.appendChild(tr);
+    }
+    document.getElementById("errors-note").textContent = errors.length ? errors.length + " item(s) could not be read." : "None.";
+    document.getElementById("errors-page").textContent = "page " + (state.errorsPage + 1) + " of " + pages;
+    document.getElementById("errors-previous").disabled = state.errorsPage === 0;
+    document.getElementById("errors-next").disabled = state.errorsPage >= pages - 1;
+  }
+  load(FOLDER + "index.js", () => {
+    document.getElementById("status").textContent = "report_files/index.js is missing: this page needs the folder beside it.";
+  });
+}());

@@ -1,0 +1,197 @@
+"""``report.html`` beside a screening job's records: the summary, the suspicion histogram, the flagged images.
+
+The page is one HTML file and a folder, ``report_files/``, that open from
+disk (``file://``) with no server and no network request:
+
+- ``report.html``: the same for every job (markup, style and script); it
+  loads ``report_files/index.js``, then each part in turn;
+- ``index.js``: the summary, the histogram's counts, the number of parts;
+- ``part-NNNNN.js``: the flagged entries and unreadable items of up to
+  :data:`PART_SIZE` records' worth of batches. Memory holds the open part
+  only; a full part is written once and left alone;
+- ``thumbs/``: one small PNG per flagged image (its pixels as screening
+  decoded them) and, where the signal has one, its "why" picture
+  (:mod:`shared.screening.why`), written as its batch lands;
+- ``suspicion.png``: the histogram (matplotlib), redrawn at most every
+  :data:`CHART_EVERY_S` seconds and at the end.
+
+Files are named by the flagged image's sequence number, never by its id:
+ids come from users' file names, and the page shows them as text only.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from collections.abc import Callable
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from shared.screening.verdicts import HISTOGRAM_BINS, suspicion_histogram
+
+#: The folder beside report.html that holds its data and pictures.
+FOLDER = "report_files"
+#: Entries (flagged images and unreadable items) per part file.
+PART_SIZE = 2000
+#: index.js and the open part are rewritten at most this often while records arrive (seconds) ...
+REFRESH_S = 3.0
+#: ... and the histogram at most this often: drawing it costs about 0.1 s.
+CHART_EVERY_S = 30.0
+#: A flagged entry's fields, in order (the page's script reads them by position).
+FLAGGED_COLUMNS = ("seq", "id", "label", "confidence", "raw_label", "suspicion", "signal", "thumb", "why")
+_ASSETS = Path(__file__).resolve().parent / "assets"
+
+
+def page_html() -> str:
+    """report.html: the template with its script inlined (one file, the same for every job)."""
+    template = (_ASSETS / "screening.html").read_text()
+    return template.replace("/*SCRIPT*/", (_ASSETS / "screening.js").read_text())
+
+
+class ScreeningPage:
+    """Writes report.html and report_files/ as a screening job's records arrive.
+
+    Parameters
+    ----------
+    out : Path
+        The job's output folder (records.jsonl's).
+    tally : shared.screening.verdicts.Tally
+        The writer's running counts: the page's summary.
+    read_item : callable, optional
+        Id -> its pixels (H x W x 3 uint8) or None, for flagged images whose
+        pixels the caller does not pass (:class:`shared.images.read_back.ItemReader`).
+    explain : callable, optional
+        (pixels N x H x W x 3, signals) -> a "why" picture or None per image
+        (:func:`shared.screening.why.residual_pictures` with the plan's defences).
+    clean_histogram : list of int, optional
+        The calibration's clean images' suspicion counts in :data:`~shared.screening.verdicts.HISTOGRAM_BINS` bins, when it recorded them.
+    size : int
+        The side of the pixels screening decodes to, as the page states it.
+    """
+
+    def __init__(self, out: Path, tally, *, read_item: Callable[[str], np.ndarray | None] | None = None,
+                 explain: Callable | None = None, clean_histogram: list[int] | None = None, size: int = 32):
+        self.out, self.folder, self.tally = Path(out), Path(out) / FOLDER, tally
+        self.read_item, self.explain, self.size = read_item, explain, size
+        self.clean_histogram = clean_histogram
+        # A writer that starts again (a resumed follower) is fed every record again: start from nothing.
+        shutil.rmtree(self.folder, ignore_errors=True)
+        (self.folder / "thumbs").mkdir(parents=True)
+        self.counts = [0] * HISTOGRAM_BINS
+        self.seq = 0
+        self.parts_closed = 0
+        self.flagged: list[list] = []
+        self.errors: list[list] = []
+        self.last_write = self.last_chart = float("-inf")
+        self.chart_counts: list[int] | None = None
+        self.dirty = False
+        _write_text(self.out / "report.html", page_html())
+        self._write_index("running")
+
+    def add(self, records: list[dict], pixels: dict[str, np.ndarray] | None = None) -> None:
+        """Take a batch of records (after the tally counted them); its flagged images' pictures are written now.
+
+        ``pixels``: id -> the pixels screening classified, where the caller has
+        them; other flagged images are read back by id.
+        """
+        self.counts = [a + b for a, b in zip(self.counts, suspicion_histogram(
+            [r["suspicion"] for r in records if r["error"] is None and r["suspicion"] is not None]))]
+        found: list[tuple[list, np.ndarray]] = []
+        for r in records:
+            if r["error"] is not None:
+                self.errors.append([r["id"], r["error"]])
+            elif r["flagged"]:
+                self.seq += 1
+                entry = [self.seq, r["id"], r["label"], r["confidence"], r["raw_label"], r["suspicion"], r["signal"],
+                         None, None]
+                image = pixels.get(r["id"]) if pixels is not None else None
+                if image is None and self.read_item is not None:
+                    image = self.read_item(r["id"])
+                if image is not None:
+                    image = _as_uint8(image)
+                    entry[7] = _save_png(self.folder / "thumbs", f"{self.seq:07d}.png", image)
+                    found.append((entry, image))
+                self.flagged.append(entry)
+        if found and self.explain is not None:
+            why = self.explain(np.stack([image for _, image in found]), [entry[6] for entry, _ in found])
+            for (entry, _), picture in zip(found, why):
+                if picture is not None:
+                    entry[8] = _save_png(self.folder / "thumbs", f"{entry[0]:07d}-why.png", picture)
+        self.dirty = True
+        if len(self.flagged) + len(self.errors) >= PART_SIZE:
+            self._write_part()
+            self.parts_closed += 1
+            self.flagged, self.errors = [], []
+            self._write_index("running")
+        else:
+            self.tick()
+
+    def tick(self) -> None:
+        """Write what arrived since the last write, if that was :data:`REFRESH_S` ago (a watch calls it at each poll)."""
+        if self.dirty and time.monotonic() - self.last_write >= REFRESH_S:
+            self._write_part()
+            self._write_index("running")
+
+    def close(self, status: str = "complete") -> None:
+        """Write the last part, the histogram and the index, marked ``status`` ("complete"; a watch: "stopped")."""
+        self._write_part()
+        self._write_index(status, final=True)
+
+    def _parts(self) -> int:
+        return self.parts_closed + bool(self.flagged or self.errors)
+
+    def _write_part(self) -> None:
+        if not (self.flagged or self.errors):
+            return
+        payload = json.dumps({"flagged": self.flagged, "errors": self.errors}, separators=(",", ":"))
+        _write_text(self.folder / f"part-{self.parts_closed:05d}.js", f"wsPart({self.parts_closed}, {payload});\n")
+
+    def _write_index(self, status: str, final: bool = False) -> None:
+        now = time.monotonic()
+        chart = None
+        if sum(self.counts):
+            if final or now - self.last_chart >= CHART_EVERY_S:
+                if self.counts != self.chart_counts:
+                    from shared.reports.histograms import suspicion_figure, save
+
+                    save(suspicion_figure(self.counts, self.tally.calibration, self.clean_histogram),
+                         self.folder / "suspicion.png")
+                    self.chart_counts = list(self.counts)
+                self.last_chart = now
+            chart = "suspicion.png" if self.chart_counts is not None else None
+        index = {"status": status, "written": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                 "summary": self.tally.summary(), "parts": self._parts(), "size": self.size,
+                 "histogram": self.counts, "clean_histogram": self.clean_histogram, "chart": chart,
+                 "chart_counts": self.chart_counts, "columns": FLAGGED_COLUMNS,
+                 "why_gain": _why_gain()}
+        _write_text(self.folder / "index.js", f"wsIndex({json.dumps(index, separators=(',', ':'))});\n")
+        self.last_write, self.dirty = now, False
+
+
+def _why_gain() -> float:
+    from shared.screening.why import GAIN
+
+    return GAIN
+
+
+def _as_uint8(pixels: np.ndarray) -> np.ndarray:
+    """The pixels of a float array set rounded to 8 bits, for the picture only."""
+    return pixels if pixels.dtype == np.uint8 else np.clip(pixels * 255 + 0.5, 0, 255).astype(np.uint8)
+
+
+def _save_png(folder: Path, name: str, pixels: np.ndarray) -> str:
+    from PIL import Image
+
+    Image.fromarray(np.ascontiguousarray(pixels)).save(folder / name, compress_level=1)
+    return name
+
+
+def _write_text(path: Path, text: str) -> None:
+    """Replace ``path`` whole: a page reloaded meanwhile reads the old file or the new, never half of one."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)

@@ -107,20 +107,20 @@ class ScreeningPage:
             elif r["flagged"]:
                 self.seq += 1
                 entry = [self.seq, r["id"], r["label"], r["confidence"], r["raw_label"], r["suspicion"], r["signal"],
-                         None, None]
+                         0, 0]
                 image = pixels.get(r["id"]) if pixels is not None else None
                 if image is None and self.read_item is not None:
                     image = self.read_item(r["id"])
                 if image is not None:
                     image = _as_uint8(image)
-                    entry[7] = _save_png(self.folder / "thumbs", f"{self.seq:07d}.png", image)
+                    entry[7] = _save_png(self.folder / "thumbs", thumbnail_name(self.seq), image)
                     found.append((entry, image))
                 self.flagged.append(entry)
         if found and self.explain is not None:
             why = self.explain(np.stack([image for _, image in found]), [entry[6] for entry, _ in found])
             for (entry, _), picture in zip(found, why):
                 if picture is not None:
-                    entry[8] = _save_png(self.folder / "thumbs", f"{entry[0]:07d}-why.png", picture)
+                    entry[8] = _save_png(self.folder / "thumbs", thumbnail_name(entry[0], why=True), picture)
         self.dirty = True
         if len(self.flagged) + len(self.errors) >= PART_SIZE:
             self._write_part()
@@ -178,16 +178,21 @@ def _why_gain() -> float:
     return GAIN
 
 
+def thumbnail_name(seq: int, why: bool = False) -> str:
+    """The file of the ``seq``-th flagged image's picture (or its "why") in ``thumbs/``; the page derives it too."""
+    return f"{seq:07d}{'-why' if why else ''}.png"
+
+
 def _as_uint8(pixels: np.ndarray) -> np.ndarray:
     """The pixels of a float array set rounded to 8 bits, for the picture only."""
     return pixels if pixels.dtype == np.uint8 else np.clip(pixels * 255 + 0.5, 0, 255).astype(np.uint8)
 
 
-def _save_png(folder: Path, name: str, pixels: np.ndarray) -> str:
+def _save_png(folder: Path, name: str, pixels: np.ndarray) -> int:
     from PIL import Image
 
     Image.fromarray(np.ascontiguousarray(pixels)).save(folder / name, compress_level=1)
-    return name
+    return 1  # the entry says the picture exists; its name follows from the sequence number
 
 
 def _write_text(path: Path, text: str) -> None:

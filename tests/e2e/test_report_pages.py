@@ -98,6 +98,9 @@ def test_screening_page_shows_the_flagged_images_in_order_filters_pages_and_esca
     assert shown == [flagged[k]["id"] for k in order[:PER_PAGE]]
     thumbs = [url for url in visit.requests if "/thumbs/" in url]
     assert 0 < len(thumbs) <= 2 * PER_PAGE  # only the page shown has its pictures loaded
+    page.wait_for_load_state("load")
+    widths = page.eval_on_selector_all("#gallery img", "images => images.map(i => i.naturalWidth)")
+    assert len(widths) > PER_PAGE and set(widths) == {32}  # every picture and "why" there, at its real pixels
     page.screenshot(path=str(tmp_path / "screening.png"), full_page=True)
     print(f"screenshot: {tmp_path / 'screening.png'}")
 

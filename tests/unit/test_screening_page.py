@@ -130,7 +130,8 @@ def test_thumbnails_are_the_pixels_given_and_named_by_sequence(tmp_path):
     from PIL import Image
 
     for entry in _parts(tmp_path)[0]["flagged"]:
-        thumb = tmp_path / screening_page.FOLDER / "thumbs" / entry[7]
+        assert entry[7] == 1 and entry[8] == 0  # a picture, no "why" (no defence named)
+        thumb = tmp_path / screening_page.FOLDER / "thumbs" / screening_page.thumbnail_name(entry[0])
         assert thumb.name == f"{entry[0]:07d}.png"
         np.testing.assert_array_equal(np.asarray(Image.open(thumb)), pixels[entry[1]])
 

@@ -125,8 +125,9 @@
       const tile = el("figure", null, "tile");
       tile.dataset.seq = f[SEQ];
       const pictures = el("div", null, "pictures");
-      pictures.appendChild(picture(f[THUMB], "the image as the classifier saw it"));
-      if (f[WHY]) pictures.appendChild(picture(f[WHY], "what the DWT reconstruction removes, amplified"));
+      const name = String(f[SEQ]).padStart(7, "0");
+      pictures.appendChild(picture(f[THUMB] ? name + ".png" : null, "the image as the classifier saw it"));
+      if (f[WHY]) pictures.appendChild(picture(name + "-why.png", "what the DWT reconstruction removes, amplified"));
       tile.appendChild(pictures);
       const caption = el("figcaption");
       caption.appendChild(el("div", f[ID], "id"));

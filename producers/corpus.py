@@ -152,7 +152,7 @@ def run_corpus(*, data: str | None, attacks: list[str], name: str | None, settin
     if job is not None:  # the background producer of a job another command created
         image_set = load_corpus_input(Pipeline(client).plan(job), settings.decode_workers)
         feed_and_follow(client, app, job, image_set, settings, on_progress)
-        say("complete: manifest.jsonl and preview.png written")
+        say("complete: manifest.jsonl, preview.png and report.html written")
         return
     if not data or not name:
         raise ValueError("corpus needs --data (the labelled images to attack) and --out (the corpus folder)")
@@ -165,7 +165,7 @@ def run_corpus(*, data: str | None, attacks: list[str], name: str | None, settin
         return
     if wait:
         feed_and_follow(client, app, job, image_set, settings, on_progress)
-        say("complete: manifest.jsonl and preview.png written")
+        say("complete: manifest.jsonl, preview.png and report.html written")
         return
     pid, log_path = hand_over(job, settings, url)
     say(f"a producer (pid {pid}, log {log_path}) sends the shards as the workers keep up; follow it with: "

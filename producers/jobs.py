@@ -56,28 +56,44 @@ def resume(job: str, settings: Settings) -> list[str]:
     return lines
 
 
-def render_report(job: str, out: Path | None, settings: Settings) -> Path:
+def render_report(job: str, out: Path | None, settings: Settings, *, examples: bool = False) -> Path:
     """The report of ``job`` (from its counts in Redis) or of a ``report.json`` file, written again; its path.
+
+    A ``report.json`` is an evaluation's (``report.md``, the charts,
+    ``report.html``) or, by its ``kind``, a detector's (``detector.md``,
+    ``roc.png``). ``examples``: draw an evaluation's ``examples.png`` again
+    from the report's data and the models in the weights directory (without
+    it, the sheet of the original run goes along as it is).
 
     Raises
     ------
     shared.pipeline.meta.JobNotFound
         If the job is not in Redis.
     ValueError
-        If it is not an evaluation job.
+        If it is not an evaluation job, or ``examples`` meets a job or a detector's report.
     """
     import shutil
 
-    from shared.evaluation import report as report_mod  # Pillow and the figures: only for this command
+    from shared.evaluation import report as report_mod  # matplotlib and the charts: only for this command
 
     if job.endswith(".json"):
-        cells, plan, meta = report_mod.read(job)
         source, out = Path(job).parent, out or Path(job).parent
-        examples = (source / report_mod.EXAMPLES).is_file()
-        if examples and source.resolve() != out.resolve():  # the sheet of the original run goes along
-            out.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(source / report_mod.EXAMPLES, out / report_mod.EXAMPLES)
-        return report_mod.write(cells, out, plan=plan, meta=meta, notes=meta.get("notes", []), examples=examples)
+        if _is_detector_report(job):
+            if examples:
+                raise ValueError(f"{job} is a detector's report: --examples redraws an evaluation's sheet")
+            from producers.detector.report import read_report, write_report
+
+            return write_report(out, **read_report(job))
+        cells, plan, meta = report_mod.read(job)
+        out.mkdir(parents=True, exist_ok=True)
+        if examples:
+            _redraw_examples(plan, meta, settings, out / report_mod.EXAMPLES)
+        elif (source / report_mod.EXAMPLES).is_file() and source.resolve() != out.resolve():
+            shutil.copyfile(source / report_mod.EXAMPLES, out / report_mod.EXAMPLES)  # the original run's sheet
+        return report_mod.write(cells, out, plan=plan, meta=meta, notes=meta.get("notes", []),
+                                examples=examples or (source / report_mod.EXAMPLES).is_file())
+    if examples:
+        raise ValueError("--examples needs a report.json (a job's images are not kept in Redis)")
     from shared.pipeline import Pipeline
 
     pipe = Pipeline(connect(settings.redis_url)[1])
@@ -89,6 +105,38 @@ def render_report(job: str, out: Path | None, settings: Settings) -> Path:
     # The job's images are not kept in Redis, so no examples sheet: the report does not name one.
     notes = report_mod.run_notes(meta, plan) + [f"job {job}: {state['status']}, {state['done']}/{state['expected']} cells"]
     return report_mod.write(cells, out or settings.output_dir / job, plan=plan, meta=meta, notes=notes)
+
+
+def _is_detector_report(path: str) -> bool:
+    """Whether ``path`` holds a detector's report.json (any other file is read as an evaluation's)."""
+    import json
+
+    from producers.detector.report import is_report
+
+    try:
+        return is_report(json.loads(Path(path).read_text()))
+    except (OSError, ValueError):
+        return False  # the evaluation's reader says what is wrong with it
+
+
+def _redraw_examples(plan: dict, meta: dict, settings: Settings, path: Path) -> Path:
+    """The examples sheet of an evaluation report drawn again: a few images of its data, the weights directory's models.
+
+    Raises
+    ------
+    ValueError
+        If the report does not name its data, or the data cannot be read.
+    """
+    from producers.local import available_plan, example_sheet
+    from shared.images.load import load_images
+
+    if not meta.get("data"):
+        raise ValueError("the report does not name its data: its examples cannot be drawn again")
+    plan, _ = available_plan(plan, settings.weights_dir)
+    image_set = load_images(meta["data"], limit=10, workers=settings.decode_workers)  # one image per class
+    if image_set.labels is None or not len(image_set):
+        raise ValueError(f"{meta['data']}: the examples need labelled images")
+    return example_sheet(plan, image_set, settings, path)
 
 
 def evaluate(*, spec: Path | None, data: str | None, limit: int | None, out: Path | None, local: bool,

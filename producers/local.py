@@ -94,38 +94,62 @@ def run_evaluation(*, data: str, limit: int | None, out: Path, settings: Setting
         notes.append(f"Redis traffic: {traffic['redis_kib_per_image']:.1f} KiB per image in all "
                      f"({traffic['blob_kib_per_image']:.1f} KiB of blobs)")
     out.mkdir(parents=True, exist_ok=True)
-    _example_sheet(plan, image_set, settings, out / report.EXAMPLES)
+    example_sheet(plan, image_set, settings, out / report.EXAMPLES)
     return report.write(cells, out, plan=plan, meta=meta, notes=notes, examples=True)
 
 
-def _example_sheet(plan, image_set, settings, path, count: int = 6) -> None:
-    """Original / adversarial / reconstructed rows for a few images, each with the model's prediction."""
-    from shared.evaluation.figures import image_sheet
+def example_sheet(plan: dict, image_set, settings: Settings, path: Path, count: int = 10) -> Path:
+    """Draw :func:`example_figure` into ``path`` (:data:`shared.evaluation.report.EXAMPLES`); return it."""
+    from shared.reports import sheets
+
+    return sheets.save(example_figure(plan, image_set, settings, count), path)
+
+
+def example_figure(plan: dict, image_set, settings: Settings, count: int = 10):
+    """The examples sheet's Figure: rows of the same ``count`` images, one per class in turn.
+
+    Rows: clean, attacked (the plan's strongest transfer attack with an eps,
+    crafted on the source model), reconstructed for the source model (the
+    first configuration giving it a DWT input), and the full defence (the
+    first DWT-trained model with its DWT input); each image with its true
+    label and that row's prediction. A row whose configuration the plan
+    lacks is left out.
+    """
+    from shared.evaluation.plan import AttackSpec
     from shared.evaluation.run import craft, defend
+    from shared.reports import sheets
 
     device = resolve_device(settings.device)
     store = ModelStore(settings.weights_dir, device)
-    source = store.get(plan["source_model"])
-    defended = next((c for c in plan["configurations"] if c.get("defence")), None)
-    x = image_set.to_tensor()[:count].to(device)
-    y = torch.from_numpy(image_set.labels[:count]).to(device)
+    source_name = plan["source_model"]
+    source = store.get(source_name)
+    picked = sheets.across_classes(image_set.labels, count)
+    x = image_set.to_tensor()[picked].to(device)
+    truth = image_set.labels[picked].tolist()
     attack = next((a for a in reversed(plan["attacks"]) if a.get("params", {}).get("eps") and not a.get("through")),
                   plan["attacks"][-1])
-    adversarial = craft(source, x, y, attack)
+    adversarial = craft(source, x, torch.tensor(truth, device=device), attack)
+    configs = [ModelPath.of(c) for c in plan["configurations"]]
+    rebuilt = next((c for c in configs if c.defence and c.model == source_name), None)
+    full = next((c for c in configs if c.defence and c.model != source_name), None)
     classes = image_set.classes
-    rows = []
-    with torch.no_grad():
-        def captioned(images, model, label):
-            preds = model(images).argmax(1).tolist()
-            return [(im.permute(1, 2, 0).cpu().numpy(), f"{label}: {classes[p] if p < len(classes) else p}")
-                    for im, p in zip(images, preds)]
-        rows.append(captioned(x, source, "clean"))
-        rows.append(captioned(adversarial, source, attack["name"]))
-        if defended:
-            model = store.get(defended["model"])
-            rec = defend(adversarial, defences.get(defended["defence"], settings.weights_dir))
-            rows.append(captioned(rec, model, ModelPath.of(defended).id))
-    image_sheet(rows, path)
+
+    @torch.no_grad()
+    def row(title: str, images: torch.Tensor, model) -> tuple:
+        predictions = model(images).argmax(1).tolist()
+        pixels = images.permute(0, 2, 3, 1).cpu().numpy()
+        return title, sheets.prediction_tiles(pixels, truth, predictions, classes)
+
+    source_id = ModelPath(source_name).id
+    rows = [row(f"clean, on {source_id}", x, source),
+            row(f"attacked: {AttackSpec.of(attack).label}, crafted on {source_name}; on {source_id}", adversarial,
+                source)]
+    for title, config in (("reconstructed ({} DWT input), on the undefended model: {}", rebuilt),
+                          ("full defence (DWT-trained model, {} DWT input): {}", full)):
+        if config:
+            rec = defend(adversarial, defences.get(config.defence, settings.weights_dir))
+            rows.append(row(title.format(config.defence, config.id), rec, store.get(config.model)))
+    return sheets.image_sheet(rows)
 
 
 def _in_process(plan, image_set, settings, progress):

@@ -10,7 +10,6 @@ import torch
 
 from shared import attacks
 from shared.dwt import defences, tuning
-from shared.evaluation import figures
 from shared.evaluation.plan import PAPER_EPS, paper_attacks
 from shared.files import write_atomically
 from shared.images.load import load_images
@@ -45,11 +44,7 @@ def run_tune(*, data: str, n: int, out: Path, settings: Settings, min_psnr: floa
     out.mkdir(parents=True, exist_ok=True)
     _write_csv(rows, out / "tune.csv")
     (out / "tune.md").write_text(_markdown(rows, chosen, data=data, images=len(clean), min_psnr=min_psnr, objective=objective))
-    groups: dict[str, list] = {}
-    for r in rows:
-        groups.setdefault(r["wavelet"], []).append((r["clean_psnr"], r[f"mean_{objective}"]))
-    figures.scatter(groups, out / "tune.png", xlabel="PSNR of reconstruct(clean) vs clean (dB)",
-                    ylabel=f"mean {objective} on FGSM/BIM images (dB)", title="DWT settings", vline=min_psnr)
+    plot(rows, out / "tune.png", min_psnr=min_psnr, objective=objective)
     keys = defences.DEFAULTS["haar"].keys()
     document = {
         "defences": {family: {k: row[k] for k in keys} for family, row in chosen.items()},
@@ -63,6 +58,28 @@ def run_tune(*, data: str, n: int, out: Path, settings: Settings, min_psnr: floa
     write_atomically(settings.weights_dir / defences.FILENAME, lambda tmp: tmp.write_text(text))
     (out / defences.FILENAME).write_text(text)
     return chosen
+
+
+def plot(rows: list[dict], path: Path, *, min_psnr: float, objective: str) -> Path:
+    """tune.png: every setting's clean PSNR against its mean ``objective``, per wavelet, and the PSNR threshold.
+
+    ``rows`` as :func:`shared.dwt.tuning.score` gives them, or as :func:`read_csv` reads them back.
+    """
+    from shared.reports import charts  # matplotlib: only when the plot is drawn
+
+    groups: dict[str, list] = {}
+    for r in rows:
+        groups.setdefault(r["wavelet"], []).append((float(r["clean_psnr"]), float(r[f"mean_{objective}"])))
+    return charts.save(charts.scatter(groups, xlabel="PSNR of reconstruct(clean) vs clean (dB)",
+                                      ylabel=f"mean {objective} on FGSM/BIM images (dB)",
+                                      title=f"DWT settings: {len(rows)} scored", vline=min_psnr,
+                                      vline_label=f"clean PSNR >= {min_psnr:g} dB"), path)
+
+
+def read_csv(path: Path) -> list[dict]:
+    """The rows of a ``tune.csv`` (:func:`run_tune`), as text: enough for :func:`plot`."""
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
 
 
 def _write_csv(rows: list[dict], path: Path) -> None:

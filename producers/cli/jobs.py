@@ -87,8 +87,11 @@ def resume(job):
 @click.argument("job", metavar="JOB|REPORT.json")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Report directory [default: $WAVESHIELD_OUTPUT_DIR/JOB, or the report.json's own folder].")
-def report(job, out):
-    """Render a report again: JOB from the counts in Redis, or a report.json file."""
+@click.option("--examples", is_flag=True, help="An evaluation's report.json: draw examples.png again from its data "
+              "and the models in WAVESHIELD_WEIGHTS_DIR (ten images, one per class).")
+def report(job, out, examples):
+    """Render a report again: JOB from the counts in Redis, or a report.json file (an evaluation's, with its
+    charts and report.html, or fit-detector's, with detector.md and roc.png)."""
     from producers.jobs import render_report
 
-    click.echo(f"report: {render_report(job, out, settings_mod.load())}")
+    click.echo(f"report: {render_report(job, out, settings_mod.load(), examples=examples)}")

@@ -25,6 +25,7 @@ from shared.models.store import ModelStore
 from shared.screening import config as screening_config
 from shared.screening import detector, measures
 from shared.screening.examples import HELD_OUT, TRAINED, FeatureCache, FeatureReader, examples, measure, thresholds
+from shared.screening.verdicts import suspicion_histogram
 from shared.settings import Settings, resolve_device
 from shared.settings import load as load_settings
 
@@ -156,6 +157,8 @@ def run_fit(*, corpora: list[Path], clean: str, n_clean: int, calibration, n_cal
             "calibrated_on": {"sources": sets.calibrating, "thresholds": per_source,
                               "rates": rates, "rule": "the highest of the sources' thresholds"},
             "reference": coarse.references(sets.evens),
+            # The calibration images' suspicion, all sources together: the screening page draws it.
+            "clean_histogram": suspicion_histogram(torch.cat([model.score(f) for f in sets.features.values()]).numpy()),
             "measured_on": {"which": "odd positions", "quantised_to_uint8": True,
                             "images": {n: r["clean_images"] for n, r in results.items()}},
             "per_source": results,

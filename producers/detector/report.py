@@ -1,12 +1,17 @@
-"""The report of `waveshield fit-detector`: ``detector.md`` and its ROC figure."""
+"""The report of `waveshield fit-detector`: ``detector.md``, its ROC figure, and ``report.json`` to draw both again."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-from shared.evaluation import figures
 from shared.evaluation.plan import EPS_8_255, AttackSpec
+
+#: What ``report.json`` says it is, so that `waveshield report` tells a detector's report from an evaluation's.
+KIND = "detector"
+#: The card's entries the report reads (the rest, e.g. the coarse references, stay in weights/detector.json).
+_CARD_KEYS = ("paths", "statistics", "threshold", "fpr", "measured_fpr", "trained_on", "calibrated_on", "per_source",
+              "adaptive_images", "flagged_after_benign_changes", "hidden", "n_features", "sha256")
 
 #: The attacks of the per-source table, in its column order: attacks a source is measured on (fitted or held out).
 SOURCE_ATTACKS = (AttackSpec.named("fgsm", eps=0.004), AttackSpec.named("fgsm", eps=0.01), AttackSpec.named("bim", eps=0.01),
@@ -56,25 +61,61 @@ def _span(values) -> str:
     return f"{100 * min(values):.1f}-{100 * max(values):.1f} %"
 
 
-def write_report(out: Path, rows: list[dict], adaptive: dict, curves: dict, card: dict, first: str) -> None:
-    """Write ``detector.md`` (per source, per attack, the adaptive attacker, benign changes) and ``roc.png``.
+def write_report(out: Path, rows: list[dict], adaptive: dict, curves: dict, card: dict, first: str) -> Path:
+    """Write ``detector.md`` (per source, per attack, the adaptive attacker, benign changes), ``roc.png`` and
+    ``report.json``; return the Markdown path.
 
     ``rows`` and ``curves``: :func:`shared.screening.measures.attack_rows` of the
     first calibration source, ``first``; ``adaptive``: source -> its
     :func:`shared.screening.measures.adaptive_rows`; ``card``: the detector's.
     Where ``out`` holds a ``photographs.json`` (``scripts/photo_holdout.py``),
     its leave-one-photograph-out table follows the per-source one.
+    ``report.json`` holds these arguments (the card's entries the report
+    reads), so that :func:`read_report` and this function draw it again.
     """
+    from shared.reports import charts  # matplotlib: only when a report is drawn
+
+    out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    shown = {k: v for k, v in curves.items() if k in SOURCE_COLUMNS}
-    figures.scatter(shown, out / "roc.png", xlabel="clean images flagged (%)", ylabel="fooling images flagged (%)",
-                    title=f"Learned detector, 8-bit attacked images of {first}", vline=100 * card["fpr"])
+    payload = {"kind": KIND, "first": first, "rows": rows, "adaptive": adaptive, "curves": curves,
+               "card": {k: card[k] for k in _CARD_KEYS if k in card}}
+    (out / "report.json").write_text(json.dumps(payload, indent=1, allow_nan=True) + "\n")
+    labels = {spec.id: spec.label for spec in SOURCE_ATTACKS}  # eps in /255 too, as the tables write it
+    shown = {labels[k]: v for k, v in curves.items() if k in labels}
+    operating = {labels[k]: 100 * v for k, v in card["per_source"][first]["detected"].items()
+                 if k in labels and k in curves}
+    fpr = 100 * card["per_source"][first]["false_positives"]
+    charts.save(charts.roc(shown, title=f"Learned detector, 8-bit attacked images of {first} (held-out half)",
+                           fpr=fpr, detected=operating, target=100 * card["fpr"]), out / "roc.png")
     study = out / "photographs.json"
     content = (["## Content no fit saw", "", *content_lines(json.loads(study.read_text())),
                 "", "More in [photographs.md](photographs.md).", ""] if study.is_file() else [])
     lines = [*_fit_lines(card, first), *content, f"## On {first}, attack by attack", "", *_attack_lines(rows),
              *_adaptive_lines(adaptive, card.get("adaptive_images") or {}), *_benign_lines(card), "", "![ROC](roc.png)", ""]
     (out / "detector.md").write_text("\n".join(lines))
+    return out / "detector.md"
+
+
+def is_report(payload: dict) -> bool:
+    """Whether a loaded ``report.json`` is a detector's (:func:`write_report`), not an evaluation's."""
+    return isinstance(payload, dict) and payload.get("kind") == KIND
+
+
+def read_report(path: str | Path) -> dict:
+    """The keyword arguments of :func:`write_report` (but ``out``) from a ``report.json`` it wrote.
+
+    Raises
+    ------
+    ValueError
+        If the file is not such a report.
+    """
+    try:
+        payload = json.loads(Path(path).read_text())
+        if not is_report(payload):
+            raise ValueError("no \"kind\": \"detector\"")
+        return {k: payload[k] for k in ("rows", "adaptive", "curves", "card", "first")}
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ValueError(f"{path}: not a detector report.json ({exc})") from None
 
 
 def _fit_lines(card: dict, first: str) -> list[str]:

@@ -6,7 +6,8 @@ A shard is one (attack, batch) pair: ``<attack>/shard-NNNNN.npz`` holding
 per image. Both are written atomically (temporary name, then rename), so a
 shard either exists whole or not at all, and a rerun of the same spec only
 computes the shards that are missing. At the end ``manifest.jsonl`` gathers
-the lines of every shard in order and ``preview.png`` shows a few images.
+the lines of every shard in order, ``preview.png`` shows a few images and
+``report.html`` both with a table of the attacks.
 """
 
 from __future__ import annotations
@@ -107,15 +108,33 @@ def finish(out: Path, attacks: list[dict], shards: int) -> int:
 
 
 def preview(out: Path, attacks: list[dict], per_attack: int = 8) -> Path:
-    """preview.png: the first images of shard 0 of every attack, with predictions before -> after."""
-    from shared.evaluation.figures import image_sheet
+    """preview.png: images of shard 0 of every attack, one per class in turn, with the true label and the
+    source model's predictions before and after the attack (red where the attack fooled it)."""
+    from shared.reports import sheets
 
     rows = []
     for attack in attacks:
         npz, jsonl = shard_paths(out, attack, 0)
+        lines = [json.loads(line) for line in jsonl.read_text().splitlines()]
+        picked = sheets.across_classes([line["label"] for line in lines], per_attack)
         with np.load(npz, allow_pickle=False) as data:
-            x = data["x"][:per_attack].astype(np.float32)
-        lines = [json.loads(l) for l in jsonl.read_text().splitlines()[:per_attack]]
-        rows.append([(im.transpose(1, 2, 0), f"{slug(attack)[:14]} {l['pred_before']}->{l['pred_after']}")
-                     for im, l in zip(x, lines)])
-    return image_sheet(rows, Path(out) / "preview.png", scale=3)
+            x = data["x"][picked].astype(np.float32)
+        tiles = [(image, [f"true: {_class(line['label'])}", f"before: {_class(line['pred_before'])}",
+                          f"after: {_class(line['pred_after'])}"], line["success"])
+                 for image, line in zip(x, (lines[i] for i in picked))]
+        rows.append((AttackSpec.of(attack).label, tiles))
+    # The corpus's labels are CIFAR-10's: the set it attacks is labelled in the shipped models' class order.
+    return sheets.save(sheets.image_sheet(rows), Path(out) / "preview.png")
+
+
+def _class(index: int) -> str:
+    from shared.images.image_set import CIFAR10_CLASSES
+
+    return CIFAR10_CLASSES[index] if 0 <= index < len(CIFAR10_CLASSES) else str(index)
+
+
+def page(out: Path) -> Path:
+    """report.html beside manifest.jsonl: the preview and a table of the attacks and their counts."""
+    from shared.reports import evaluation_page
+
+    return evaluation_page.write_corpus(out, preview="preview.png" if (Path(out) / "preview.png").is_file() else None)

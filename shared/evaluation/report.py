@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
-from shared.evaluation import figures
 from shared.evaluation.plan import CLEAN, AttackSpec, Cell, ModelPath, paper_attacks
 
 _CLEAN = AttackSpec(CLEAN)
 #: The sheet of clean / adversarial / reconstructed images beside a report, when its images were at hand.
 EXAMPLES = "examples.png"
+#: The charts :func:`write` draws beside report.md: Tables 1-2, the average drops, Table 3.
+ACCURACY, DROPS, ADAPTIVE = "accuracy.png", "drops.png", "adaptive.png"
 
 
 def accuracy_table(cells: list[Cell]) -> dict[AttackSpec, dict[str, Cell]]:
@@ -59,24 +61,49 @@ PAPER_DROPS = {"standard+raw": 67.0, "standard+haar": 31.0, "haar+haar": 6.0}
 PAPER_ATTACKS = [AttackSpec.of(a) for a in paper_attacks()]
 
 
-def paper_comparison(cells: list[Cell]) -> list[str]:
-    """Markdown lines setting the measured drops and worst cases beside the paper's, where comparable."""
+@dataclass(frozen=True)
+class Table:
+    """One table of a report, as text cells: what both the Markdown and the HTML page render.
+
+    ``total`` is a last row set apart (bold in Markdown, a footer on the
+    page): the average drop under a Table 2.x. ``intro`` and ``outro`` are
+    paragraphs before and after it.
+    """
+
+    title: str
+    header: list[str]
+    rows: list[list[str]]
+    total: list[str] | None = None
+    intro: tuple[str, ...] = ()
+    outro: tuple[str, ...] = ()
+
+
+def paper_table(cells: list[Cell]) -> Table | None:
+    """The measured drops and worst cases beside the paper's, where comparable; None where not (the paper's
+    attacks or clean images missing, or none of its configurations measured)."""
     table = accuracy_table(cells)
     if _CLEAN not in table or not set(PAPER_ATTACKS) <= set(table):
-        return []
-    lines = ["## Compared with the paper", "",
-             "| configuration | paper: average drop | measured: average drop | measured: worst attack accuracy |",
-             "| --- | --- | --- | --- |"]
+        return None
+    rows = []
     for config, paper in PAPER_DROPS.items():
         if config not in table[_CLEAN]:
             continue
         clean = table[_CLEAN][config].accuracy
         attacked = [table[a][config].accuracy for a in PAPER_ATTACKS]
         drop = 100 * (clean - sum(attacked) / len(attacked))
-        lines.append(f"| {config} | {paper:.0f} points | {drop:.1f} points | {100 * min(attacked):.1f} % |")
-    lines += ["", "The paper: strongest attacks leave the undefended model under 5 %, the Haar-trained model "
-              "with Haar input at 77 % or more (12 points under its clean accuracy).", ""]
-    return lines
+        rows.append([config, f"{paper:.0f} points", f"{drop:.1f} points", f"{100 * min(attacked):.1f} %"])
+    if not rows:  # none of the paper's configurations measured (a model of one's own): nothing to set beside
+        return None
+    return Table("Compared with the paper",
+                 ["configuration", "paper: average drop", "measured: average drop", "measured: worst attack accuracy"],
+                 rows, outro=("The paper: strongest attacks leave the undefended model under 5 %, the Haar-trained "
+                              "model with Haar input at 77 % or more (12 points under its clean accuracy).",))
+
+
+def paper_comparison(cells: list[Cell]) -> list[str]:
+    """Markdown lines setting the measured drops and worst cases beside the paper's, where comparable."""
+    found = paper_table(cells)
+    return markdown_table(found) if found else []
 
 
 def _layout(cells: list[Cell]):
@@ -86,52 +113,59 @@ def _layout(cells: list[Cell]):
     return table, configs, [a for a in table if not a.adaptive], [a for a in table if a.adaptive]
 
 
-def _rows(table: dict[AttackSpec, dict[str, Cell]], attacks: list[AttackSpec], configs: list[str]) -> list[str]:
-    lines = ["| attack | " + " | ".join(configs) + " |", "| --- |" + " --- |" * len(configs)]
-    for attack in attacks:
-        row = table[attack]
-        lines.append(f"| {attack.label} | "
-                     + " | ".join(f"{100 * row[c].accuracy:.2f}" if c in row else "" for c in configs) + " |")
-    return lines
+def _rows(table: dict[AttackSpec, dict[str, Cell]], attacks: list[AttackSpec], configs: list[str]) -> list[list[str]]:
+    return [[attack.label, *(f"{100 * table[attack][c].accuracy:.2f}" if c in table[attack] else "" for c in configs)]
+            for attack in attacks]
 
 
-def to_markdown(cells: list[Cell], *, title: str = "waveshield evaluation", notes: list[str] = ()) -> str:
-    """Table 1 (clean accuracy), Tables 2.x (transfer attacks per defence family, with the
-    average drop against clean) and Table 3 (adaptive attacks, when the plan has any)."""
+def tables(cells: list[Cell]) -> list[Table]:
+    """Table 1 (clean accuracy), Tables 2.x (transfer attacks per defence family, with the average drop
+    against clean), Table 3 (adaptive attacks, when the plan has any) and the comparison with the paper."""
     table, configs, transfer, adaptive = _layout(cells)
-    images = max((c.total for c in cells), default=0)
-    lines = [f"# {title}", "", f"{images} images per cell. Accuracy in %; eps in [0, 1] pixel units (and /255).", ""]
-    lines += [f"- {n}" for n in notes] + ([""] if notes else [])
+    out = []
     if _CLEAN in table:
-        lines += ["## Table 1: clean accuracy", "", "| configuration | accuracy |", "| --- | --- |"]
-        lines += [f"| {c} | {100 * table[_CLEAN][c].accuracy:.2f} |" for c in configs if c in table[_CLEAN]]
-        lines.append("")
+        out.append(Table("Table 1: clean accuracy", ["configuration", "accuracy"],
+                         [[c, f"{100 * table[_CLEAN][c].accuracy:.2f}"] for c in configs if c in table[_CLEAN]]))
     drops = average_drops(cells)
     groups = configuration_groups(cells)
     for number, (family, group) in enumerate(groups, start=1):
         heading = "Table 2" + (f".{number}" if len(groups) > 1 else "") + ": accuracy under attack"
         heading += f", {family} defence" if family else ""
-        lines += [f"## {heading}", ""] + _rows(table, transfer, group)
-        if drops:
-            lines.append("| **average drop vs clean (points)** | "
-                         + " | ".join(f"{drops.get(c, math.nan):.1f}" for c in group) + " |")
-        lines.append("")
+        total = (["average drop vs clean (points)", *(f"{drops.get(c, math.nan):.1f}" for c in group)]
+                 if drops else None)
+        out.append(Table(heading, ["attack", *group], _rows(table, transfer, group), total))
     if adaptive:
-        lines += ["## Table 3: adaptive attacks (crafted through a defended configuration, BPDA)", "",
-                  "Not in the averages above: the paper's attacks were all crafted on the standard model.", ""]
-        lines += _rows(table, adaptive, configs) + [""]
-    comparison = paper_comparison(cells)
-    if comparison:
-        lines += comparison
+        out.append(Table("Table 3: adaptive attacks (crafted through a defended configuration, BPDA)",
+                         ["attack", *configs], _rows(table, adaptive, configs),
+                         intro=("Not in the averages above: the paper's attacks were all crafted on the standard "
+                                "model.",)))
+    comparison = paper_table(cells)
+    return out + ([comparison] if comparison else [])
+
+
+def markdown_table(table: Table) -> list[str]:
+    """A :class:`Table` as Markdown lines: its heading, paragraphs, rows, and a blank line after."""
+    lines = [f"## {table.title}", ""]
+    for paragraph in table.intro:
+        lines += [paragraph, ""]
+    lines += ["| " + " | ".join(table.header) + " |", "|" + " --- |" * len(table.header)]
+    lines += ["| " + " | ".join(row) + " |" for row in table.rows]
+    if table.total:
+        lines.append(f"| **{table.total[0]}** | " + " | ".join(table.total[1:]) + " |")
+    lines.append("")
+    for paragraph in table.outro:
+        lines += [paragraph, ""]
+    return lines
+
+
+def to_markdown(cells: list[Cell], *, title: str = "waveshield evaluation", notes: list[str] = ()) -> str:
+    """The report's heading and notes, then each of :func:`tables`."""
+    images = max((c.total for c in cells), default=0)
+    lines = [f"# {title}", "", f"{images} images per cell. Accuracy in %; eps in [0, 1] pixel units (and /255).", ""]
+    lines += [f"- {n}" for n in notes] + ([""] if notes else [])
+    for table in tables(cells):
+        lines += markdown_table(table)
     return "\n".join(lines).rstrip("\n") + "\n"
-
-
-def _figure(table: dict[AttackSpec, dict[str, Cell]], attacks: list[AttackSpec], configs: list[str], path: Path,
-            title: str) -> None:
-    # Short bar labels: "bim 0.007"; the adaptive figure names its configuration in the title instead.
-    labels = [a.short_label for a in attacks]
-    figures.grouped_bars(labels, {c: [100 * table[a][c].accuracy if c in table[a] else math.nan for a in attacks]
-                                  for c in configs}, path, ylabel="accuracy (%)", title=title)
 
 
 def run_notes(meta: dict, plan: dict) -> list[str]:
@@ -143,32 +177,70 @@ def run_notes(meta: dict, plan: dict) -> list[str]:
             f"{seconds:.1f} s, {images / seconds if seconds else 0.0:.1f} images/s"]
 
 
+def accuracy_figure(cells: list[Cell], *, adaptive: bool = False):
+    """The bars of Tables 1-2 (or, ``adaptive``, Table 3): accuracy per attack and configuration; the Figure."""
+    from shared.reports import charts  # matplotlib: only when a report is drawn
+
+    table, configs, transfer, adaptive_attacks = _layout(cells)
+    attacks = adaptive_attacks if adaptive else transfer
+    throughs = sorted({a.through.id for a in attacks if a.through})
+    title = (f"Adaptive attacks, crafted through {', '.join(throughs)} with BPDA" if adaptive
+             else "Accuracy per attack and configuration")
+    # Bars labelled as the tables label them (eps in /255 too); one path crafted through is named in the title.
+    labels = [a.label.removesuffix(f" via {throughs[0]}") if len(throughs) == 1 else a.label for a in attacks]
+    return charts.grouped_bars(labels, {c: [100 * table[a][c].accuracy if c in table[a] else math.nan
+                                            for a in attacks] for c in configs}, title=title)
+
+
+def drops_figure(cells: list[Cell]):
+    """The average drop per configuration beside the paper's (where the plan has the paper's attacks); the Figure."""
+    from shared.reports import charts
+
+    paper = PAPER_DROPS if paper_table(cells) else {}
+    return charts.drops(average_drops(cells), paper,
+                        title="Average accuracy drop vs clean" + (", beside the paper's" if paper else ""))
+
+
 def write(cells: list[Cell], out_dir: str | Path, *, plan: dict, meta: dict | None = None, notes: list[str] = (),
           examples: bool = False) -> Path:
-    """Write ``report.md``, ``report.json`` and the figures into ``out_dir``; return the Markdown path.
+    """Write ``report.md``, ``report.json``, the charts and ``report.html`` into ``out_dir``; return the Markdown path.
 
-    ``accuracy.png`` shows the transfer attacks, ``adaptive.png`` (when the
-    plan has any) the adaptive ones; ``examples``: the caller wrote
-    :data:`EXAMPLES` there, and the report names it.
+    ``accuracy.png`` shows the transfer attacks, ``drops.png`` the average
+    drop beside the paper's, ``adaptive.png`` (when the plan has any) the
+    adaptive attacks; ``examples``: the caller wrote :data:`EXAMPLES` there,
+    and the report and the page show it.
     """
+    from shared.reports import charts, evaluation_page
+
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    table, configs, transfer, adaptive = _layout(cells)
-    _figure(table, transfer, configs, out / "accuracy.png", "Accuracy per attack and configuration")
-    figure_notes = "accuracy.png (Tables 1-2)"
+    _, _, _, adaptive = _layout(cells)
+    charts.save(accuracy_figure(cells), out / ACCURACY)
+    shown = [(ACCURACY, "Tables 1-2", "Accuracy per attack and configuration (Tables 1-2)")]
+    if any(d == d for d in average_drops(cells).values()):  # NaN != NaN: no clean cell, no drop
+        charts.save(drops_figure(cells), out / DROPS)
+        beside = ", beside the paper's" if paper_table(cells) else ""
+        shown.append((DROPS, f"average drops{beside}",
+                      f"Average accuracy drop against clean per configuration{beside}"))
     if adaptive:
-        throughs = sorted({a.through.id for a in adaptive})
-        _figure(table, adaptive, configs, out / "adaptive.png",
-                f"Adaptive attacks, crafted through {', '.join(throughs)} with BPDA")
-        figure_notes += ", adaptive.png (Table 3)"
+        charts.save(accuracy_figure(cells, adaptive=True), out / ADAPTIVE)
+        shown.append((ADAPTIVE, "Table 3", "Accuracy under the adaptive attacks (Table 3)"))
     if examples:
-        figure_notes += f", {EXAMPLES} (clean / adversarial / reconstructed)"
-    figures_note = f"Figures: {figure_notes}."
+        shown.append((EXAMPLES, "clean / attacked / reconstructed",
+                       "Clean, attacked, reconstructed for the standard model, and the full defence: "
+                       "the true label and each prediction (red: wrong)"))
+    figures_note = (f"Figures: {', '.join(f'{name} ({what})' for name, what, _ in shown)}; "
+                    f"tables and figures on one page: {evaluation_page.PAGE}.")
     (out / "report.md").write_text(to_markdown(cells, notes=[*notes, figures_note]))
     # The caller's notes go into the JSON, so that `read` + `write` renders the same report again.
     payload = {"plan": plan, "meta": {**(meta or {}), "notes": list(notes)}, "cells": [c.as_dict() for c in cells],
                "average_drop": average_drops(cells)}
     (out / "report.json").write_text(json.dumps(payload, indent=2, allow_nan=True) + "\n")
+    images = max((c.total for c in cells), default=0)
+    evaluation_page.write_evaluation(out, tables=tables(cells), notes=notes,
+                                     figures=[(name, caption) for name, _, caption in shown],
+                                     lead=f"{images} images per cell. Accuracy in %; eps in [0, 1] pixel units "
+                                          "(and /255). The same tables: report.md; the numbers: report.json.")
     return out / "report.md"
 
 

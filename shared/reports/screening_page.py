@@ -156,10 +156,10 @@ class ScreeningPage:
         if sum(self.counts):
             if final or now - self.last_chart >= CHART_EVERY_S:
                 if self.counts != self.chart_counts:
-                    from shared.reports.histograms import suspicion_figure, save
+                    from shared.reports import charts
 
-                    save(suspicion_figure(self.counts, self.tally.calibration, self.clean_histogram),
-                         self.folder / "suspicion.png")
+                    charts.save(charts.suspicion_figure(self.counts, self.tally.calibration, self.clean_histogram),
+                                self.folder / "suspicion.png")
                     self.chart_counts = list(self.counts)
                 self.last_chart = now
             chart = "suspicion.png" if self.chart_counts is not None else None

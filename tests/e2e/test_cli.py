@@ -367,10 +367,12 @@ def test_fit_detector_on_a_corpus_and_a_source_then_screening_uses_it_and_names_
     source, = card["trained_on"]["sources"]
     assert source["name"] == "crops" and source["images"] == 40 and source["fooling_images"] > 40
     assert card["calibrated_on"]["sources"]["held"]["images"] == 40 and set(card["per_source"]) == {"held"}
+    assert sum(card["clean_histogram"]) == 40  # the calibration images' suspicion, for the screening page
     assert json.loads((weights / "screening.json").read_text())["score"] == "detector"
     assert card["auroc"]["fgsm eps=0.01"] > 0.6  # it learned something that carries over to unseen images
     table = (tmp_path / "report" / "detector.md").read_text()
     assert "| pgd eps=0.01 | no (held out) |" in table and (tmp_path / "report" / "roc.png").stat().st_size > 0
+    assert json.loads((tmp_path / "report" / "report.json").read_text())["kind"] == "detector"  # `report` redraws it
     assert "| held | evade eps=0.01, grey |" in table
     benign = card["flagged_after_benign_changes"]
     assert list(benign) == list(benign_changes.CHANGES) and all(0 <= v <= 1 for v in benign.values())
@@ -394,6 +396,8 @@ def test_fit_detector_on_a_corpus_and_a_source_then_screening_uses_it_and_names_
         assert name == "clean" or any(r["signal"] in groups for r in records if r["flagged"])
         rates[name] = sum(r["flagged"] for r in records) / len(records)
     assert rates["attacked"] > rates["clean"] + 0.5, rates
+    index = (tmp_path / "attacked" / "report_files" / "index.js").read_text()
+    assert json.loads(index[len("wsIndex("):index.rindex(")")])["clean_histogram"] == card["clean_histogram"]
 
 
 def test_calibrate_a_source_then_screen_picks_it_by_name_and_the_summary_says_which(workdir, tmp_path,
@@ -413,7 +417,7 @@ def test_calibrate_a_source_then_screen_picks_it_by_name_and_the_summary_says_wh
     entry = settings["sources"]["photos"]
     assert settings["threshold"] == shipped["threshold"] and settings["score"] == shipped["score"]  # default kept
     assert entry["calibrated_on"] == {"data": str(photo_crops_zip), "images": 100, "labels_used": False}
-    assert entry["measured_fpr"] <= 0.05 and entry["reference"]["images"] == 100
+    assert entry["measured_fpr"] <= 0.05 and entry["reference"]["images"] == 100 and sum(entry["clean_histogram"]) == 100
     assert all(len(entry["reference"]["statistics"][name]) == 9 for name in ("coarse_contrast", "coarse_colour"))
     assert set(entry["detection_of_fooling"]) == {"fgsm eps=0.01", "bim eps=0.01", "pgd eps=0.01", "deepfool"}
     assert "screen --source photos" in calibrated.stdout

@@ -129,3 +129,26 @@ def test_screening_page_shows_the_flagged_images_in_order_filters_pages_and_esca
     assert f"{summary['flagged']} (" in page.locator("#summary").text_content()
     assert visit.errors == [] and visit.outside(out) == []
     page.close()
+
+
+def test_evaluation_page_shows_its_tables_and_charts(browser, tmp_path):
+    """The shipped results' page drawn again from report.json: every table of report.md, every chart loaded."""
+    from .test_cli import run
+
+    out = tmp_path / "results"
+    result = run(["report", str(REPO / "docs" / "results" / "report.json"), "--out", str(out)],
+                 {"WAVESHIELD_WEIGHTS_DIR": str(REPO / "weights"), "WAVESHIELD_DEVICE": "cpu"})
+    assert result.returncode == 0, result.stderr
+    visit = Visit(browser, out / "report.html")
+    page = visit.page
+    page.wait_for_load_state("load")
+    assert visit.errors == [] and visit.dialogs == [] and visit.outside(out) == []
+    headings = [line[3:] for line in (out / "report.md").read_text().splitlines() if line.startswith("## ")]
+    shown = page.locator("h2").all_text_contents()
+    assert headings and all(h in shown for h in headings)
+    sources = page.eval_on_selector_all("img", "images => images.map(i => [i.getAttribute('src'), i.naturalWidth])")
+    assert {"accuracy.png", "drops.png", "examples.png"} <= {src for src, _ in sources}
+    assert all(width > 0 for _, width in sources)  # every chart there
+    page.screenshot(path=str(tmp_path / "evaluation.png"), full_page=True)
+    print(f"screenshot: {tmp_path / 'evaluation.png'}")
+    page.close()

@@ -104,9 +104,11 @@ def test_a_report_rendered_again_keeps_its_picture_and_how_it_ran(env, tmp_path)
     text = (again / "report.md").read_text()
     assert text == (first / "report.md").read_text()
     for line in ("- data: sample (20 images, 0 unreadable)", "- runner: one process (--local)", " images/s",
-                 "examples.png (clean / adversarial / reconstructed)"):
+                 "examples.png (clean / attacked / reconstructed)", "on one page: report.html"):
         assert line in text
     assert (again / "examples.png").read_bytes() == (first / "examples.png").read_bytes()
+    page = (again / "report.html").read_text()
+    assert all(f'src="{name}"' in page for name in ("accuracy.png", "drops.png", "examples.png"))
 
 
 def test_a_report_from_redis_names_its_data_and_no_picture_it_cannot_make(env, tmp_path, redis_url):
@@ -129,4 +131,5 @@ def test_a_report_from_redis_names_its_data_and_no_picture_it_cannot_make(env, t
     assert "examples.png" not in text and not (tmp_path / "again" / "examples.png").exists()
     assert "| standard+raw | 60.00 |" in text  # 3 of 5 correct, read back from the job's counts
     assert os.path.getsize(tmp_path / "again" / "accuracy.png") > 0
+    assert 'src="examples.png"' not in (tmp_path / "again" / "report.html").read_text()
     assert json.loads((tmp_path / "again" / "report.json").read_text())["meta"]["data"] == "uploads/batch.zip"

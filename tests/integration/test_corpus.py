@@ -30,6 +30,8 @@ def test_corpus_shards_manifest_preview_and_resume(redis_client, redis_url, work
 
     manifest = [json.loads(l) for l in (out / "manifest.jsonl").read_text().splitlines()]
     assert len(manifest) == 2 * 40 and (out / "preview.png").is_file()
+    page = (out / "report.html").read_text()
+    assert 'src="preview.png"' in page and "<td>fgsm eps=0.004 (1/255)</td><td>40</td>" in page
     first = manifest[0]
     assert first["params"] == {"eps": 0.004, "eps_255": 1.02} and first["seed"] == 0
     assert first["source_model_sha256"] == json.loads((tiny_weights / "standard.json").read_text())["sha256"]

@@ -5,9 +5,8 @@ import math
 
 import numpy as np
 import pytest
-from PIL import Image
 
-from shared.evaluation import figures, report
+from shared.evaluation import report
 from shared.evaluation.plan import CLEAN, EPS_8_255, AttackSpec, Cell, ModelPath
 
 CONFIGS = [("standard+raw", "standard", None), ("standard+haar", "standard", "haar"), ("haar+haar", "haar", "haar"),
@@ -28,28 +27,10 @@ CELLS = _cells({
 })
 
 
-def _bar_heights(png, series: int) -> list[list[float]]:
-    """Per series (its palette colour), the value of each of its bars, left to right, read from the chart's pixels.
-
-    The y axis is read off the picture: its frame's left edge is the leftmost
-    full-height black column, its ticks (0 to 100) the black marks left of it.
-    The legend's swatches are left out; a bar's value is its top over the axis.
-    """
-    pixels = np.asarray(Image.open(png).convert("RGB")).astype(int)
-    black = (pixels == 0).all(-1)
-    left = np.nonzero(black.sum(0) > pixels.shape[0] // 2)[0].min()
-    ticks = np.nonzero(black[:, left - 3])[0]
-    top, bottom = ticks.min(), ticks.max()  # the rows of 100 and 0
-    swatches = np.zeros(black.shape, bool)
-    swatches[:60 + 18 * series, figures._W - 200:figures._W - 189] = True  # the legend's squares (its text is black)
-    heights = []
-    for colour in figures.PALETTE[:series]:
-        mask = (pixels == colour).all(-1) & ~swatches
-        mask[:, :left + 1] = False
-        columns = np.nonzero(mask[top:bottom + 1].any(0))[0]
-        runs = np.split(columns, np.nonzero(np.diff(columns) > 1)[0] + 1) if len(columns) else []
-        heights.append([100 * (bottom - min(mask[:, run].argmax(0))) / (bottom - top) for run in runs])
-    return heights
+def _bar_heights(fig) -> dict[str, list[float]]:
+    """Per series (the legend's name), the height of each of its bars, left to right, read from the Figure."""
+    ax, = fig.axes
+    return {bars.get_label(): list(bars.datavalues) for bars in ax.containers}
 
 
 def test_average_drop_leaves_adaptive_attacks_out():
@@ -81,15 +62,18 @@ def test_single_table_without_defences_and_json_holds_every_cell(tmp_path):
     payload = json.loads((tmp_path / "report.json").read_text())
     assert len(payload["cells"]) == len(CELLS)
     assert {c["configuration"] for c in payload["cells"]} == {c[0] for c in CONFIGS}
-    # What the charts show: each configuration's bars, read back from the pixels, are the cells' accuracies.
-    transfer = ["fgsm eps=0.004", "deepfool"]
+    assert {p.name for p in tmp_path.iterdir()} == {"report.md", "report.json", "report.html", "accuracy.png",
+                                                    "drops.png", "adaptive.png"}
+    assert all((tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+               for name in ("accuracy.png", "drops.png", "adaptive.png"))
+    # What the charts show: each configuration's bars, read back from the figure, are the cells' accuracies.
     by_cell = {(c.attack.id, c.configuration): 100 * c.accuracy for c in CELLS}
-    drawn = _bar_heights(tmp_path / "accuracy.png", len(CONFIGS))
-    expected = [[by_cell[(a, config)] for a in [CLEAN, *transfer]] for config, _, _ in CONFIGS]
-    assert np.allclose(drawn, expected, atol=0.5), (drawn, expected)  # half a point: a pixel is 0.22
-    drawn = _bar_heights(tmp_path / "adaptive.png", len(CONFIGS))
-    expected = [[by_cell[("pgd eps=0.031373 via haar+haar", config)]] for config, _, _ in CONFIGS]
-    assert np.allclose(drawn, expected, atol=0.5), (drawn, expected)
+    drawn = _bar_heights(report.accuracy_figure(CELLS))
+    expected = {config: [by_cell[(a, config)] for a in [CLEAN, "fgsm eps=0.004", "deepfool"]]
+                for config, _, _ in CONFIGS}
+    assert drawn.keys() == expected.keys() and all(np.allclose(drawn[c], expected[c]) for c in expected), drawn
+    drawn = _bar_heights(report.accuracy_figure(CELLS, adaptive=True))
+    assert drawn == {config: [by_cell[("pgd eps=0.031373 via haar+haar", config)]] for config, _, _ in CONFIGS}
     cells, read_plan, meta = report.read(tmp_path / "report.json")
     assert cells == CELLS and read_plan == plan
     with pytest.raises(ValueError, match="not a waveshield report"):

@@ -10,7 +10,7 @@ from producers.screening.screen import RecordWriter
 from shared.images.intake import SAMPLE_ZIP, iter_chunks, iter_items
 from shared.images.read_back import ItemReader
 from shared.reports import screening_page
-from shared.reports.histograms import suspicion_figure
+from shared.reports.charts import suspicion_figure
 from shared.screening import verdicts, why
 
 HOSTILE = "<img src=x onerror=alert(1)>.png"

@@ -123,6 +123,15 @@ def test_screening_page_shows_the_flagged_images_in_order_filters_pages_and_esca
     expected = [flagged[k]["id"] for k in order if flagged[k]["label"] == label][:PER_PAGE]
     assert page.locator("#gallery .tile .id").all_text_contents() == expected
 
+    # The histograms: the records' suspicion per bin, the calibration's clean images', the threshold.
+    screened = [r["suspicion"] for r in records if r["error"] is None]
+    bars = page.eval_on_selector_all("svg.histogram", "charts => charts.map(c => Array.from(c.querySelectorAll("
+                                     "'rect[data-count]'), r => Number(r.dataset.count)))")
+    clean = json.loads((REPO / "weights" / "screening.json").read_text()).get("clean_histogram")
+    assert bars == [np.histogram(screened, bins=50, range=(0, 1))[0].tolist()] + ([clean] if clean else [])
+    lines = page.eval_on_selector_all("svg.histogram line.threshold", "lines => lines.map(l => l.dataset.threshold)")
+    assert lines and {float(t) for t in lines} == {records[0]["threshold"]}
+
     # The unreadable item, with its reason; the summary's counts.
     assert "broken.jpg" in page.locator("#errors").text_content()
     summary = json.loads((out / "summary.json").read_text())

@@ -10,7 +10,6 @@ from producers.screening.screen import RecordWriter
 from shared.images.intake import SAMPLE_ZIP, iter_chunks, iter_items
 from shared.images.read_back import ItemReader
 from shared.reports import screening_page
-from shared.reports.charts import suspicion_figure
 from shared.screening import verdicts, why
 
 HOSTILE = "<img src=x onerror=alert(1)>.png"
@@ -106,7 +105,6 @@ def test_page_holds_every_flagged_image_and_error_in_parts_of_bounded_size(tmp_p
                                                       [HOSTILE, "not an image Pillow can identify"]]
     screened = [r["suspicion"] for r in records if r["error"] is None]
     assert index["histogram"] == np.histogram(screened, bins=50, range=(0, 1))[0].tolist()
-    assert index["chart"] == "suspicion.png" and index["chart_counts"] == index["histogram"]
     # The page itself is the same for every job: nothing of the records is in it.
     html = (tmp_path / "report.html").read_text()
     assert "set/" not in html and "onerror=alert" not in html and "wsIndex" in html
@@ -134,20 +132,6 @@ def test_thumbnails_are_the_pixels_given_and_named_by_sequence(tmp_path):
         thumb = tmp_path / screening_page.FOLDER / "thumbs" / screening_page.thumbnail_name(entry[0])
         assert thumb.name == f"{entry[0]:07d}.png"
         np.testing.assert_array_equal(np.asarray(Image.open(thumb)), pixels[entry[1]])
-
-
-def test_histogram_figure_draws_the_counts_and_the_threshold():
-    counts = [0] * 50
-    counts[0], counts[3], counts[47] = 900, 40, 12
-    clean = list(range(50))
-    figure = suspicion_figure(counts, {"threshold": 0.8942}, clean)
-    job, calibration = figure.axes
-    assert [int(p.get_height()) for p in job.patches] == counts
-    assert [int(p.get_height()) for p in calibration.patches] == clean
-    for ax in (job, calibration):
-        (x0, x1), = {tuple(line.get_xdata()) for line in ax.get_lines()}
-        assert x0 == x1 == pytest.approx(0.8942)
-    assert job.get_yscale() == "log"
 
 
 def test_why_picture_shows_a_perturbation_the_reconstruction_removes():

@@ -73,14 +73,57 @@
     const labels = Object.entries(s.labels || {}).map(([k, v]) => k + " " + v).join(", ");
     row(table, "labels", labels || "-");
     const charts = document.getElementById("charts");
-    if (index.chart) {
-      const img = el("img");
-      img.src = FOLDER + index.chart;
-      img.alt = "histogram of suspicion with the threshold marked";
-      charts.appendChild(img);
-    } else charts.appendChild(el("p", "No image screened yet.", "note"));
-    if (!index.clean_histogram) charts.appendChild(el("p", "This calibration did not record its clean images' suspicion; " +
+    const threshold = s.calibration ? s.calibration.threshold : null;
+    charts.appendChild(histogram("this job", index.histogram, threshold, "#4c72b0"));
+    if (index.clean_histogram) charts.appendChild(histogram("clean calibration images", index.clean_histogram, threshold, "#8c8c8c"));
+    else charts.appendChild(el("p", "This calibration did not record its clean images' suspicion; " +
       "waveshield calibrate records it.", "note"));
+  }
+
+  // A histogram of suspicion (0 to 1) as SVG: bars on a log scale (the flagged tail is a few % of a clean set),
+  // the threshold as a red line. Each bar carries its count (data-count, and a tooltip).
+  const SVG = "http://www.w3.org/2000/svg";
+  function svg(tag, attributes, text) {
+    const node = document.createElementNS(SVG, tag);
+    for (const [k, v] of Object.entries(attributes)) node.setAttribute(k, v);
+    if (text !== undefined) node.textContent = text;
+    return node;
+  }
+  function histogram(title, counts, threshold, colour) {
+    const W = 760, H = 220, left = 56, right = 150, top = 26, bottom = 40;
+    const plotW = W - left - right, plotH = H - top - bottom;
+    const total = counts.reduce((a, b) => a + b, 0), peak = Math.max(1, ...counts);
+    const decades = Math.max(1, Math.ceil(Math.log10(peak + 1)));
+    const y = (n) => top + plotH - (n > 0 ? plotH * Math.log10(n + 1) / decades : 0);
+    const x = (v) => left + plotW * v;
+    const chart = svg("svg", {width: W, height: H, viewBox: "0 0 " + W + " " + H, role: "img", class: "histogram"});
+    chart.appendChild(svg("title", {}, title + ": suspicion of " + total + " images"));
+    chart.appendChild(svg("text", {x: left, y: 16, "font-size": 13}, title + ": " + total.toLocaleString("en") + " images"));
+    for (const n of [0, ...Array.from({length: decades}, (_, d) => Math.pow(10, d))]) {  // 0, 1, 10, 100...
+      const at = y(n);
+      chart.appendChild(svg("line", {x1: left, x2: left + plotW, y1: at, y2: at, stroke: "#e4e4e4"}));
+      chart.appendChild(svg("text", {x: left - 6, y: at + 4, "text-anchor": "end", "font-size": 11}, String(n)));
+    }
+    const width = plotW / counts.length;
+    counts.forEach((n, k) => {
+      const bar = svg("rect", {x: x(k / counts.length) + 0.5, width: Math.max(width - 1, 1), y: y(n), height: top + plotH - y(n),
+        fill: colour, "data-count": n, "data-from": (k / counts.length).toFixed(2)});
+      bar.appendChild(svg("title", {}, (k / counts.length).toFixed(2) + " to " + ((k + 1) / counts.length).toFixed(2) + ": " + n + " images"));
+      chart.appendChild(bar);
+    });
+    chart.appendChild(svg("rect", {x: left, y: top, width: plotW, height: plotH, fill: "none", stroke: "#333"}));
+    for (let t = 0; t <= 5; t++) {
+      chart.appendChild(svg("text", {x: x(t / 5), y: top + plotH + 15, "text-anchor": "middle", "font-size": 11}, (t / 5).toFixed(1)));
+    }
+    chart.appendChild(svg("text", {x: left + plotW / 2, y: H - 6, "text-anchor": "middle", "font-size": 12},
+      "suspicion (flagged above the threshold); images, log scale"));
+    if (threshold !== null && threshold !== undefined) {
+      chart.appendChild(svg("line", {x1: x(threshold), x2: x(threshold), y1: top, y2: top + plotH, stroke: "#c0392b",
+        "stroke-width": 2, class: "threshold", "data-threshold": threshold}));
+      chart.appendChild(svg("line", {x1: left + plotW + 12, x2: left + plotW + 30, y1: top + 10, y2: top + 10, stroke: "#c0392b", "stroke-width": 2}));
+      chart.appendChild(svg("text", {x: left + plotW + 34, y: top + 14, "font-size": 11}, "threshold " + Number(threshold).toFixed(3)));
+    }
+    return chart;
   }
 
   function options(select, values) {

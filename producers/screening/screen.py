@@ -147,22 +147,24 @@ class RecordWriter:
         """Close the files without a summary (a writer that is replaced)."""
         self._jsonl.close()
         self._csv_file.close()
+        if self.page.release is not None:
+            self.page.release()
 
-    def close(self) -> dict:
-        """Close the files, write summary.json and the page, and return the summary."""
+    def close(self, page_status: str = "complete") -> dict:
+        """Close the files, write summary.json and the page (marked ``page_status``), and return the summary."""
         self._jsonl.close()
         self._csv_file.close()
         summary = self.tally.summary()
         (self.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-        self.page.close()
+        self.page.close(page_status)
         return summary
 
     def __enter__(self) -> "RecordWriter":
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, kind, *exc) -> None:
         if not self._jsonl.closed:
-            self.close()
+            self.close("complete" if kind is None else "interrupted")
 
 
 def report_page(out: Path, tally: verdicts.Tally, defence: str | None):
@@ -181,7 +183,8 @@ def report_page(out: Path, tally: verdicts.Tally, defence: str | None):
 
         def explain(images, signals):
             return why.residual_pictures(images, [why.defence_of(s, defence, known) for s in signals], options)
-    return ScreeningPage(out, tally, read_item=ItemReader().read, explain=explain,
+    reader = ItemReader()
+    return ScreeningPage(out, tally, read_item=reader.read, explain=explain, release=reader.close,
                          clean_histogram=(tally.calibration or {}).get("clean_histogram"))
 
 
@@ -275,7 +278,10 @@ class JobRecords:
                 self._open()
             except LeaseLost:
                 return 0
-        return self.mover.drain()
+        moved = self.mover.drain()
+        if self.writer is not None:
+            self.writer.page.tick()  # the last batch on the page too, once the refresh interval has passed
+        return moved
 
     def close(self) -> dict:
         """After the job completed: the last records, then the summary (a copy of the other follower's records)."""
@@ -326,6 +332,7 @@ class JobRecords:
 
     def __exit__(self, *exc) -> None:
         if self.writer is not None and not self.writer._jsonl.closed:
+            self.writer.page.close("interrupted")  # followed no further: the job may go on without this page
             self.writer.discard()
         if not self.other:
             self.mover.release()

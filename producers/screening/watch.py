@@ -126,8 +126,6 @@ def watch(directory: Path, out: Path, screen_batch: Callable, *, batch_size: int
     out.mkdir(parents=True, exist_ok=True)
     records_path = out / "records.jsonl"
     done = screened_ids(records_path)
-    if page is not None and done:
-        _feed(page, records_path)
     seen: dict[str, tuple[int, float]] = {}
     batch: list[str] = []
     opened_at = 0.0
@@ -150,6 +148,8 @@ def watch(directory: Path, out: Path, screen_batch: Callable, *, batch_size: int
         batch = []
 
     try:
+        if page is not None and done:
+            _feed(page, records_path)
         while True:
             stopping = should_stop()
             for path in inbox.candidates():

@@ -141,7 +141,7 @@ def _source_items(path: Path, shown: str, size: int, max_bytes: int) -> Iterator
     elif path.is_dir():
         yield from _members(walk_folder(path, max_bytes), shown.rstrip("/") + "/", size)
     elif path.suffix.lower() == ".npz":
-        yield from _npz_rows(lambda: load_npz(path, size, None), "", shown)
+        yield from _npz_rows(lambda: load_npz(path, size, None, name=shown), "", shown)  # ids: the path as named
     elif zipfile.is_zipfile(path):
         yield from _members(zip_members(path, max_bytes), shown.rstrip("/") + "/", size)
     elif _not_a_zip(path):

@@ -6,7 +6,12 @@ finds the item again from its id (:func:`shared.images.intake.iter_items`
 makes ids from paths: ``DIR/name``, ``ZIP/member``, ``NAME.npz[i]``) and
 decodes it as screening did. An id it cannot resolve from here (the files
 moved, another working directory, another machine) gives None: the report
-says the image is not at hand, and nothing fails.
+says the image is not at hand, and nothing fails. Ids are paths as the
+screening was given them, so they are read from the same working
+directory; a file of the same name elsewhere would be read instead.
+
+Memory: the last zip's directory (as :mod:`zipfile` holds it) and the last
+npz file's rows, as screening itself held them while it read that file.
 """
 
 from __future__ import annotations
@@ -42,7 +47,7 @@ class ItemReader:
         """The item's pixels (size x size x 3, uint8), or None when it cannot be found or read again."""
         try:
             pixels = self._read(item_id)
-        except (OSError, ValueError, KeyError, IndexError, zipfile.BadZipFile, EOFError):
+        except Exception:  # noqa: BLE001 (a picture is never worth failing a job: the file changed, moved, broke)
             return None
         if pixels is None:
             return None
@@ -51,7 +56,7 @@ class ItemReader:
         return pixels
 
     def close(self) -> None:
-        """Close the zip kept open."""
+        """Close the zip kept open, and let go of the npz rows kept."""
         if self._zip is not None:
             self._zip[1].close()
         self._zip = self._npz = None

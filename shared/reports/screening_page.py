@@ -24,7 +24,9 @@ ids come from users' file names, and the page shows them as text only.
 
 from __future__ import annotations
 
+import functools
 import json
+import logging
 import os
 import shutil
 import time
@@ -45,6 +47,25 @@ REFRESH_S = 3.0
 #: A flagged entry's fields, in order (the page's script reads them by position).
 FLAGGED_COLUMNS = ("seq", "id", "label", "confidence", "raw_label", "suspicion", "signal", "thumb", "why")
 _ASSETS = Path(__file__).resolve().parent / "assets"
+log = logging.getLogger("waveshield")
+
+
+def _never_fails_the_job(method):
+    """A page that cannot be written (a full disk, a picture that cannot be drawn) stops, with a warning; the
+    records, written before it, are whole, and screening goes on."""
+
+    @functools.wraps(method)
+    def guarded(self, *args, **kwargs):
+        if self.stopped:
+            return None
+        try:
+            return method(self, *args, **kwargs)
+        except Exception as exc:  # noqa: BLE001
+            self.stopped = True
+            log.warning("the report page %s stopped being written (%s: %s); the records are whole",
+                        self.out / "report.html", type(exc).__name__, exc)
+            return None
+    return guarded
 
 
 def page_html() -> str:
@@ -72,16 +93,20 @@ class ScreeningPage:
         The calibration's clean images' suspicion counts in :data:`~shared.screening.verdicts.HISTOGRAM_BINS` bins, when it recorded them.
     size : int
         The side of the pixels screening decodes to, as the page states it.
+    release : callable, optional
+        Called on :meth:`close`: lets go of what ``read_item`` keeps open.
     """
 
     def __init__(self, out: Path, tally, *, read_item: Callable[[str], np.ndarray | None] | None = None,
-                 explain: Callable | None = None, clean_histogram: list[int] | None = None, size: int = 32):
+                 explain: Callable | None = None, clean_histogram: list[int] | None = None, size: int = 32,
+                 release: Callable[[], None] | None = None):
         self.out, self.folder, self.tally = Path(out), Path(out) / FOLDER, tally
-        self.read_item, self.explain, self.size = read_item, explain, size
+        self.stopped = False
+        self.read_item, self.explain, self.size, self.release = read_item, explain, size, release
         self.clean_histogram = clean_histogram
         # A writer that starts again (a resumed follower) is fed every record again: start from nothing.
         shutil.rmtree(self.folder, ignore_errors=True)
-        (self.folder / "thumbs").mkdir(parents=True)
+        (self.folder / "thumbs").mkdir(parents=True, exist_ok=True)
         self.counts = [0] * HISTOGRAM_BINS
         self.seq = 0
         self.parts_closed = 0
@@ -92,6 +117,7 @@ class ScreeningPage:
         _write_text(self.out / "report.html", page_html())
         self._write_index("running")
 
+    @_never_fails_the_job
     def add(self, records: list[dict], pixels: dict[str, np.ndarray] | None = None) -> None:
         """Take a batch of records (after the tally counted them); its flagged images' pictures are written now.
 
@@ -130,16 +156,21 @@ class ScreeningPage:
         else:
             self.tick()
 
+    @_never_fails_the_job
     def tick(self) -> None:
         """Write what arrived since the last write, if that was :data:`REFRESH_S` ago (a watch calls it at each poll)."""
         if self.dirty and time.monotonic() - self.last_write >= REFRESH_S:
             self._write_part()
             self._write_index("running")
 
+    @_never_fails_the_job
     def close(self, status: str = "complete") -> None:
-        """Write the last part and the index, marked ``status`` ("complete"; a watch: "stopped")."""
+        """Write the last part and the index, marked ``status`` ("complete"; a watch: "stopped"; a run that
+        ended on an error or Ctrl-C: "interrupted"), and let go of what the item reader keeps."""
         self._write_part()
         self._write_index(status)
+        if self.release is not None:
+            self.release()
 
     def _parts(self) -> int:
         return self.parts_closed + bool(self.flagged or self.errors)
@@ -151,8 +182,11 @@ class ScreeningPage:
         _write_text(self.folder / f"part-{self.parts_closed:05d}.js", f"wsPart({self.parts_closed}, {payload});\n")
 
     def _write_index(self, status: str) -> None:
+        # ``flagged`` and ``errors``: the entries this index counts; a part rewritten after the page read this
+        # index may hold more, which the page leaves out so that the gallery and the summary agree.
         index = {"status": status, "written": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                  "summary": self.tally.summary(), "parts": self._parts(), "size": self.size,
+                 "flagged": self.seq, "errors": self.tally.errors,
                  "histogram": self.counts, "clean_histogram": self.clean_histogram, "columns": FLAGGED_COLUMNS,
                  "why_gain": _why_gain()}
         _write_text(self.folder / "index.js", f"wsIndex({json.dumps(index, separators=(',', ':'))});\n")

@@ -122,6 +122,12 @@ def test_screening_page_shows_the_flagged_images_in_order_filters_pages_and_esca
     assert page.locator("#page").text_content().startswith("page 1 of")
     expected = [flagged[k]["id"] for k in order if flagged[k]["label"] == label][:PER_PAGE]
     assert page.locator("#gallery .tile .id").all_text_contents() == expected
+    page.select_option("#label-filter", "")
+    signal = min({r["signal"] or "none" for r in flagged}, key=lambda name: sum((r["signal"] or "none") == name
+                                                                               for r in flagged))
+    page.select_option("#signal-filter", signal)
+    expected = [flagged[k]["id"] for k in order if (flagged[k]["signal"] or "none") == signal][:PER_PAGE]
+    assert page.locator("#gallery .tile .id").all_text_contents() == expected
 
     # The histograms: the records' suspicion per bin, the calibration's clean images', the threshold.
     screened = [r["suspicion"] for r in records if r["error"] is None]
@@ -135,7 +141,10 @@ def test_screening_page_shows_the_flagged_images_in_order_filters_pages_and_esca
     # The unreadable item, with its reason; the summary's counts.
     assert "broken.jpg" in page.locator("#errors").text_content()
     summary = json.loads((out / "summary.json").read_text())
-    assert f"{summary['flagged']} (" in page.locator("#summary").text_content()
+    table = page.locator("#summary").text_content()
+    assert f"{summary['flagged']} (" in table
+    check = summary["source_check"]  # too few images to check: the page says so, and why
+    assert not check["warning"] and check["reason"] in table
     assert visit.errors == [] and visit.outside(out) == []
     page.close()
 

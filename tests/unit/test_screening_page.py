@@ -54,9 +54,19 @@ def item_sources(tmp_path):
     return [folder, archive, tmp_path / "rows.npz"]
 
 
-def test_items_read_back_by_id_are_the_pixels_screening_decoded(item_sources, monkeypatch):
-    monkeypatch.chdir(item_sources[0].parent)  # ids relative to where the screening ran
-    sources = [p.name for p in item_sources]
+@pytest.mark.parametrize("named", ["relative", "absolute"])
+def test_items_read_back_by_id_are_the_pixels_screening_decoded(item_sources, monkeypatch, named):
+    stray = np.zeros((1, 32, 32, 3), np.uint8)
+    if named == "relative":  # ids relative to where the screening ran, sources a folder down
+        monkeypatch.chdir(item_sources[0].parent.parent)
+        sources = [f"{p.parent.name}/{p.name}" for p in item_sources]
+        np.savez(item_sources[0].parent.parent / "rows.npz", x=stray)  # a file of the same name, not the one named
+    else:
+        elsewhere = item_sources[0].parent / "elsewhere"
+        elsewhere.mkdir()
+        monkeypatch.chdir(elsewhere)
+        sources = [str(p) for p in item_sources]
+        np.savez(elsewhere / "rows.npz", x=stray)
     reader = ItemReader()
     seen = 0
     for chunk in iter_chunks(iter_items(sources), 7):
@@ -66,9 +76,10 @@ def test_items_read_back_by_id_are_the_pixels_screening_decoded(item_sources, mo
             np.testing.assert_array_equal(again, pixels)
             seen += 1
     assert seen == 12 + 12 + 5
-    assert reader.read("folder/no-such-file.png") is None
-    assert reader.read("set.zip/inner/missing.jpg") is None
-    assert reader.read("rows.npz[99]") is None
+    assert reader.read(f"{sources[0]}/no-such-file.png") is None
+    assert reader.read(f"{sources[1]}/inner/missing.jpg") is None
+    assert reader.read(f"{sources[2]}[99]") is None
+    assert reader.read(sources[0]) is None  # a folder is no item
     reader.close()
 
 
@@ -105,9 +116,7 @@ def test_page_holds_every_flagged_image_and_error_in_parts_of_bounded_size(tmp_p
                                                       [HOSTILE, "not an image Pillow can identify"]]
     screened = [r["suspicion"] for r in records if r["error"] is None]
     assert index["histogram"] == np.histogram(screened, bins=50, range=(0, 1))[0].tolist()
-    # The page itself is the same for every job: nothing of the records is in it.
-    html = (tmp_path / "report.html").read_text()
-    assert "set/" not in html and "onerror=alert" not in html and "wsIndex" in html
+    assert (index["flagged"], index["errors"]) == (2250, 2)  # what the page shows of the parts
 
 
 def test_a_writer_that_starts_again_starts_the_page_from_nothing(tmp_path):
@@ -118,6 +127,28 @@ def test_a_writer_that_starts_again_starts_the_page_from_nothing(tmp_path):
         writer.write(records[:100])
     assert sum(len(p["flagged"]) for p in _parts(tmp_path)) == 100
     assert len(list((tmp_path / screening_page.FOLDER / "thumbs").iterdir())) == 0  # no pixels at hand here
+
+
+def test_a_page_that_cannot_be_written_stops_with_a_warning_and_the_records_are_whole(tmp_path, caplog):
+    def broken(item_id):
+        raise OSError(28, "No space left on device")
+
+    records = _records(10)
+    with RecordWriter(tmp_path) as writer:
+        writer.page.read_item = broken
+        writer.write(records[:5])
+        writer.write(records[5:])
+    assert len((tmp_path / "records.jsonl").read_text().splitlines()) == 10
+    assert json.loads((tmp_path / "summary.json").read_text())["flagged"] == 10
+    assert writer.page.stopped and "stopped being written (OSError" in caplog.text
+
+
+def test_a_run_that_ends_on_an_error_leaves_its_page_marked_interrupted(tmp_path):
+    with pytest.raises(KeyboardInterrupt):
+        with RecordWriter(tmp_path) as writer:
+            writer.write(_records(3))
+            raise KeyboardInterrupt
+    assert _index(tmp_path)["status"] == "interrupted" and _index(tmp_path)["summary"]["images"] == 3
 
 
 def test_thumbnails_are_the_pixels_given_and_named_by_sequence(tmp_path):

@@ -37,8 +37,9 @@
     load(FOLDER + "part-" + String(0).padStart(5, "0") + ".js", partMissing);
   };
   window.wsPart = function (number, part) {
-    for (const entry of part.flagged) flagged.push(entry);
-    for (const entry of part.errors) errors.push(entry);
+    // Only what the index counts: a part rewritten since the index was read may hold more.
+    for (const entry of part.flagged) if (entry[SEQ] <= index.flagged) flagged.push(entry);
+    for (const entry of part.errors) if (errors.length < index.errors) errors.push(entry);
     loadedParts += 1;
     if (loadedParts < index.parts) load(FOLDER + "part-" + String(loadedParts).padStart(5, "0") + ".js", partMissing);
     else ready();
@@ -53,6 +54,7 @@
     const when = new Date(index.written).toLocaleString();
     const lines = {complete: "Complete: " + s.images + " items, written " + when + ".",
       stopped: "Watch stopped: " + s.images + " items, written " + when + ".",
+      interrupted: "Interrupted: " + s.images + " items screened before it stopped, written " + when + ".",
       running: "Running: " + s.images + " items so far, written " + when + " (reload for more)."};
     document.getElementById("status").textContent = lines[index.status] || lines.running;
     row(table, "items", s.images, true);
@@ -67,7 +69,7 @@
     }
     if (s.source_check) {
       const check = s.source_check;
-      row(table, "source check", check.warning ? "warning" : (check.message || "no warning"));
+      row(table, "source check", check.warning ? "warning" : (check.reason || "no warning"));
       if (check.warning) document.getElementById("warning").appendChild(el("p", check.message, "warning"));
     }
     const labels = Object.entries(s.labels || {}).map(([k, v]) => k + " " + v).join(", ");

@@ -38,8 +38,9 @@
   };
   window.wsPart = function (number, part) {
     // Only what the index counts: a part rewritten since the index was read may hold more.
-    for (const entry of part.flagged) if (entry[SEQ] <= index.flagged) flagged.push(entry);
-    for (const entry of part.errors) if (errors.length < index.errors) errors.push(entry);
+    const most = index.flagged ?? Infinity, mostErrors = index.errors ?? Infinity;
+    for (const entry of part.flagged) if (entry[SEQ] <= most) flagged.push(entry);
+    for (const entry of part.errors) if (errors.length < mostErrors) errors.push(entry);
     loadedParts += 1;
     if (loadedParts < index.parts) load(FOLDER + "part-" + String(loadedParts).padStart(5, "0") + ".js", partMissing);
     else ready();

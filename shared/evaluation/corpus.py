@@ -13,6 +13,7 @@ the lines of every shard in order, ``preview.png`` shows a few images and
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -107,6 +108,20 @@ def finish(out: Path, attacks: list[dict], shards: int) -> int:
     return count
 
 
+def pictures(out: Path, attacks: list[dict]) -> None:
+    """preview.png and report.html beside a finished corpus's manifest; a picture never fails the corpus.
+
+    Whatever goes wrong drawing them (a manifest of an earlier release, a
+    full disk) is logged as a warning: the shards and the manifest are whole.
+    """
+    try:
+        preview(out, attacks)
+        page(out)
+    except Exception as exc:  # noqa: BLE001
+        logging.getLogger("waveshield").warning("corpus %s: its preview and report.html could not be drawn (%s: %s); "
+                                                "the shards and manifest.jsonl are whole", out, type(exc).__name__, exc)
+
+
 def preview(out: Path, attacks: list[dict], per_attack: int = 8) -> Path:
     """preview.png: images of shard 0 of every attack, one per class in turn, with the true label and the
     source model's predictions before and after the attack (red where the attack fooled it)."""
@@ -120,7 +135,9 @@ def preview(out: Path, attacks: list[dict], per_attack: int = 8) -> Path:
         with np.load(npz, allow_pickle=False) as data:
             x = data["x"][picked].astype(np.float32)
         tiles = [(image, [f"true: {_class(line['label'])}", f"before: {_class(line['pred_before'])}",
-                          f"after: {_class(line['pred_after'])}"], line["success"])
+                          f"after: {_class(line['pred_after'])}"],
+                  # red where the attack fooled the model (manifests of earlier releases have no "success")
+                  line.get("success", line["pred_before"] == line["label"] != line["pred_after"]))
                  for image, line in zip(x, (lines[i] for i in picked))]
         rows.append((AttackSpec.of(attack).label, tiles))
     # The corpus's labels are CIFAR-10's: the set it attacks is labelled in the shipped models' class order.

@@ -91,8 +91,9 @@ def corpus_table(manifest: str | Path) -> Table:
         for text in fh:
             line = json.loads(text)
             params = {k: v for k, v in line.get("params", {}).items() if k != "eps_255"}
-            key = json.dumps([line["attack"], params], sort_keys=True)
-            labels.setdefault(key, AttackSpec.named(line["attack"], **params).label)
+            key = json.dumps([line.get("attack"), params], sort_keys=True)
+            labels.setdefault(key, AttackSpec.named(line["attack"], **params).label if line.get("attack")
+                              else "attack not recorded")
             images[key] += 1
             fooled[key] += bool(line.get("success"))
             linf[key] += line.get("linf") or 0.0

@@ -27,6 +27,7 @@ from __future__ import annotations
 import base64
 import functools
 import hashlib
+import heapq
 import json
 import logging
 import os
@@ -46,6 +47,9 @@ FOLDER = "report_files"
 PART_SIZE = 2000
 #: index.js and the open part are rewritten at most this often while records arrive (seconds).
 REFRESH_S = 3.0
+#: Entries per file of the views written when the job ends: the flagged images by suspicion (10 gallery pages of
+#: 48) and the unreadable items in order (10 table pages of 50). The page opens on the first of each.
+SORTED_SIZE, ERRORS_SIZE = 480, 500
 #: A flagged entry's fields, in order (the page's script reads them by position).
 FLAGGED_COLUMNS = ("seq", "id", "label", "confidence", "raw_label", "suspicion", "signal", "thumb", "why")
 _ASSETS = Path(__file__).resolve().parent / "assets"
@@ -122,6 +126,9 @@ class ScreeningPage:
         self.parts_closed = 0
         self.flagged: list[list] = []
         self.errors: list[list] = []
+        self.labels: set[str] = set()  # among the flagged images, for the page's filters
+        self.signals: set[str] = set()
+        self.views: dict | None = None
         self.last_write = float("-inf")
         self.dirty = False
         _write_text(self.out / "report.html", page_html())
@@ -144,6 +151,8 @@ class ScreeningPage:
                 self.seq += 1
                 entry = [self.seq, r["id"], r["label"], r["confidence"], r["raw_label"], r["suspicion"], r["signal"],
                          0, 0]
+                self.labels.add(r["label"])
+                self.signals.add(r["signal"] or "none")
                 image = pixels.get(r["id"]) if pixels is not None else None
                 if image is None and self.read_item is not None:
                     image = self.read_item(r["id"])
@@ -178,9 +187,40 @@ class ScreeningPage:
         """Write the last part and the index, marked ``status`` ("complete"; a watch: "stopped"; a run that
         ended on an error or Ctrl-C: "interrupted"), and let go of what the item reader keeps."""
         self._write_part()
+        self.views = self._write_views()
         self._write_index(status)
         if self.release is not None:
             self.release()
+
+    def _write_views(self) -> dict:
+        """The flagged entries by suspicion and the unreadable items, in files of a few pages each.
+
+        A page that opens on the gallery's first page then reads a file of
+        :data:`SORTED_SIZE` entries, not the whole job's. Each part is sorted
+        on its own and the parts merged line by line: memory holds one part.
+        """
+        runs = self.folder / "runs"
+        runs.mkdir(exist_ok=True)
+        errors = _Chunked(self.folder, "errors", "wsErrors", ERRORS_SIZE)
+        files = []
+        for k in range(self._parts()):
+            part = json.loads(_script_argument(self.folder / f"part-{k:05d}.js", "wsPart").split(",", 1)[1])
+            for entry in part["errors"]:
+                errors.add(entry)
+            files.append(runs / f"{k:05d}.jsonl")
+            files[-1].write_text("".join(json.dumps(e, separators=(",", ":")) + "\n"
+                                         for e in sorted(part["flagged"], key=_by_suspicion)))
+        ordered = _Chunked(self.folder, "sorted", "wsSorted", SORTED_SIZE)
+        handles = [open(f) for f in files]
+        try:
+            for entry in heapq.merge(*[map(json.loads, h) for h in handles], key=_by_suspicion):
+                ordered.add(entry)
+        finally:
+            for h in handles:
+                h.close()
+        shutil.rmtree(runs)
+        return {"sorted": ordered.close(), "errors": errors.close(), "sorted_size": SORTED_SIZE,
+                "errors_size": ERRORS_SIZE}
 
     def _parts(self) -> int:
         return self.parts_closed + bool(self.flagged or self.errors)
@@ -196,7 +236,8 @@ class ScreeningPage:
         # index may hold more, which the page leaves out so that the gallery and the summary agree.
         index = {"status": status, "written": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                  "summary": self.tally.summary(), "parts": self._parts(), "size": self.size,
-                 "flagged": self.seq, "errors": self.tally.errors,
+                 "flagged": self.seq, "errors": self.tally.errors, "views": self.views,
+                 "labels": sorted(self.labels), "signals": sorted(self.signals),
                  "histogram": self.counts, "clean_histogram": self.clean_histogram, "columns": FLAGGED_COLUMNS,
                  "why_gain": _why_gain()}
         _write_text(self.folder / "index.js", f"wsIndex({json.dumps(index, separators=(',', ':'))});\n")
@@ -207,6 +248,42 @@ def _why_gain() -> float:
     from shared.screening.why import GAIN
 
     return GAIN
+
+
+def _by_suspicion(entry: list) -> tuple:
+    """The gallery's order: most suspicious first, then in the order the records came."""
+    return -entry[5], entry[0]
+
+
+class _Chunked:
+    """Entries written to ``NAME-NNNNN.js`` files of ``size`` each, as ``CALL(n, [...])``."""
+
+    def __init__(self, folder: Path, name: str, call: str, size: int):
+        self.folder, self.name, self.call, self.size = folder, name, call, size
+        self.entries: list = []
+        self.files = 0
+
+    def add(self, entry) -> None:
+        self.entries.append(entry)
+        if len(self.entries) == self.size:
+            self._flush()
+
+    def _flush(self) -> None:
+        payload = json.dumps(self.entries, separators=(",", ":"))
+        _write_text(self.folder / f"{self.name}-{self.files:05d}.js", f"{self.call}({self.files}, {payload});\n")
+        self.files, self.entries = self.files + 1, []
+
+    def close(self) -> int:
+        """Write the last file; return how many there are."""
+        if self.entries:
+            self._flush()
+        return self.files
+
+
+def _script_argument(path: Path, call: str) -> str:
+    """What a data file passes to ``call(...)``."""
+    text = path.read_text()
+    return text[len(call) + 1:text.rstrip().rindex(")")]
 
 
 def thumbnail_name(seq: int, why: bool = False) -> str:

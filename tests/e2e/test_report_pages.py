@@ -98,6 +98,9 @@ def test_screening_page_shows_the_flagged_images_in_order_filters_pages_and_esca
     assert shown == [flagged[k]["id"] for k in order[:PER_PAGE]]
     thumbs = [url for url in visit.requests if "/thumbs/" in url]
     assert 0 < len(thumbs) <= 2 * PER_PAGE  # only the page shown has its pictures loaded
+    # A finished job's page opens on the first file of each view, not on the whole job's data.
+    data = sorted(Path(url).name for url in visit.requests if url.endswith(".js"))
+    assert data == ["errors-00000.js", "index.js", "sorted-00000.js"]
     page.wait_for_load_state("load")
     widths = page.eval_on_selector_all("#gallery img", "images => images.map(i => i.naturalWidth)")
     assert len(widths) > PER_PAGE and set(widths) == {32}  # every picture and "why" there, at its real pixels
@@ -108,7 +111,9 @@ def test_screening_page_shows_the_flagged_images_in_order_filters_pages_and_esca
     hostile = [r for r in records if r["id"].endswith(HOSTILE)]
     assert hostile and hostile[0]["flagged"]
     assert page.locator("img[src='x']").count() == 0 and visit.dialogs == []
-    page.select_option("#sort", "id")
+    page.select_option("#sort", "id")  # this one reads every part
+    page.wait_for_selector("#gallery .tile")
+    assert any(Path(url).name == "part-00000.js" for url in visit.requests)
     assert page.locator("#gallery .tile .id").first.text_content() == min(r["id"] for r in flagged)
     assert hostile[0]["id"] in page.locator("#gallery .tile .id").all_text_contents()
 
@@ -146,6 +151,42 @@ def test_screening_page_shows_the_flagged_images_in_order_filters_pages_and_esca
     check = summary["source_check"]  # too few images to check: the page says so, and why
     assert not check["warning"] and check["reason"] in table
     assert visit.errors == [] and visit.outside(out) == []
+    page.close()
+
+
+def test_a_large_finished_page_pages_through_its_views_file_by_file(browser, tmp_path):
+    """1,500 flagged images (four view files) and 120 unreadable items, written by the real writer."""
+    from producers.screening.screen import RecordWriter
+    from shared.screening import verdicts
+
+    rng = np.random.default_rng(3)
+    records = []
+    for k in range(1500):
+        records.append(verdicts.Record(f"set/{k:04d}.png", label="cat", confidence=0.9, raw_label="dog",
+                                       suspicion=round(float(rng.uniform(0.9, 1)), 6), threshold=0.9, flagged=True,
+                                       signal="haar@haar").as_dict())
+        if k % 12 == 0:
+            records.append(verdicts.error_record(f"set/{k:04d}-broken.jpg", "not an image Pillow can identify"))
+    with RecordWriter(tmp_path) as writer:
+        for first in range(0, len(records), 256):
+            writer.write(records[first:first + 256])
+    flagged = sorted((r for r in records if r["flagged"]), key=lambda r: -r["suspicion"])  # stable: ties in order
+    errors = [r["id"] for r in records if r["error"]]
+    visit = Visit(browser, tmp_path / "report.html")
+    page = visit.page
+    page.wait_for_selector("#gallery .tile")
+    for _ in range(11):  # to page 12: entries 528-575, in the second file of the view
+        page.click("#next")
+    page.wait_for_selector(f"#gallery .tile[data-seq='{int(flagged[11 * PER_PAGE]['id'][4:8]) + 1}']")
+    assert page.locator("#gallery .tile .id").all_text_contents() == [r["id"] for r in flagged[528:576]]
+    assert page.locator("#page").text_content() == f"page 12 of {-(-1500 // PER_PAGE)}"
+    page.click("#errors-next")
+    page.click("#errors-next")
+    page.wait_for_selector("#errors td")
+    assert page.locator("#errors td:first-child").all_text_contents() == errors[100:125]
+    assert page.locator("#errors-page").text_content() == "page 3 of 3"
+    assert visit.errors == [] and visit.outside(tmp_path) == []
+    assert not any(Path(url).name.startswith("part-") for url in visit.requests)
     page.close()
 
 

@@ -117,6 +117,15 @@ def test_page_holds_every_flagged_image_and_error_in_parts_of_bounded_size(tmp_p
     screened = [r["suspicion"] for r in records if r["error"] is None]
     assert index["histogram"] == np.histogram(screened, bins=50, range=(0, 1))[0].tolist()
     assert (index["flagged"], index["errors"]) == (2250, 2)  # what the page shows of the parts
+    # The views a finished page opens on: every flagged entry by suspicion, the unreadable items in order.
+    views = index["views"]
+    ordered = [e for k in range(views["sorted"]) for e in json.loads(
+        _script_payload(tmp_path / screening_page.FOLDER / f"sorted-{k:05d}.js", "wsSorted").split(",", 1)[1])]
+    assert views["sorted"] == 5 and ordered == sorted(flagged, key=lambda e: (-e[5], e[0]))
+    errors = [e for k in range(views["errors"]) for e in json.loads(
+        _script_payload(tmp_path / screening_page.FOLDER / f"errors-{k:05d}.js", "wsErrors").split(",", 1)[1])]
+    assert errors == [e for p in parts for e in p["errors"]]
+    assert not (tmp_path / screening_page.FOLDER / "runs").exists()
 
 
 def test_a_writer_that_starts_again_starts_the_page_from_nothing(tmp_path):

@@ -1,11 +1,14 @@
-// The screening report: report_files/index.js calls wsIndex(...), each part file wsPart(...).
+// The screening report: report_files/index.js calls wsIndex(...), each part file wsPart(...); a finished job's
+// views (the flagged images by suspicion, the unreadable items) wsSorted(...) and wsErrors(...), a few pages a file.
+// The page opens on the first file of each view; a filter or the sort by id reads every part first.
 // Every text from the records (ids come from users' file names) goes into the page as text, never as HTML.
 "use strict";
 (function () {
   const FOLDER = "report_files/";
   const PER_PAGE = 48, ERRORS_PER_PAGE = 50;
-  const flagged = [], errors = [];
-  let index = null, loadedParts = 0;
+  const flagged = [], errors = [];  // every part's entries, once all are read
+  const views = {sorted: new Map(), errors: new Map()}, asked = new Set();
+  let index = null, loadedParts = 0, allAsked = false, allRead = false;
   const state = { label: "", signal: "", sort: "suspicion", page: 0, errorsPage: 0 };
   // Columns of a flagged entry (shared/reports/screening_page.py: FLAGGED_COLUMNS).
   const SEQ = 0, ID = 1, LABEL = 2, CONFIDENCE = 3, RAW = 4, SUSPICION = 5, SIGNAL = 6, THUMB = 7, WHY = 8;
@@ -33,8 +36,8 @@
   window.wsIndex = function (data) {
     index = data;
     showSummary();
-    if (index.parts === 0) { ready(); return; }
-    load(FOLDER + "part-" + String(0).padStart(5, "0") + ".js", partMissing);
+    setUp();
+    render();
   };
   window.wsPart = function (number, part) {
     // Only what the index counts: a part rewritten since the index was read may hold more.
@@ -42,13 +45,29 @@
     for (const entry of part.flagged) if (entry[SEQ] <= most) flagged.push(entry);
     for (const entry of part.errors) if (errors.length < mostErrors) errors.push(entry);
     loadedParts += 1;
-    if (loadedParts < index.parts) load(FOLDER + "part-" + String(loadedParts).padStart(5, "0") + ".js", partMissing);
-    else ready();
+    if (loadedParts < index.parts) load(file("part", loadedParts), missing);
+    else { allRead = true; render(); }
   };
-  function partMissing() {
-    document.getElementById("status").textContent = "A part of this report is missing (it is being rewritten?): reload the page.";
-    ready();
+  window.wsSorted = function (number, entries) { views.sorted.set(number, entries); render(); };
+  window.wsErrors = function (number, entries) { views.errors.set(number, entries); render(); };
+  function file(name, number) { return FOLDER + name + "-" + String(number).padStart(5, "0") + ".js"; }
+  function missing() {
+    document.getElementById("status").textContent = "A file of this report is missing (it is being rewritten?): reload the page.";
   }
+  function readAll() {
+    if (allAsked) return;
+    allAsked = true;
+    if (index.parts === 0) { allRead = true; render(); return; }
+    load(file("part", 0), missing);
+  }
+  function viewEntry(view, size, at) {
+    // The entries of a view's file holding entry ``at``, or null while it loads.
+    const number = Math.floor(at / size);
+    if (views[view].has(number)) return views[view].get(number);
+    if (!asked.has(view + number)) { asked.add(view + number); load(file(view, number), missing); }
+    return null;
+  }
+  function render() { showGallery(); showErrors(); }
 
   function showSummary() {
     const s = index.summary, table = document.getElementById("summary");
@@ -132,21 +151,19 @@
   function options(select, values) {
     for (const v of values) { const o = el("option", v); o.value = v; select.appendChild(o); }
   }
-  function ready() {
-    const labels = new Set(), signals = new Set();
-    for (const f of flagged) { labels.add(f[LABEL]); signals.add(f[SIGNAL] === null ? "none" : f[SIGNAL]); }
-    options(document.getElementById("label-filter"), Array.from(labels).sort());
-    options(document.getElementById("signal-filter"), Array.from(signals).sort());
+  function setUp() {
+    if (index.labels) options(document.getElementById("label-filter"), index.labels);
+    if (index.signals) options(document.getElementById("signal-filter"), index.signals);
     for (const [id, key] of [["label-filter", "label"], ["signal-filter", "signal"], ["sort", "sort"]]) {
-      document.getElementById(id).addEventListener("change", (event) => { state[key] = event.target.value; state.page = 0; showGallery(); });
+      document.getElementById(id).addEventListener("change", (event) => { state[key] = event.target.value; state.page = 0; render(); });
     }
     document.getElementById("previous").addEventListener("click", () => { state.page -= 1; showGallery(); });
     document.getElementById("next").addEventListener("click", () => { state.page += 1; showGallery(); });
     document.getElementById("errors-previous").addEventListener("click", () => { state.errorsPage -= 1; showErrors(); });
     document.getElementById("errors-next").addEventListener("click", () => { state.errorsPage += 1; showErrors(); });
-    showGallery();
-    showErrors();
   }
+  // Whether what is shown needs every entry: a running job (no views yet), a filter, the sort by id.
+  function needsAll() { return !index.views || state.label !== "" || state.signal !== "" || state.sort !== "suspicion"; }
 
   function chosen() {
     const shown = flagged.filter((f) => (!state.label || f[LABEL] === state.label) &&
@@ -163,11 +180,32 @@
     return img;
   }
   function showGallery() {
-    const shown = chosen(), pages = Math.max(1, Math.ceil(shown.length / PER_PAGE));
-    state.page = Math.min(Math.max(state.page, 0), pages - 1);
     const gallery = document.getElementById("gallery");
+    let total, page;
+    if (needsAll() && !allRead) {
+      readAll();
+      gallery.replaceChildren(el("p", "Reading all " + index.flagged + " flagged entries\u2026", "note"));
+      return;
+    }
+    if (allRead) {
+      const shown = chosen();
+      total = shown.length;
+      state.page = Math.min(Math.max(state.page, 0), Math.max(1, Math.ceil(total / PER_PAGE)) - 1);
+      page = shown.slice(state.page * PER_PAGE, (state.page + 1) * PER_PAGE);
+    } else if (index.flagged === 0) {
+      total = 0;
+      page = [];
+    } else {
+      total = index.flagged;
+      state.page = Math.min(Math.max(state.page, 0), Math.max(1, Math.ceil(total / PER_PAGE)) - 1);
+      const first = state.page * PER_PAGE, size = index.views.sorted_size;
+      const entries = viewEntry("sorted", size, first);
+      if (entries === null) { gallery.replaceChildren(el("p", "Loading\u2026", "note")); return; }
+      page = entries.slice(first % size, first % size + PER_PAGE);
+    }
+    const pages = Math.max(1, Math.ceil(total / PER_PAGE));
     gallery.replaceChildren();
-    for (const f of shown.slice(state.page * PER_PAGE, (state.page + 1) * PER_PAGE)) {
+    for (const f of page) {
       const tile = el("figure", null, "tile");
       tile.dataset.seq = f[SEQ];
       const pictures = el("div", null, "pictures");
@@ -189,27 +227,38 @@
     document.getElementById("page").textContent = "page " + (state.page + 1) + " of " + pages;
     document.getElementById("previous").disabled = state.page === 0;
     document.getElementById("next").disabled = state.page >= pages - 1;
-    document.getElementById("gallery-note").textContent = shown.length + " of " + flagged.length +
+    document.getElementById("gallery-note").textContent = total + " of " + index.flagged +
       " flagged images shown. Left: the image at the pixels the classifier saw (" + index.size + " x " + index.size +
       ", enlarged without smoothing); right, where the signal is a model path or a reconstruction: what the " +
       "DWT reconstruction removes, x" + index.why_gain + " around mid-grey.";
   }
   function showErrors() {
-    const pages = Math.max(1, Math.ceil(errors.length / ERRORS_PER_PAGE));
+    const count = allRead ? errors.length : index.errors;
+    const pages = Math.max(1, Math.ceil(count / ERRORS_PER_PAGE));
     state.errorsPage = Math.min(Math.max(state.errorsPage, 0), pages - 1);
+    const first = state.errorsPage * ERRORS_PER_PAGE;
+    let shown;
+    if (allRead) shown = errors.slice(first, first + ERRORS_PER_PAGE);
+    else if (!index.views) { readAll(); return; }
+    else if (count === 0) shown = [];
+    else {
+      const size = index.views.errors_size, entries = viewEntry("errors", size, first);
+      if (entries === null) return;
+      shown = entries.slice(first % size, first % size + ERRORS_PER_PAGE);
+    }
     const table = document.getElementById("errors");
     table.replaceChildren();
     const head = el("tr");
     head.appendChild(el("th", "id"));
     head.appendChild(el("th", "reason"));
     table.appendChild(head);
-    for (const [id, reason] of errors.slice(state.errorsPage * ERRORS_PER_PAGE, (state.errorsPage + 1) * ERRORS_PER_PAGE)) {
+    for (const [id, reason] of shown) {
       const tr = el("tr");
       tr.appendChild(el("td", id));
       tr.appendChild(el("td", reason));
       table.appendChild(tr);
     }
-    document.getElementById("errors-note").textContent = errors.length ? errors.length + " item(s) could not be read." : "None.";
+    document.getElementById("errors-note").textContent = count ? count + " item(s) could not be read." : "None.";
     document.getElementById("errors-page").textContent = "page " + (state.errorsPage + 1) + " of " + pages;
     document.getElementById("errors-previous").disabled = state.errorsPage === 0;
     document.getElementById("errors-next").disabled = state.errorsPage >= pages - 1;

@@ -1,6 +1,6 @@
 """The screening page: what writing it costs, how much it weighs, how fast it opens.
 
-1. Writing: ``screen --local`` (:func:`producers.screening.runs.screen_here`) on the
+1. Writing: ``screen --local`` (:func:`producers.screening.screen.screen_and_write`) on the
    first ``--n`` images of the CIFAR-10 test split (the JPEG mirror), with the page and
    with the page replaced by one that does nothing, alternating, side by side in one
    run; and the time spent inside the page's own calls.
@@ -23,7 +23,6 @@ from pathlib import Path
 import numpy as np
 
 from _common import CIFAR_TEST, machine
-from producers.screening import runs
 from producers.screening import screen as screen_mod
 from shared.reports.screening_page import FOLDER
 from shared.screening import verdicts
@@ -31,6 +30,8 @@ from shared.settings import load as load_settings
 
 
 class _NoPage:
+    release = None
+
     def add(self, records, pixels=None):
         pass
 
@@ -79,8 +80,7 @@ def screening_cost(n: int, repeats: int, root: Path) -> list[str]:
             screen_mod.report_page = make
             out = root / name.replace(" ", "-")
             start = time.perf_counter()
-            summary = runs.screen_here([CIFAR_TEST], out, settings, 256, chosen) if n is None else \
-                _screen_first(n, out, settings, chosen)
+            summary = _screen_first(n, out, settings, chosen)
             times[name].append(time.perf_counter() - start)
             if name == "with the page":
                 in_page.append(timed[0].seconds)
@@ -98,17 +98,8 @@ def _screen_first(n, out, settings, chosen):
 
     items = (item for _, item in zip(range(n), iter_items([CIFAR_TEST])))
     chunks = prefetch(iter_chunks(items, 256, workers=settings.decode_workers))
-    with screen_mod.RecordWriter(out, chosen["calibration"], defence=chosen["defence"]) as writer:
-        last = []
-
-        def remembered(chunks):
-            for chunk in chunks:
-                last[:] = [chunk]
-                yield chunk
-
-        for found in screen_mod.screen_chunks(remembered(chunks), settings, chosen):
-            writer.write(found, pixels=dict(zip(last[0].ids, last[0].images)))
-        return writer.close()
+    writer = screen_mod.RecordWriter(out, chosen["calibration"], defence=chosen["defence"])
+    return screen_mod.screen_and_write(chunks, writer, settings, chosen)
 
 
 def synthetic_job(out: Path, records: int, flagged_share: float, seed: int = 0) -> float:

@@ -25,18 +25,8 @@ def screen_here(paths, out: Path, settings: Settings, batch_size: int, chosen: d
 
     chunks = prefetch(iter_chunks(iter_items(paths, max_bytes=settings.max_item_bytes), batch_size,
                                   workers=settings.decode_workers))
-    last = []
-
-    def remembered(chunks):  # the chunk whose records come next: its pixels go to the page's thumbnails
-        for chunk in chunks:
-            last[:] = [chunk]
-            yield chunk
-
-    with screen_mod.RecordWriter(out, chosen["calibration"], defence=chosen["defence"]) as writer:
-        for found in screen_mod.screen_chunks(remembered(chunks), settings, chosen):
-            writer.write(found, pixels=dict(zip(last[0].ids, last[0].images)))
-            on_progress(writer.tally.screened, writer.tally.errors)
-        return writer.close()
+    writer = screen_mod.RecordWriter(out, chosen["calibration"], defence=chosen["defence"])
+    return screen_mod.screen_and_write(chunks, writer, settings, chosen, on_progress)
 
 
 def default_out(settings: Settings, paths, chosen: dict, batch_size: int, job: str | None = None) -> Path:

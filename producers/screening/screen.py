@@ -116,12 +116,12 @@ class RecordWriter:
     def __init__(self, out: Path, calibration: dict | None = None, *, defence: str | None = None):
         out.mkdir(parents=True, exist_ok=True)
         self.out, self.path = out, out / "records.jsonl"
-        self.tally = verdicts.Tally(calibration)
         self._jsonl = open(self.path, "w")
         self._csv_file = open(out / "records.csv", "w", newline="")
         self._csv = csv.DictWriter(self._csv_file, fieldnames=verdicts.RECORD_FIELDS)
         self._csv.writeheader()
-        self.page = report_page(out, self.tally, defence)
+        self.counted = RecordPage(out, calibration, defence)
+        self.tally, self.page = self.counted.tally, self.counted.page
 
     def write(self, records: list[dict], pixels: dict | None = None) -> None:
         """Append ``records`` to both files (flushed, so that a reader sees whole batches), and to the page.
@@ -133,8 +133,7 @@ class RecordWriter:
         self._csv.writerows(records)
         self._jsonl.flush()
         self._csv_file.flush()
-        self.tally.add(records)
-        self.page.add(records, pixels)
+        self.counted.add(records, pixels)
 
     def sync(self) -> int:
         """Put what is written on disk (a job's records then leave Redis); return records.jsonl's length."""
@@ -189,7 +188,8 @@ def report_page(out: Path, tally: verdicts.Tally, defence: str | None):
 
 
 class RecordPage:
-    """The page of records that another writer puts on disk (a watch appends its own records.jsonl)."""
+    """The running counts of records and their page: a :class:`RecordWriter`'s, or on their own for records that
+    another writer puts on disk (a watch appends its own records.jsonl)."""
 
     def __init__(self, out: Path, calibration: dict | None, defence: str | None):
         self.tally = verdicts.Tally(calibration)
@@ -204,6 +204,24 @@ class RecordPage:
 
     def close(self, status: str = "complete") -> None:
         self.page.close(status)
+
+
+def screen_and_write(chunks, writer: RecordWriter, settings: Settings, chosen: dict,
+                     on_progress=lambda screened, errors: None) -> dict:
+    """Screen ``chunks`` in this process (:func:`screen_chunks`) into ``writer``, each chunk's pixels to its page;
+    close the writer and return the summary. ``on_progress`` as for :func:`producers.screening.runs.screen_here`."""
+    last = []
+
+    def remembered(chunks):  # the chunk whose records come next: its pixels go to the page's thumbnails
+        for chunk in chunks:
+            last[:] = [chunk]
+            yield chunk
+
+    with writer:
+        for found in screen_chunks(remembered(chunks), settings, chosen):
+            writer.write(found, pixels=dict(zip(last[0].ids, last[0].images)))
+            on_progress(writer.tally.screened, writer.tally.errors)
+        return writer.close()
 
 
 def write_outputs(records, out: Path, calibration: dict | None = None, defence: str | None = None) -> dict:

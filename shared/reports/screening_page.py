@@ -15,8 +15,9 @@ disk (``file://``) with no server and no network request:
 
 The suspicion histogram is drawn by the page itself (SVG) from the index's
 counts: it costs the writer nothing, and is as fresh as the index. A
-matplotlib figure would cost about 0.8 s per job (import and first draw),
-some 7 % of screening 5,000 images here.
+matplotlib figure cost about 0.8 s per job (import and first draw): 6 % of
+``screen --local`` on 5,000 mirror test images on a 2-core machine
+(``benchmarks/bench_report_page.py``).
 
 Files are named by the flagged image's sequence number, never by its id:
 ids come from users' file names, and the page shows them as text only.
@@ -40,6 +41,7 @@ from pathlib import Path
 import numpy as np
 
 from shared.screening.verdicts import HISTOGRAM_BINS, suspicion_histogram
+from shared.screening.why import GAIN as WHY_GAIN
 
 #: The folder beside report.html that holds its data and pictures.
 FOLDER = "report_files"
@@ -158,14 +160,16 @@ class ScreeningPage:
                     image = self.read_item(r["id"])
                 if image is not None:
                     image = _as_uint8(image)
-                    entry[7] = _save_png(self.folder / "thumbs", thumbnail_name(self.seq), image)
+                    _save_png(self.folder / "thumbs" / thumbnail_name(self.seq), image)
+                    entry[7] = 1  # the page derives the file's name from the sequence number
                     found.append((entry, image))
                 self.flagged.append(entry)
         if found and self.explain is not None:
             why = self.explain(np.stack([image for _, image in found]), [entry[6] for entry, _ in found])
             for (entry, _), picture in zip(found, why):
                 if picture is not None:
-                    entry[8] = _save_png(self.folder / "thumbs", thumbnail_name(entry[0], why=True), picture)
+                    _save_png(self.folder / "thumbs" / thumbnail_name(entry[0], why=True), picture)
+                    entry[8] = 1
         self.dirty = True
         if len(self.flagged) + len(self.errors) >= PART_SIZE:
             self._write_part()
@@ -239,15 +243,9 @@ class ScreeningPage:
                  "flagged": self.seq, "errors": self.tally.errors, "views": self.views,
                  "labels": sorted(self.labels), "signals": sorted(self.signals),
                  "histogram": self.counts, "clean_histogram": self.clean_histogram, "columns": FLAGGED_COLUMNS,
-                 "why_gain": _why_gain()}
+                 "why_gain": WHY_GAIN}
         _write_text(self.folder / "index.js", f"wsIndex({json.dumps(index, separators=(',', ':'))});\n")
         self.last_write, self.dirty = time.monotonic(), False
-
-
-def _why_gain() -> float:
-    from shared.screening.why import GAIN
-
-    return GAIN
 
 
 def _by_suspicion(entry: list) -> tuple:
@@ -296,11 +294,10 @@ def _as_uint8(pixels: np.ndarray) -> np.ndarray:
     return pixels if pixels.dtype == np.uint8 else np.clip(pixels * 255 + 0.5, 0, 255).astype(np.uint8)
 
 
-def _save_png(folder: Path, name: str, pixels: np.ndarray) -> int:
+def _save_png(path: Path, pixels: np.ndarray) -> None:
     from PIL import Image
 
-    Image.fromarray(np.ascontiguousarray(pixels)).save(folder / name, compress_level=1)
-    return 1  # the entry says the picture exists; its name follows from the sequence number
+    Image.fromarray(np.ascontiguousarray(pixels)).save(path, compress_level=1)
 
 
 def _write_text(path: Path, text: str) -> None:

@@ -14,8 +14,10 @@ from collections.abc import Callable
 
 import numpy as np
 
-#: The residual's amplification: eps 0.01 (2.55 grey levels) shows as +-13 levels around mid-grey, and the
-#: Haar reconstruction's typical change of a clean CIFAR-10 image (about 3 levels) stays short of saturation.
+#: The residual's amplification: eps 0.01 (2.55 grey levels) shows as +-13 levels around mid-grey, and what the
+#: shipped Haar reconstruction changes in a clean image stays short of saturation (measured per pixel on the
+#: embedded sample's first 500 images and the 5,085 canonical-prefix ones: median 3.8 and 3.4 grey levels,
+#: 99th percentile 23 and 22, so x5 = 117 and 111 of the 127 either side of mid-grey).
 GAIN = 5.0
 #: Signals that are statistics of the pixels themselves, with no reconstruction to show.
 PIXEL_STATISTICS = ("steps", "chroma")

@@ -8,7 +8,9 @@ from pathlib import Path
 
 import numpy as np
 
+from shared.attacks.external import parse_value
 from shared.evaluation.plan import paper_attacks
+from shared.evaluation.spec import attack_name
 from shared.images.image_set import iter_batches
 from shared.images.load import load_images
 from shared.models.store import ModelStore
@@ -22,18 +24,25 @@ PAPER_ATTACKS = [a["name"] + (":" + ",".join(f"{k}={v}" for k, v in a["params"].
 
 
 def parse_attack(text: str) -> dict:
-    """``bim:eps=0.007,steps=3`` -> {"name": "bim", "params": {"eps": 0.007, "steps": 3}}."""
+    """``bim:eps=0.007,steps=3`` -> {"name": "bim", "params": {"eps": 0.007, "steps": 3}}.
+
+    ``torchattacks:Square:eps=8/255,n_queries=1000`` names a torchattacks attack;
+    a value is a number, a fraction (``8/255``), true/false or a word (``Linf``).
+    """
     name, _, rest = text.partition(":")
+    if name.strip().lower() == "torchattacks":
+        cls, _, rest = rest.partition(":")
+        name = f"torchattacks:{cls.strip()}"
     params = {}
     for item in filter(None, rest.split(",")):
         key, sep, value = item.partition("=")
         if not sep:
             raise ValueError(f"attack {text!r}: parameters are key=value, separated by commas")
         try:
-            params[key.strip()] = json.loads(value)
-        except json.JSONDecodeError:
-            raise ValueError(f"attack {text!r}: {key}={value} is not a number") from None
-    return {"name": name.strip().lower(), "params": params}
+            params[key.strip()] = parse_value(value)
+        except ValueError as exc:
+            raise ValueError(f"attack {text!r}: {key}={value}: {exc}") from None
+    return {"name": attack_name(name), "params": params}
 
 
 def submit_corpus(client, app, *, data: str, attacks: list[str], name: str, settings: Settings, dtype: str = "float16",

@@ -1,8 +1,14 @@
-"""Named DWT defence settings: which reconstruct() options "haar" and "daubechies" mean.
+"""Named defences: which reconstruct() options "haar" and "daubechies" mean, and the input transformations.
 
-``waveshield tune`` chooses them by PSNR/MSE and writes ``defences.json``
-into the weights directory; ``train`` and ``evaluate`` read that file, and
-fall back to the built-in defaults below when it is absent.
+``waveshield tune`` chooses the DWT settings by PSNR/MSE and writes
+``defences.json`` into the weights directory; ``train`` and ``evaluate`` read
+that file, and fall back to the built-in defaults below when it is absent.
+
+Every other defence a plan or a command names is an input transformation
+(:mod:`shared.transforms`), by a name that carries its settings:
+``jpeg:quality=75``, ``bit-depth:bits=5``, ``median:size=2``,
+``resize-pad:shrink=0.1``. Its options hold a ``"transform"`` key, which the
+DWT's never do: :func:`shared.evaluation.run.defend` applies either.
 """
 
 from __future__ import annotations
@@ -10,7 +16,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from shared import dwt
+from shared import dwt, transforms
 from shared.dwt import METHODS, THRESHOLD_MODES
 
 FILENAME = "defences.json"
@@ -57,14 +63,18 @@ def validate(name: str, options: dict) -> None:
 
 
 def get(name: str, weights_dir: str | Path) -> dict:
-    """The reconstruct() options of one named defence.
+    """The options of one named defence: a DWT setting's reconstruct() options, or an input transformation's.
 
     Raises
     ------
     ValueError
-        If no defence has that name (the message lists the valid ones).
+        If no defence has that name (the message lists the valid ones), or an
+        input transformation's settings are wrong (the message says which).
     """
     named = load(weights_dir)
-    if name not in named:
-        raise ValueError(f"unknown defence {name!r}; valid: {', '.join(sorted(named))}")
-    return dict(named[name])
+    if name in named:
+        return dict(named[name])
+    if transforms.is_transform(name):
+        return transforms.parse(name)
+    raise ValueError(f"unknown defence {name!r}; valid: {', '.join(sorted(named))}, or an input transformation "
+                     f"({', '.join(transforms.KINDS)}, e.g. jpeg:quality=75)")

@@ -11,15 +11,18 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import inspect
 from collections.abc import Callable
 
 import torch
 
 from shared import attacks as attack_registry
+from shared import transforms
 from shared.dwt.transform import reconstruct
 from shared.evaluation.plan import CLEAN, DEFAULT_BATCH_SIZE, RUN_MODES, STAGED, AttackSpec, Cell, ModelPath
 from shared.images.image_set import iter_batches
+
+#: Draws of a randomised defence whose outputs an adaptive attack averages at each step (EOT).
+EOT_DRAWS = 8
 
 
 def validate_plan(plan: dict) -> None:
@@ -30,8 +33,8 @@ def validate_plan(plan: dict) -> None:
             raise ValueError(f"the plan has no {part}: give at least one, e.g. {example}")
     for attack in plan["attacks"]:
         if attack["name"] != CLEAN:
-            accepted = set(inspect.signature(attack_registry.get(attack["name"])).parameters) - {"model", "images", "labels"}
-            unknown = set(attack.get("params", {})) - accepted
+            accepted = attack_registry.parameters(attack["name"])
+            unknown = set(attack.get("params", {})) - set(accepted)
             if unknown:
                 raise ValueError(f"{attack['name']}: unknown parameter(s) {', '.join(sorted(unknown))}; "
                                  f"valid: {', '.join(sorted(accepted))}")
@@ -65,14 +68,25 @@ def _check_eps(attack: dict) -> None:
 
 def attack_model(plan: dict, attack: dict, get_model: Callable, defence_options: Callable):
     """The network an attack is crafted on: the plan's source model, or, for an
-    adaptive attack (``through``), a configuration's model behind its defence with BPDA."""
+    adaptive attack (``through``), a configuration's model behind its defence.
+
+    The gradient through the defence: the identity for the DWT (BPDA); an input
+    transformation's own (the identity where it has none, see
+    :mod:`shared.transforms`); for a randomised one, the average over
+    :data:`EOT_DRAWS` draws (EOT).
+    """
     through = attack.get("through")
     if not through:
         return get_model(plan["source_model"])
     model = get_model(through["model"])
     if not through.get("defence"):
         return model
-    return attack_registry.BPDA(model, functools.partial(reconstruct, **defence_options(through["defence"])))
+    options = defence_options(through["defence"])
+    if "transform" not in options:
+        return attack_registry.BPDA(model, functools.partial(reconstruct, **options))
+    if transforms.is_randomised(options):
+        return attack_registry.EOT(model, functools.partial(transforms.apply, options=options), draws=EOT_DRAWS)
+    return attack_registry.Defended(model, functools.partial(transforms.apply, options=options))
 
 
 @contextlib.contextmanager
@@ -110,8 +124,12 @@ def craft(model, images: torch.Tensor, labels: torch.Tensor, attack: dict, *, th
 
 
 def defend(images: torch.Tensor, defence_options: dict | None) -> torch.Tensor:
-    """Stage 2: DWT reconstruction with the given options, or the images unchanged."""
-    return images if defence_options is None else reconstruct(images, **defence_options)
+    """Stage 2: the defence's input transformation (DWT reconstruction, JPEG...), or the images unchanged."""
+    if defence_options is None:
+        return images
+    if "transform" in defence_options:
+        return transforms.apply(images, defence_options)
+    return reconstruct(images, **defence_options)
 
 
 @torch.no_grad()

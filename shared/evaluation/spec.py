@@ -17,9 +17,17 @@
     eps = 0.031373
     through = {model = "haar", defence = "haar"}
 
+    [[attacks]]                  # any torchattacks attack by its class name
+    name = "torchattacks:AutoAttack"
+    eps = 0.031373
+
     [[configurations]]
     model = "haar"
     defence = "haar"             # "none" or absent: raw input
+
+    [[configurations]]
+    model = "standard"
+    defence = "jpeg:quality=30"  # or bit-depth:bits=B, median:size=S, resize-pad:shrink=F
 
 The clean row is always added first: every drop is measured against it.
 """
@@ -70,6 +78,13 @@ def load_spec(path: str | Path) -> tuple[dict, dict]:
     return spec_to_plan(raw, name=path.name)
 
 
+def attack_name(name) -> str:
+    """An attack's name as plans keep it: ours in lower case, ``torchattacks:ClassName`` with the class as written."""
+    text = str(name).strip()
+    prefix, sep, rest = text.partition(":")
+    return f"{prefix.lower()}:{rest}" if sep else text.lower()
+
+
 def spec_to_plan(raw: dict, *, name: str = "spec") -> tuple[dict, dict]:
     """Turn parsed spec data into a validated plan (see :func:`load_spec`)."""
     if not isinstance(raw, dict):
@@ -87,7 +102,7 @@ def spec_to_plan(raw: dict, *, name: str = "spec") -> tuple[dict, dict]:
         params = {k: v for k, v in entry.items() if k not in ("name", "through")}
         lists = {k: v for k, v in params.items() if isinstance(v, list)}
         for values in itertools.product(*lists.values()) if lists else [()]:
-            attack = {"name": str(entry["name"]).lower(), "params": {**params, **dict(zip(lists, values))}}
+            attack = {"name": attack_name(entry["name"]), "params": {**params, **dict(zip(lists, values))}}
             if entry.get("through"):
                 attack["through"] = entry["through"]
             attacks.append(attack)

@@ -194,11 +194,63 @@ def test_bpda_attack_beats_the_shipped_defence_better_than_transfer(sample):
     assert acc_adaptive < acc_transfer - 0.05, (acc_adaptive, acc_transfer)
 
 
-def test_deepfool_over_all_classes_equals_torchattacks(trained_model, correctly_classified, torchattacks_deepfool):
+def test_deepfool_over_all_classes_with_its_rule_equals_torchattacks(trained_model, correctly_classified,
+                                                                      torchattacks_deepfool):
     x, y = correctly_classified
-    ours = attacks.deepfool(trained_model, x[:16], y[:16], candidates=None)
+    ours = attacks.deepfool(trained_model, x[:16], y[:16], candidates=None, rule="torchattacks")
     theirs = torchattacks_deepfool[:16]  # torchattacks attacks each image on its own
     assert (ours - theirs).abs().max() < 1e-4
+
+
+def _algorithm_2(model, image, label, *, steps=50, overshoot=0.02):
+    """DeepFool's Algorithm 2 for one image as its authors' reference code runs it (every class), plus the clip to
+    [0, 1] that images need: the steps add up to r, the image tried next is image + (1 + overshoot) r."""
+    total = torch.zeros_like(image)
+    adversarial = image.clone()
+    for _ in range(steps):
+        x = adversarial[None].requires_grad_(True)
+        logits = model(x)[0]
+        if logits.argmax() != label:
+            break
+        grads = [torch.autograd.grad(logits[k], x, retain_graph=True)[0][0] for k in range(len(logits))]
+        best = None
+        for k in range(len(logits)):
+            if k == label:
+                continue
+            w = grads[k] - grads[label]
+            f = (logits[k] - logits[label]).item()
+            distance = abs(f) / w.norm().item()
+            if best is None or distance < best[0]:
+                best = (distance, w)
+        distance, w = best
+        total = total + (distance + 1e-4) * w / w.norm()
+        adversarial = torch.clamp(image + (1 + overshoot) * total, 0, 1).detach()
+    return adversarial
+
+
+def test_deepfool_by_default_follows_the_papers_algorithm_image_by_image(trained_model, correctly_classified):
+    x, y = correctly_classified
+    ours = attacks.deepfool(trained_model, x[:8], y[:8], candidates=None)
+    with attacks._base.eval_mode(trained_model):
+        reference = torch.stack([_algorithm_2(trained_model, image, int(label)) for image, label in zip(x[:8], y[:8])])
+    assert (ours - reference).abs().max() < 1e-4
+
+
+def test_deepfool_papers_rule_leaves_no_image_on_the_boundary(trained_model, correctly_classified,
+                                                              torchattacks_deepfool):
+    # torchattacks' rule scales each step, so an image can end exactly on the boundary (a logit margin of 0 to
+    # 1e-6) and count as fooled or not by rounding; the paper's overshoot of the whole perturbation carries each
+    # image across. So it fools at least as many as torchattacks, each by a margin ten times what rounding moves
+    # (the smallest seen: 2.6e-5).
+    x, y = correctly_classified
+    ours = attacks.deepfool(trained_model, x, y)
+    with torch.no_grad():
+        logits = trained_model(ours)
+        theirs_fooled = trained_model(torchattacks_deepfool).argmax(1) != y
+    fooled = logits.argmax(1) != y
+    assert int(fooled.sum()) >= int(theirs_fooled.sum())
+    margin = logits.max(1).values - logits.gather(1, y[:, None])[:, 0]
+    assert margin[fooled].min() > 1e-5
 
 
 def test_the_signed_gradient_loop_ascends_the_loss_it_is_given_and_shapes_its_gradient():
@@ -215,3 +267,27 @@ def test_the_signed_gradient_loop_ascends_the_loss_it_is_given_and_shapes_its_gr
     grey = signed_gradient_steps(lambda x, _: (x[:, 0] - 0.5 * x[:, 1]).sum(), images, images, labels, eps=0.1,
                                  alpha=0.04, steps=5, models=[], shape_gradient=lambda g: g.sum(1, keepdim=True))
     assert torch.allclose(grey - images, torch.full_like(images, 0.1))
+
+
+def test_eot_averages_fresh_draws_and_repeats_them_per_seed(trained_model, sample):
+    from shared import transforms
+    from shared.attacks import EOT, Defended
+
+    x = sample.to_tensor()[:8]
+    options = transforms.parse("resize-pad:shrink=0.2")
+    draw = functools.partial(transforms.apply, options=options)
+    # One draw of a defence that ignores its generator: the model's own log-probabilities.
+    still = EOT(trained_model, lambda images, generator: images, draws=1)
+    with torch.no_grad():
+        assert torch.allclose(still(x), torch.log_softmax(trained_model(x), dim=1), atol=1e-5)
+        eot, twin = EOT(trained_model, draw, draws=4, seed=3), EOT(trained_model, draw, draws=4, seed=3)
+        first, second = eot(x), eot(x)
+        assert not torch.allclose(first, second)  # each pass draws anew
+        assert torch.equal(first, twin(x)) and torch.equal(second, twin(x))  # the same draws from the same seed
+        # Without a generator the defence draws from each image's content: the deployed defence, repeatable.
+        defended = Defended(trained_model, lambda images: transforms.apply(images, options))
+        assert torch.equal(defended(x), defended(x))
+    # The gradient reaches the input through the draws (resize-and-pad is differentiable).
+    images = x.clone().requires_grad_(True)
+    eot(images).sum().backward()
+    assert images.grad is not None and images.grad.abs().sum() > 0

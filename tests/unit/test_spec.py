@@ -76,3 +76,45 @@ def test_adaptive_attack_through_a_defended_configuration(tmp_path):
     (tmp_path / "b.toml").write_text('[[attacks]]\nname = "pgd"\nthrough = {net = "x"}\n[[configurations]]\nmodel = "a"\n')
     with pytest.raises(ValueError, match="through"):
         load_spec(tmp_path / "b.toml")
+
+
+def test_torchattacks_attacks_and_input_transformations_by_name(tmp_path):
+    (tmp_path / "c.toml").write_text('[[attacks]]\nname = "torchattacks:Square"\neps = 0.01\nn_queries = 100\n'
+                                     '[[attacks]]\nname = "PGD"\neps = 0.01\n'
+                                     'through = {model = "standard", defence = "jpeg:quality=30"}\n'
+                                     '[[configurations]]\nmodel = "standard"\ndefence = "median:size=2"\n')
+    plan, _ = load_spec(tmp_path / "c.toml")
+    # ours in lower case; torchattacks' class as written, since reports show it
+    assert [a["name"] for a in plan["attacks"]] == ["clean", "torchattacks:Square", "pgd"]
+    assert plan["configurations"] == [{"model": "standard", "defence": "median:size=2"}]
+    (tmp_path / "d.toml").write_text('[[attacks]]\nname = "torchattacks:Squares"\n[[configurations]]\nmodel = "a"\n')
+    with pytest.raises(ValueError, match=r"d.toml: .*Squares.*AutoAttack.*Square"):
+        load_spec(tmp_path / "d.toml")
+    (tmp_path / "e.toml").write_text('[[attacks]]\nname = "torchattacks:Square"\nqueries = 9\n'
+                                     '[[configurations]]\nmodel = "a"\n')
+    with pytest.raises(ValueError, match="unknown parameter.*n_queries"):
+        load_spec(tmp_path / "e.toml")
+
+
+def test_corpus_attack_texts_name_torchattacks_classes_and_fractions():
+    from producers.corpus import parse_attack
+
+    assert parse_attack("torchattacks:Square:eps=8/255,n_queries=1000") == {
+        "name": "torchattacks:Square", "params": {"eps": 8 / 255, "n_queries": 1000}}
+    assert parse_attack("torchattacks:AutoAttack:eps=0.01,version=standard") == {
+        "name": "torchattacks:AutoAttack", "params": {"eps": 0.01, "version": "standard"}}
+    assert parse_attack("BIM:eps=0.007") == {"name": "bim", "params": {"eps": 0.007}}
+    with pytest.raises(ValueError, match="key=value"):
+        parse_attack("bim:0.007")
+
+
+def test_named_defences_take_input_transformations(tmp_path):
+    from shared.dwt import defences
+
+    assert defences.get("jpeg:quality=30", tmp_path) == {"transform": "jpeg", "quality": 30}
+    assert defences.get("median", tmp_path) == {"transform": "median", "size": 2}
+    assert defences.get("haar", tmp_path)["wavelet"] == "haar"  # the DWT settings keep their names
+    with pytest.raises(ValueError, match="unknown defence 'jpg'; valid: daubechies, haar, or an input transformation"):
+        defences.get("jpg", tmp_path)
+    with pytest.raises(ValueError, match="quality is an integer in 1..100"):
+        defences.get("jpeg:quality=0", tmp_path)

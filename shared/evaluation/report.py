@@ -12,8 +12,8 @@ from shared.evaluation.plan import CLEAN, AttackSpec, Cell, ModelPath, paper_att
 _CLEAN = AttackSpec(CLEAN)
 #: The sheet of clean / adversarial / reconstructed images beside a report, when its images were at hand.
 EXAMPLES = "examples.png"
-#: The charts :func:`write` draws beside report.md: Tables 1-2, the average drops, Table 3.
-ACCURACY, DROPS, ADAPTIVE = "accuracy.png", "drops.png", "adaptive.png"
+#: The charts :func:`write` draws beside report.md: Tables 1-2, the average drops, Table 3, the defences compared.
+ACCURACY, DROPS, ADAPTIVE, COMPARISON = "accuracy.png", "drops.png", "adaptive.png", "comparison.png"
 
 
 def accuracy_table(cells: list[Cell]) -> dict[AttackSpec, dict[str, Cell]]:
@@ -135,12 +135,66 @@ def tables(cells: list[Cell]) -> list[Table]:
                  if drops else None)
         out.append(Table(heading, ["attack", *group], _rows(table, transfer, group), total))
     if adaptive:
-        out.append(Table("Table 3: adaptive attacks (crafted through a defended configuration, BPDA)",
+        out.append(Table("Table 3: adaptive attacks (crafted through a configuration: BPDA through a defence "
+                         "without a gradient, EOT through a randomised one)",
                          ["attack", *configs], _rows(table, adaptive, configs),
                          intro=("Not in the averages above: the paper's attacks were all crafted on the standard "
                                 "model.",)))
+    compared = defences_table(cells)
     comparison = paper_table(cells)
-    return out + ([comparison] if comparison else [])
+    return out + ([compared] if compared else []) + ([comparison] if comparison else [])
+
+
+def _own_attacks(cells: list[Cell]) -> tuple[list[str], dict[str, list[str]], dict[tuple[str, str], Cell]]:
+    """The configurations, the adaptive attacks as one column each whatever they were crafted through (``pgd eps=0.01``),
+    and per (configuration, column) the cell of the attack crafted through that configuration itself."""
+    table, configs, _, adaptive = _layout(cells)
+    columns: dict[str, list[str]] = {}
+    own: dict[tuple[str, str], Cell] = {}
+    for attack in adaptive:
+        column = AttackSpec(attack.name, attack.params).label
+        columns.setdefault(column, [])
+        if attack.through.id in table[attack]:
+            own[(attack.through.id, column)] = table[attack][attack.through.id]
+            columns[column].append(attack.through.id)
+    return configs, columns, own
+
+
+def defences_table(cells: list[Cell]) -> Table | None:
+    """Each configuration's clean accuracy, its accuracy under the transfer attacks (mean and worst), and under
+    each adaptive attack crafted through itself; None unless some configuration was attacked through itself."""
+    table, _, transfer, _ = _layout(cells)
+    configs, columns, own = _own_attacks(cells)
+    if not own:
+        return None
+    transfer = [a for a in transfer if a != _CLEAN]
+    rows = []
+    for config in configs:
+        row = [config, f"{100 * table[_CLEAN][config].accuracy:.2f}" if config in table.get(_CLEAN, {}) else ""]
+        attacked = [table[a][config].accuracy for a in transfer if config in table[a]]
+        row += [f"{100 * sum(attacked) / len(attacked):.2f}", f"{100 * min(attacked):.2f}"] if attacked else ["", ""]
+        row += [f"{100 * own[(config, c)].accuracy:.2f}" if (config, c) in own else "" for c in columns]
+        rows.append(row)
+    header = ["configuration", "clean", "transfer attacks: mean", "transfer attacks: worst",
+              *(f"{c}, crafted through itself" for c in columns)]
+    return Table("Defences compared: clean, the transfer attacks, and the adaptive attack on each configuration",
+                 header, rows, intro=(
+                     f"Transfer attacks: the {len(transfer)} attacks crafted on the source model. The adaptive "
+                     "columns take, for each configuration, the attack crafted through that configuration itself "
+                     "(its model behind its defence; BPDA where the defence has no gradient, EOT where it is "
+                     "randomised): what an attacker who knows the defence achieves.",))
+
+
+def comparison_figure(cells: list[Cell]):
+    """Bars per configuration: clean, the mean over the transfer attacks, each adaptive attack through itself."""
+    from shared.reports import charts
+
+    found = defences_table(cells)
+    series = {name: [float(row[i]) if row[i] else math.nan for row in found.rows]
+              for i, name in enumerate(found.header) if i and i != 3}  # the worst transfer attack: in the table
+    series = {name.replace(", crafted through itself", " (adaptive)"): values for name, values in series.items()}
+    return charts.grouped_bars([row[0] for row in found.rows], series,
+                               title="Defences compared: clean, transfer and adaptive", legend_title="accuracy")
 
 
 def markdown_table(table: Table) -> list[str]:
@@ -184,8 +238,9 @@ def accuracy_figure(cells: list[Cell], *, adaptive: bool = False):
     table, configs, transfer, adaptive_attacks = _layout(cells)
     attacks = adaptive_attacks if adaptive else transfer
     throughs = sorted({a.through.id for a in attacks if a.through})
-    title = (f"Adaptive attacks, crafted through {', '.join(throughs)} with BPDA" if adaptive
-             else "Accuracy per attack and configuration")
+    title = ("Accuracy per attack and configuration" if not adaptive
+             else f"Adaptive attacks, crafted through {', '.join(throughs)}" if len(throughs) <= 2
+             else "Adaptive attacks, each crafted through the configuration it names")
     # Bars labelled as the tables label them (eps in /255 too); one path crafted through is named in the title.
     labels = [a.label.removesuffix(f" via {throughs[0]}") if len(throughs) == 1 else a.label for a in attacks]
     return charts.grouped_bars(labels, {c: [100 * table[a][c].accuracy if c in table[a] else math.nan
@@ -225,6 +280,10 @@ def write(cells: list[Cell], out_dir: str | Path, *, plan: dict, meta: dict | No
     if adaptive:
         charts.save(accuracy_figure(cells, adaptive=True), out / ADAPTIVE)
         shown.append((ADAPTIVE, "Table 3", "Accuracy under the adaptive attacks (Table 3)"))
+    if defences_table(cells):
+        charts.save(comparison_figure(cells), out / COMPARISON)
+        shown.append((COMPARISON, "defences compared", "Each configuration clean, under the transfer attacks (mean) "
+                                                        "and under the adaptive attacks crafted through itself"))
     if examples:
         shown.append((EXAMPLES, "clean / attacked / reconstructed",
                        "Clean, attacked, reconstructed for the standard model, and the full defence: "

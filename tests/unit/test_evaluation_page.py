@@ -41,8 +41,9 @@ def test_the_page_escapes_what_users_wrote_and_names_every_table(tmp_path):
     page = (tmp_path / "report.html").read_text()
     assert HOSTILE not in page and "&lt;img src=x onerror=alert(1)&gt;" in page
     tags = _tags(page)
-    assert all(attrs.get("src") in {"accuracy.png", "drops.png", "adaptive.png"} for tag, attrs in tags if tag == "img")
-    assert {attrs["src"] for tag, attrs in tags if tag == "img"} == {"accuracy.png", "drops.png", "adaptive.png"}
+    figures = {"accuracy.png", "drops.png", "adaptive.png", "comparison.png"}
+    assert all(attrs.get("src") in figures for tag, attrs in tags if tag == "img")
+    assert {attrs["src"] for tag, attrs in tags if tag == "img"} == figures
     assert not any(tag in {"script", "link", "iframe"} for tag, _ in tags)
     assert not re.search(r"https?://|//[a-z]", page) and not any("on" + "error" in attrs for _, attrs in tags)
     headings = re.findall(r"<h2>(.*?)</h2>", page)

@@ -63,7 +63,7 @@ def test_single_table_without_defences_and_json_holds_every_cell(tmp_path):
     assert len(payload["cells"]) == len(CELLS)
     assert {c["configuration"] for c in payload["cells"]} == {c[0] for c in CONFIGS}
     assert {p.name for p in tmp_path.iterdir()} == {"report.md", "report.json", "report.html", "accuracy.png",
-                                                    "drops.png", "adaptive.png"}
+                                                    "drops.png", "adaptive.png", "comparison.png"}
     assert all((tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
                for name in ("accuracy.png", "drops.png", "adaptive.png"))
     # What the charts show: each configuration's bars, read back from the figure, are the cells' accuracies.
@@ -78,3 +78,26 @@ def test_single_table_without_defences_and_json_holds_every_cell(tmp_path):
     assert cells == CELLS and read_plan == plan
     with pytest.raises(ValueError, match="not a waveshield report"):
         report.read(tmp_path / "accuracy.png")
+
+
+def test_defences_compared_take_each_configurations_own_adaptive_attack():
+    through_jpeg = ModelPath("standard", "jpeg:quality=30")
+    configs = [("standard+raw", "standard", None), ("standard+jpeg:quality=30", "standard", "jpeg:quality=30"),
+               ("haar+haar", "haar", "haar")]
+    rows = {AttackSpec.named(CLEAN): [90, 84, 88],
+            AttackSpec.named("fgsm", eps=0.01): [20, 60, 70],
+            AttackSpec.named("deepfool"): [0, 70, 80],
+            AttackSpec("pgd", (("eps", 0.01),), ModelPath("haar", "haar")): [50, 60, 30],
+            AttackSpec("pgd", (("eps", 0.01),), through_jpeg): [40, 10, 75]}
+    cells = [Cell(a, ModelPath(m, d), correct=n, total=100) for a, row in rows.items()
+             for (_, m, d), n in zip(configs, row)]
+    found = report.defences_table(cells)
+    assert found.header[4:] == ["pgd eps=0.01 (2.6/255), crafted through itself"]
+    assert found.rows == [["standard+raw", "90.00", "10.00", "0.00", ""],
+                          ["standard+jpeg:quality=30", "84.00", "65.00", "60.00", "10.00"],
+                          ["haar+haar", "88.00", "75.00", "70.00", "30.00"]]
+    heights = _bar_heights(report.comparison_figure(cells))
+    assert heights["pgd eps=0.01 (2.6/255) (adaptive)"][1:] == [10.0, 30.0]
+    # The paper's grid with PGD through haar+haar: that row alone has an adaptive cell; no attack through itself, none.
+    assert [row[-1] for row in report.defences_table(CELLS).rows] == ["", "", "2.00", "", ""]
+    assert report.defences_table([c for c in CELLS if not c.attack.adaptive]) is None

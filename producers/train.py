@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 
@@ -43,12 +44,14 @@ def run_train(*, defence: str, name: str | None, data: str, test_data: str, limi
         The weights written and their card; None when stopped before the last epoch.
     """
     device = resolve_device(settings.device)
-    name = name or ("standard" if defence == "none" else defence)
     options = None if defence == "none" else defences.get(defence, settings.weights_dir)
+    # A transformation's name holds ':' and '=': its model's file takes the name with those as '-'.
+    name = name or ("standard" if defence == "none" else re.sub(r"[^A-Za-z0-9_.]+", "-", defence))
     recipe = Recipe(defence=options, **recipe_options)
     train_set = load_images(data, limit=limit, workers=settings.decode_workers)
     test_set = load_images(test_data, workers=settings.decode_workers)
-    say(f"training {name}: {len(train_set)} images from {data}" + (f" + DWT copies ({options['wavelet']})" if options else "")
+    copies = "" if not options else f" + {defence} copies" if "transform" in options else f" + DWT copies ({options['wavelet']})"
+    say(f"training {name}: {len(train_set)} images from {data}" + copies
         + f", width {recipe.width}, {recipe.epochs} epochs, on {device}")
     checkpoint = settings.checkpoint_dir / f"{name}.safetensors"
     started = time.perf_counter()

@@ -15,8 +15,10 @@ from shared.dwt.defences import DEFAULTS
 
 
 @click.command()
-@click.option("--defence", type=click.Choice(["none", *DEFAULTS]), default="none", show_default=True,
-              help="none = the standard model; haar/daubechies = trained on originals + their DWT copies.")
+@click.option("--defence", default="none", show_default=True,
+              help=f"none = the standard model; {'/'.join(DEFAULTS)} = trained on originals + their DWT copies; an "
+                   "input transformation (jpeg:quality=30, bit-depth:bits=3, median:size=2...) = on originals + "
+                   "their transformed copies.")
 @click.option("--width", type=COUNT, default=16, show_default=True, help="ResNet18 width (64 = the standard ResNet18).")
 @click.option("--epochs", type=COUNT, default=30, show_default=True, help="Passes over the training set (DWT copies included).")
 @click.option("--batch-size", type=COUNT, default=256, show_default=True)

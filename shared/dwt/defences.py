@@ -8,7 +8,7 @@ Every other defence a plan or a command names is an input transformation
 (:mod:`shared.transforms`), by a name that carries its settings:
 ``jpeg:quality=75``, ``bit-depth:bits=5``, ``median:size=2``,
 ``resize-pad:shrink=0.1``. Its options hold a ``"transform"`` key, which the
-DWT's never do: :func:`shared.evaluation.run.defend` applies either.
+DWT's never do: :func:`apply` applies either.
 """
 
 from __future__ import annotations
@@ -78,3 +78,13 @@ def get(name: str, weights_dir: str | Path) -> dict:
         return transforms.parse(name)
     raise ValueError(f"unknown defence {name!r}; valid: {', '.join(sorted(named))}, or an input transformation "
                      f"({', '.join(transforms.KINDS)}, e.g. jpeg:quality=75)")
+
+
+def apply(images, options: dict):
+    """Apply one defence's options (:func:`get`) to a float N x C x H x W batch in [0, 1]: the DWT's
+    reconstruction, or an input transformation. Imports torch when called, not when this module is imported."""
+    if "transform" in options:
+        return transforms.apply(images, options)
+    from shared.dwt.transform import reconstruct
+
+    return reconstruct(images, **options)

@@ -17,6 +17,7 @@ import torch
 
 from shared import attacks as attack_registry
 from shared import transforms
+from shared.dwt import defences
 from shared.dwt.transform import reconstruct
 from shared.evaluation.plan import CLEAN, DEFAULT_BATCH_SIZE, RUN_MODES, STAGED, AttackSpec, Cell, ModelPath
 from shared.images.image_set import iter_batches
@@ -125,11 +126,7 @@ def craft(model, images: torch.Tensor, labels: torch.Tensor, attack: dict, *, th
 
 def defend(images: torch.Tensor, defence_options: dict | None) -> torch.Tensor:
     """Stage 2: the defence's input transformation (DWT reconstruction, JPEG...), or the images unchanged."""
-    if defence_options is None:
-        return images
-    if "transform" in defence_options:
-        return transforms.apply(images, defence_options)
-    return reconstruct(images, **defence_options)
+    return images if defence_options is None else defences.apply(images, defence_options)
 
 
 @torch.no_grad()

@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
-from shared.dwt.transform import reconstruct
+from shared.dwt import defences
 from shared.files import write_atomically
 from shared.images.image_set import ImageSet, iter_batches
 from shared.models import network
@@ -50,7 +50,7 @@ class Recipe:
     crop_pad: int = 4  # pixels of reflection padding for the random crop
     augment: bool = True  # random crop and flip each batch; False trains on the images as they are
     seed: int = 0  # seeds initialisation, shuffling and augmentation
-    defence: dict | None = field(default=None)  # reconstruct() options for the DWT copies; None = standard model
+    defence: dict | None = field(default=None)  # the defence's options for the copies (DWT or not); None = standard model
     precision: str = "auto"  # "auto" (bf16 where supported), "bf16" or "fp32"
 
 
@@ -119,7 +119,7 @@ def training_tensors(train: ImageSet, recipe: Recipe) -> tuple[torch.Tensor, tor
     x = train.to_tensor()
     y = torch.from_numpy(train.labels)
     if recipe.defence is not None:
-        copies = torch.cat([reconstruct(x[s], **recipe.defence) for s in iter_batches(len(x), 2048)])
+        copies = torch.cat([defences.apply(x[s], recipe.defence) for s in iter_batches(len(x), 2048)])
         x, y = torch.cat([x, copies]), torch.cat([y, y])
     return x, y
 
@@ -302,9 +302,12 @@ def model_card(model, log: dict, recipe: Recipe, *, train_source: str, train_ima
     options = recipe.defence
     x_test, y_test = test_set.to_tensor(), torch.from_numpy(test_set.labels)
     card = {
-        "training_data": {"source": train_source, "images": train_images, "dwt_copies": options is not None},
+        "training_data": {"source": train_source, "images": train_images,
+                          "dwt_copies": options is not None and "transform" not in options,
+                          "transformed_copies": options is not None and "transform" in options},
         "transform": (f"random crop ({recipe.crop_pad} px reflection padding) + horizontal flip" if recipe.augment
-                      else "no augmentation") + ("; originals plus their DWT reconstructions" if options else ""),
+                      else "no augmentation") + (("; originals plus their transformed copies" if "transform" in options
+                                                   else "; originals plus their DWT reconstructions") if options else ""),
         "defence": options,
         "epochs": recipe.epochs, "seed": recipe.seed, "recipe": log["recipe"], "precision": log["precision"],
         "device": device, "convolutions": log["convolutions"],
@@ -314,5 +317,5 @@ def model_card(model, log: dict, recipe: Recipe, *, train_source: str, train_ima
     }
     if options:
         card["test_accuracy_dwt_input"] = accuracy(model, x_test, y_test, device=device,
-                                                   defence=lambda x: reconstruct(x, **options))
+                                                   defence=lambda x: defences.apply(x, options))
     return card

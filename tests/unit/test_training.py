@@ -96,6 +96,17 @@ def test_dwt_recipe_doubles_the_training_set(sample):
     assert not torch.equal(x[:64], x[64:]) and (x[:64] - x[64:]).abs().mean() < 0.05
 
 
+def test_a_transformation_recipe_trains_on_the_transformed_copies(sample):
+    from shared import transforms
+    from shared.models.training import training_tensors
+
+    subset = type(sample)(sample.images[:64], sample.labels[:64], sample.ids[:64])
+    options = transforms.parse("median:size=2")
+    x, y = training_tensors(subset, Recipe(defence=options))
+    assert x.shape[0] == 128 and torch.equal(y[:64], y[64:])
+    assert torch.equal(x[64:], transforms.apply(x[:64], options))
+
+
 @pytest.mark.parametrize("width, onednn", [(4, False), (8, True)])
 def test_narrow_widths_train_on_native_convolutions(sample, tmp_path, width, onednn):
     subset = type(sample)(sample.images[:128], sample.labels[:128], sample.ids[:128])

@@ -14,6 +14,8 @@ _CLEAN = AttackSpec(CLEAN)
 EXAMPLES = "examples.png"
 #: The charts :func:`write` draws beside report.md: Tables 1-2, the average drops, Table 3, the defences compared.
 ACCURACY, DROPS, ADAPTIVE, COMPARISON = "accuracy.png", "drops.png", "adaptive.png", "comparison.png"
+#: Bars one chart shows at most (the paper's grid with --adaptive: 8 attacks x 5 configurations); more: a heat map.
+MAX_BARS = 60
 
 
 def accuracy_table(cells: list[Cell]) -> dict[AttackSpec, dict[str, Cell]]:
@@ -243,8 +245,11 @@ def accuracy_figure(cells: list[Cell], *, adaptive: bool = False):
              else "Adaptive attacks, each crafted through the configuration it names")
     # Bars labelled as the tables label them (eps in /255 too); one path crafted through is named in the title.
     labels = [a.label.removesuffix(f" via {throughs[0]}") if len(throughs) == 1 else a.label for a in attacks]
-    return charts.grouped_bars(labels, {c: [100 * table[a][c].accuracy if c in table[a] else math.nan
-                                            for a in attacks] for c in configs}, title=title)
+    values = {c: [100 * table[a][c].accuracy if c in table[a] else math.nan for a in attacks] for c in configs}
+    if len(attacks) * len(configs) > MAX_BARS:  # a comparison's grid: a matrix, since that many bars cannot be read
+        return charts.heatmap(labels, configs, [[values[c][i] for c in configs] for i in range(len(attacks))],
+                              title=title)
+    return charts.grouped_bars(labels, values, title=title)
 
 
 def drops_figure(cells: list[Cell]):

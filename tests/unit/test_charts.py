@@ -148,3 +148,26 @@ def test_no_caption_runs_into_another_or_into_an_image(examples_figure):
         assert not any(_overlap(title, other) for j, other in enumerate(titles) if j != i)
         assert not any(_overlap(title, image) for image in images)
         assert not any(_overlap(title, row) for row in rows)
+
+
+def test_a_comparison_grid_too_large_for_bars_is_a_heat_map_of_the_same_numbers():
+    cells, _, _ = report.read(REPO / "docs" / "comparison" / "report.json")
+    fig = report.accuracy_figure(cells, adaptive=True)
+    ax = fig.axes[0]
+    assert not ax.containers  # no bars: 16 attacks x 10 configurations
+    written = [float(t.get_text()) for t in ax.texts]
+    table, configs, _, adaptive = report._layout(cells)
+    assert written == [round(100 * table[a][c].accuracy, 1) for a in adaptive for c in configs]
+    assert [t.get_text() for t in ax.get_xticklabels()] == configs
+    fig.canvas.draw()  # every row label and column label inside the picture
+    box = fig.bbox
+    for label in [*ax.get_xticklabels(), *ax.get_yticklabels()]:
+        extent = label.get_window_extent()
+        assert extent.x0 >= box.x0 - 1 and extent.y0 >= box.y0 - 1 and extent.x1 <= box.x1 + 1
+
+
+def test_a_heat_map_leaves_missing_cells_blank_and_refuses_a_ragged_matrix():
+    fig = charts.heatmap(["a", "b"], ["x", "y"], [[10.0, math.nan], [90.0, 55.5]], title="t")
+    assert [t.get_text() for t in fig.axes[0].texts] == ["10.0", "90.0", "55.5"]
+    with pytest.raises(ValueError, match="2 rows of 2"):
+        charts.heatmap(["a", "b"], ["x", "y"], [[1.0, 2.0], [3.0]], title="t")

@@ -41,7 +41,7 @@ def test_the_page_escapes_what_users_wrote_and_names_every_table(tmp_path):
     page = (tmp_path / "report.html").read_text()
     assert HOSTILE not in page and "&lt;img src=x onerror=alert(1)&gt;" in page
     tags = _tags(page)
-    figures = {"accuracy.png", "drops.png", "adaptive.png", "comparison.png"}
+    figures = {"accuracy.png", "drops.png", "adaptive.png"}
     assert all(attrs.get("src") in figures for tag, attrs in tags if tag == "img")
     assert {attrs["src"] for tag, attrs in tags if tag == "img"} == figures
     assert not any(tag in {"script", "link", "iframe"} for tag, _ in tags)

@@ -164,8 +164,11 @@ def _rates(pairs) -> dict[str, float]:
 @click.option("--cache", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Keep each source's features here: a later fit on the same images and models reuses them "
                    "and computes only the attacks it lacks [default: none kept].")
+@click.option("--measure-attack", "measure_attacks", multiple=True, metavar="NAME[:key=value,...]",
+              help="Another attack to measure detection on, never trained on (repeatable), as corpus --attacks "
+                   "takes it, e.g. torchattacks:Square:eps=0.01,n_queries=1000.")
 def fit_detector(corpora, fit_sources, n_source, clean, n_clean, calibration, n_calibration, fpr, paths, statistics,
-                 out, source_fpr, adaptive_images, cache):
+                 out, source_fpr, adaptive_images, cache, measure_attacks):
     """Train the learned detector on corpora and sources, calibrate it per source, and make screening use it."""
     from producers.detector.fit import run_fit
 
@@ -176,7 +179,7 @@ def fit_detector(corpora, fit_sources, n_source, clean, n_clean, calibration, n_
     card = run_fit(corpora=list(corpora), clean=clean, n_clean=n_clean, calibration=list(calibration) or ["sample"],
                    n_calibration=n_calibration, fpr=fpr, settings=cfg, out=out, fit_sources=fit_sources,
                    n_source=n_source, progress=lambda line: click.echo(line, err=True), cache=cache,
-                   source_fpr=_rates(source_fpr), adaptive_images=adaptive_images,
+                   source_fpr=_rates(source_fpr), adaptive_images=adaptive_images, measure_attacks=measure_attacks,
                    paths=[p.strip() for p in paths.split(",") if p.strip()] if paths else None,
                    statistics=[] if statistics.strip() == "none" else [s.strip() for s in statistics.split(",") if s.strip()])
     click.echo(f"threshold {card['threshold']:.4f}; false positives on held-back clean images: "

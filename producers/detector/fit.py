@@ -16,7 +16,7 @@ import torch
 
 from producers.detector.report import write_report
 from shared.evaluation import corpus as corpus_files
-from shared.evaluation.plan import ModelPath
+from shared.evaluation.plan import AttackSpec, ModelPath
 from shared.images import coarse
 from shared.images.image_set import quantise
 from shared.images.load import load_images
@@ -79,7 +79,7 @@ def run_fit(*, corpora: list[Path], clean: str, n_clean: int, calibration, n_cal
             settings: Settings, out: Path, hidden: int = 64, epochs: int = 300, paths=None,
             statistics=DEFAULT_STATISTICS, fit_sources=(), n_source: int = 2000,
             progress=lambda message: None, cache: Path | None = None, source_fpr: dict | None = None,
-            adaptive_images: int | None = None) -> dict:
+            adaptive_images: int | None = None, measure_attacks: tuple[str, ...] = ()) -> dict:
     """Train on clean images and fooling attacks of every source, calibrate per source, measure on held-back images.
 
     Parameters
@@ -101,6 +101,10 @@ def run_fit(*, corpora: list[Path], clean: str, n_clean: int, calibration, n_cal
     adaptive_images : int, optional
         How many of each source's measured images the attacker who knows the
         detector attacks (all by default; each costs 80 model passes).
+    measure_attacks : sequence of str
+        More attacks to measure detection on, never trained on, as
+        ``waveshield corpus --attacks`` writes them (``torchattacks:Square:eps=0.01``):
+        they join :data:`shared.screening.examples.HELD_OUT`.
     fit_sources : sequence of str
         More training sources, ``NAME=DATA`` or ``DATA``: up to ``n_source``
         of their clean images are negatives, and the paper's attacks crafted
@@ -120,6 +124,7 @@ def run_fit(*, corpora: list[Path], clean: str, n_clean: int, calibration, n_cal
     switches ``screening.json`` to the detector, and writes ``detector.md``
     and ``roc.png`` into ``out``.
     """
+    measured = [AttackSpec.of(attack) for attack in _measured_attacks(measure_attacks)]  # a typo fails here
     paths = detector.check_paths(paths or ("standard@raw", reported_path(settings)))
     reading = {"paths": paths, "statistics": detector.check_statistics(statistics)}
     reader = _reader(settings, reading)
@@ -137,7 +142,7 @@ def run_fit(*, corpora: list[Path], clean: str, n_clean: int, calibration, n_cal
     (neg, neg_sources), (pos, pos_sources) = training.stacked(training.negatives), training.stacked(training.positives)
     model = detector.fit(neg, pos, hidden=hidden, epochs=epochs, clean_sources=neg_sources,
                          adversarial_sources=pos_sources)
-    sets = _held_out(source_examples, held, n_calibration, progress)
+    sets = _held_out(source_examples, held, n_calibration, progress, measured)
     rates = {name: (source_fpr or {}).get(name, fpr) for name in sets.features}
     per_source = {name: thresholds(model, {name: f}, rates[name])[name] for name, f in sets.features.items()}
     threshold = max(per_source.values())
@@ -223,12 +228,24 @@ def _training_set(reader: FeatureReader, source_examples, corpora, clean: str, n
     return training
 
 
-def _held_out(source_examples, held, n_calibration: int, progress) -> HeldOut:
+def _measured_attacks(texts) -> list[dict]:
+    """Plan entries of the attacks ``--measure-attack`` names, checked (name, parameters, eps) before any work."""
+    from producers.corpus import parse_attack
+    from shared.evaluation.run import validate_plan
+
+    entries = [parse_attack(text) for text in texts]
+    if entries:
+        validate_plan({"attacks": entries, "configurations": [{"model": "standard"}]})
+    return entries
+
+
+def _held_out(source_examples, held, n_calibration: int, progress, more_attacks=()) -> HeldOut:
     """Each calibration source's examples, split by position: even images calibrate, odd ones measure."""
     sets = HeldOut()
+    attacks = list(dict.fromkeys([*TRAINED, *HELD_OUT, *more_attacks]))
     for name, data in held:
         x, labels = _load(data, n_calibration)
-        ex = source_examples(name, data, x, labels, TRAINED + HELD_OUT,
+        ex = source_examples(name, data, x, labels, attacks,
                              on_attack=lambda a, n=name: progress(f"measuring on {n}: {a}"))
         sets.calibrating[name] = {"data": str(data), "images": len(x[0::2]), "which": "even positions",
                                   "reference": coarse.reference(x[0::2])}

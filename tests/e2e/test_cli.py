@@ -454,3 +454,9 @@ def test_fit_detector_refuses_a_source_rate_it_cannot_use_in_one_line(workdir):
     unknown = run(base + ["--source-fpr", "photos=0.04"], env)
     assert unknown.returncode != 0 and "no --calibration source is" in unknown.stderr
     assert len(unknown.stderr.strip().splitlines()) == 1, unknown.stderr
+    # An attack to measure that does not exist, or out of range, fails before any image is read or attacked.
+    typo = run(base + ["--measure-attack", "torchattacks:Squar:eps=0.01"], env)
+    assert typo.returncode != 0 and "unknown torchattacks attack 'Squar'; valid: APGD" in typo.stderr
+    assert "Square" in typo.stderr and len(typo.stderr.strip().splitlines()) == 1, typo.stderr
+    scale = run(base + ["--measure-attack", "torchattacks:Square:eps=8"], env)
+    assert scale.returncode != 0 and "8/255 = 0.0314 on that scale" in scale.stderr

@@ -16,7 +16,8 @@ def test_gpu_check_cpu_smoke_times_every_section(redis_url, tmp_path):
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     table = out.read_text()
     for check in ("DWT reconstruction (haar, cpu)", "DWT reconstruction (haar, CPU, 2 threads)", "fgsm 0.01 (cpu)",
-                  "bim 0.01 (cpu)", "deepfool (cpu)", "DeepFool, torchattacks (cpu)", "training, width 8, 1 epoch",
+                  "bim 0.01 (cpu)", "deepfool (cpu)", "DeepFool, torchattacks (cpu)",
+                  "DeepFool, waveshield with torchattacks' rule (cpu)", "training, width 8, 1 epoch",
                   "paper's grid, staged pipeline (workers on cpu)"):
         assert f"| {check}" in table, table
     assert "FAILED" not in table

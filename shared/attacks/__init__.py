@@ -65,5 +65,5 @@ def parameters(name: str) -> list[str]:
     return sorted(set(inspect.signature(get(name)).parameters) - {"model", "images", "labels"})
 
 
-__all__ = ["ATTACKS", "BPDA", "EOT", "EXTERNAL", "Defended", "bim", "deepfool", "fgsm", "get", "kurakin_steps", "names", "parameters",
-           "parse_value", "pgd"]
+__all__ = ["ATTACKS", "BPDA", "EOT", "EXTERNAL", "Defended", "bim", "deepfool", "fgsm", "get", "kurakin_steps", "names",
+           "parameters", "parse_value", "pgd"]

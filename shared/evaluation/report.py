@@ -148,8 +148,8 @@ def tables(cells: list[Cell]) -> list[Table]:
 
 
 def _own_attacks(cells: list[Cell]) -> tuple[list[str], dict[str, list[str]], dict[tuple[str, str], Cell]]:
-    """The configurations, the adaptive attacks as one column each whatever they were crafted through (``pgd eps=0.01``),
-    and per (configuration, column) the cell of the attack crafted through that configuration itself."""
+    """The configurations, the adaptive attacks as one column each whatever they were crafted through
+    (``pgd eps=0.01``), and per (configuration, column) the cell of the attack crafted through that configuration."""
     table, configs, _, adaptive = _layout(cells)
     columns: dict[str, list[str]] = {}
     own: dict[tuple[str, str], Cell] = {}
@@ -175,17 +175,20 @@ def defences_table(cells: list[Cell]) -> Table | None:
     for config in configs:
         row = [config, f"{100 * table[_CLEAN][config].accuracy:.2f}" if config in table.get(_CLEAN, {}) else ""]
         attacked = [table[a][config].accuracy for a in transfer if config in table[a]]
-        row += [f"{100 * sum(attacked) / len(attacked):.2f}", f"{100 * min(attacked):.2f}"] if attacked else ["", ""]
+        if transfer:
+            mean_and_worst = [100 * sum(attacked) / len(attacked), 100 * min(attacked)] if attacked else []
+            row += [f"{v:.2f}" for v in mean_and_worst] or ["", ""]
         row += [f"{100 * own[(config, c)].accuracy:.2f}" if (config, c) in own else "" for c in columns]
         rows.append(row)
-    header = ["configuration", "clean", "transfer attacks: mean", "transfer attacks: worst",
+    header = ["configuration", "clean", *(["transfer attacks: mean", "transfer attacks: worst"] if transfer else []),
               *(f"{c}, crafted through itself" for c in columns)]
-    return Table("Defences compared: clean, the transfer attacks, and the adaptive attack on each configuration",
-                 header, rows, intro=(
-                     f"Transfer attacks: the {len(transfer)} attacks crafted on the source model. The adaptive "
-                     "columns take, for each configuration, the attack crafted through that configuration itself "
-                     "(its model behind its defence; BPDA where the defence has no gradient, EOT where it is "
-                     "randomised): what an attacker who knows the defence achieves.",))
+    intro = (f"Transfer attacks: the {len(transfer)} attacks crafted on the source model. " if transfer else "") + (
+        "The adaptive columns take, for each configuration, the attack crafted through that configuration itself "
+        "(its model behind its defence; BPDA where the defence has no gradient, EOT where it is randomised): what "
+        "an attacker who knows the defence achieves.")
+    title = "Defences compared: clean" + (", the transfer attacks," if transfer else "") + \
+        " and the adaptive attack on each configuration"
+    return Table(title, header, rows, intro=(intro,))
 
 
 def comparison_figure(cells: list[Cell]):
@@ -194,7 +197,7 @@ def comparison_figure(cells: list[Cell]):
 
     found = defences_table(cells)
     series = {name: [float(row[i]) if row[i] else math.nan for row in found.rows]
-              for i, name in enumerate(found.header) if i and i != 3}  # the worst transfer attack: in the table
+              for i, name in enumerate(found.header) if i and name != "transfer attacks: worst"}  # in the table
     series = {name.replace(", crafted through itself", " (adaptive)"): values for name, values in series.items()}
     return charts.grouped_bars([row[0] for row in found.rows], series,
                                title="Defences compared: clean, transfer and adaptive", legend_title="accuracy")

@@ -50,7 +50,7 @@ class Recipe:
     crop_pad: int = 4  # pixels of reflection padding for the random crop
     augment: bool = True  # random crop and flip each batch; False trains on the images as they are
     seed: int = 0  # seeds initialisation, shuffling and augmentation
-    defence: dict | None = field(default=None)  # the defence's options for the copies (DWT or not); None = standard model
+    defence: dict | None = field(default=None)  # the copies' defence options (DWT or not); None = standard model
     precision: str = "auto"  # "auto" (bf16 where supported), "bf16" or "fp32"
 
 
@@ -300,14 +300,15 @@ def model_card(model, log: dict, recipe: Recipe, *, train_source: str, train_ima
     :func:`shared.models.network.save` adds the architecture, width, classes and sha256.
     """
     options = recipe.defence
+    copies = "" if not options else ("; originals plus their transformed copies" if "transform" in options
+                                     else "; originals plus their DWT reconstructions")
     x_test, y_test = test_set.to_tensor(), torch.from_numpy(test_set.labels)
     card = {
         "training_data": {"source": train_source, "images": train_images,
                           "dwt_copies": options is not None and "transform" not in options,
                           "transformed_copies": options is not None and "transform" in options},
         "transform": (f"random crop ({recipe.crop_pad} px reflection padding) + horizontal flip" if recipe.augment
-                      else "no augmentation") + (("; originals plus their transformed copies" if "transform" in options
-                                                   else "; originals plus their DWT reconstructions") if options else ""),
+                      else "no augmentation") + copies,
         "defence": options,
         "epochs": recipe.epochs, "seed": recipe.seed, "recipe": log["recipe"], "precision": log["precision"],
         "device": device, "convolutions": log["convolutions"],

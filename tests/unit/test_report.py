@@ -101,3 +101,20 @@ def test_defences_compared_take_each_configurations_own_adaptive_attack():
     # The paper's grid with PGD through haar+haar alone: Table 3 says it all, no comparison.
     assert report.defences_table(CELLS) is None
     assert report.defences_table([c for c in CELLS if not c.attack.adaptive]) is None
+
+
+def test_defences_compared_without_transfer_attacks_show_only_clean_and_the_adaptive_columns():
+    configs = [("standard+raw", "standard", None), ("standard+median:size=2", "standard", "median:size=2")]
+    budget = (("eps", EPS_8_255),)
+    rows = {AttackSpec.named(CLEAN): [90, 85],
+            AttackSpec("torchattacks:AutoAttack", budget, ModelPath("standard")): [0, 30],
+            AttackSpec("torchattacks:AutoAttack", budget, ModelPath("standard", "median:size=2")): [40, 1]}
+    cells = [Cell(a, ModelPath(m, d), correct=n, total=100) for a, row in rows.items()
+             for (_, m, d), n in zip(configs, row)]
+    found = report.defences_table(cells)
+    assert found.header == ["configuration", "clean",
+                            "torchattacks:AutoAttack eps=0.031373 (8/255), crafted through itself"]
+    assert found.rows == [["standard+raw", "90.00", "0.00"], ["standard+median:size=2", "85.00", "1.00"]]
+    assert "transfer" not in found.title + found.intro[0]
+    assert set(_bar_heights(report.comparison_figure(cells))) == {"clean", found.header[2].replace(
+        ", crafted through itself", " (adaptive)")}

@@ -1,8 +1,6 @@
 """The comparison defences and torchattacks attacks through real Celery workers on a real Redis: the same counts
 as one process, staged (the input-transformation queue serves every defence) and fused."""
 
-import pytest
-
 from producers import submit as producer
 from shared.settings import load as load_settings
 
@@ -22,27 +20,27 @@ def _plan(mode: str) -> dict:
                 "through": {**via, "defence": "resize-pad:shrink=0.05"}}]
     configurations = [{"model": "standard", "defence": None}, *({"model": "standard", "defence": d} for d in DEFENCES),
                       {"model": "haar", "defence": "haar"}]
-    return {"source_model": "standard", "attacks": attacks, "configurations": configurations, "batch_size": 25,
+    return {"source_model": "standard", "attacks": attacks, "configurations": configurations, "batch_size": 15,
             "threads": 2, "mode": mode}
 
 
-@pytest.mark.parametrize("mode", ["staged", "fused"])
 def test_comparison_defences_count_on_workers_as_in_one_process(redis_client, redis_url, workers, job_images,
-                                                                  tiny_weights, monkeypatch, mode):
+                                                                  tiny_weights, monkeypatch):
     monkeypatch.setenv("REDIS_URL", redis_url)
     from workers.app import app, use_broker
 
     use_broker(redis_url)
-    images = type(job_images)(job_images.images[:50], job_images.labels[:50], job_images.ids[:50])
-    plan = _plan(mode)
-    job = producer.submit(redis_client, app, plan, images, load_settings())
-    state = producer.wait(redis_client, job, timeout_s=600)
-    assert state["done"] == state["expected"] and not state["errors"], state["errors"]
-    counts = pipeline_counts(redis_client, job)
-    assert counts == local_counts(plan, images, tiny_weights)
-    # Each defence changed what the model saw (their clean counts are not all one), and in staged mode each
-    # reached the input-transformation queue under its own name.
-    assert len({counts[("clean", f"standard+{d}")] for d in DEFENCES}) > 1
-    if mode == "staged":
-        done = [k.decode() for k in redis_client.scan_iter(match=f"ws:job:{job}:done:dwt:*")]
-        assert all(any(key.endswith(f":{d}") for key in done) for d in DEFENCES)
+    images = type(job_images)(job_images.images[:30], job_images.labels[:30], job_images.ids[:30])
+    for mode in ("staged", "fused"):  # one set of workers for both jobs
+        plan = _plan(mode)
+        job = producer.submit(redis_client, app, plan, images, load_settings())
+        state = producer.wait(redis_client, job, timeout_s=600)
+        assert state["done"] == state["expected"] and not state["errors"], (mode, state["errors"])
+        counts = pipeline_counts(redis_client, job)
+        assert counts == local_counts(plan, images, tiny_weights), mode
+        # Each defence changed what the model saw (their clean counts are not all one), and in staged mode each
+        # reached the input-transformation queue under its own name.
+        assert len({counts[("clean", f"standard+{d}")] for d in DEFENCES}) > 1
+        if mode == "staged":
+            done = [k.decode() for k in redis_client.scan_iter(match=f"ws:job:{job}:done:dwt:*")]
+            assert all(any(key.endswith(f":{d}") for key in done) for d in DEFENCES)

@@ -142,7 +142,9 @@ def example_figure(plan: dict, image_set, settings: Settings, count: int = 10):
 
     source_id = ModelPath(source_name).id
     rows = [row(f"clean, on {source_id}", x, source),
-            row(f"attacked: {AttackSpec.of(attack).label}, crafted on {source_name}; on {source_id}", adversarial,
+            # Crafted here on the source model, whatever path the plan's entry names: labelled without its "via".
+            row(f"attacked: {AttackSpec.named(attack['name'], **attack.get('params', {})).label}, crafted on "
+                f"{source_name}; on {source_id}", adversarial,
                 source)]
     for title, config in (("reconstructed ({} DWT input), on the undefended model: {}", rebuilt),
                           ("full defence (DWT-trained model, {} DWT input): {}", full)):

@@ -21,8 +21,8 @@ from pathlib import Path
 import torch
 
 from shared.dwt import defences
-from shared.evaluation.run import classify, defend
 from shared.images.load import load_images
+from shared.models import training
 from shared.models.store import ModelStore
 
 REPO = Path(__file__).resolve().parent.parent
@@ -50,10 +50,8 @@ def main() -> None:
 
     def accuracy(name: str | None) -> float:
         options = None if name is None else defences.get(name, args.weights)
-        correct = 0
-        for start in range(0, len(x), 500):
-            correct += int((classify(model, defend(x[start:start + 500], options)) == y[start:start + 500]).sum())
-        return 100 * correct / len(x)
+        return 100 * training.accuracy(model, x, y, batch_size=500,
+                                       defence=None if options is None else lambda t: defences.apply(t, options))
 
     raw = accuracy(None)
     target = raw - accuracy("haar")

@@ -86,9 +86,10 @@ class EOT(nn.Module):
     Each forward pass draws ``draws`` fresh transformations from the wrapper's
     own generator (seeded once, so that an attack run twice crafts the same
     images), and returns the log of the averaged class probabilities: logits
-    of the classifier the defence is on average, whose gradient is the
-    average of the draws' gradients (EOT). Attacks that take a model run on it
-    unchanged.
+    of the classifier the defence is on average. A step then follows every
+    draw at once, weighted by how much each draw's probabilities count in the
+    mean (EOT on the expected classifier, not the mean of each draw's loss
+    gradient). Attacks that take a model run on it unchanged.
 
     Parameters
     ----------

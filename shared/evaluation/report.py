@@ -147,18 +147,13 @@ def tables(cells: list[Cell]) -> list[Table]:
     return out + ([compared] if compared else []) + ([comparison] if comparison else [])
 
 
-def _own_attacks(cells: list[Cell]) -> tuple[list[str], dict[str, list[str]], dict[tuple[str, str], Cell]]:
+def _own_attacks(cells: list[Cell]) -> tuple[list[str], list[str], dict[tuple[str, str], Cell]]:
     """The configurations, the adaptive attacks as one column each whatever they were crafted through
     (``pgd eps=0.01``), and per (configuration, column) the cell of the attack crafted through that configuration."""
     table, configs, _, adaptive = _layout(cells)
-    columns: dict[str, list[str]] = {}
-    own: dict[tuple[str, str], Cell] = {}
-    for attack in adaptive:
-        column = AttackSpec(attack.name, attack.params).label
-        columns.setdefault(column, [])
-        if attack.through.id in table[attack]:
-            own[(attack.through.id, column)] = table[attack][attack.through.id]
-            columns[column].append(attack.through.id)
+    columns = list(dict.fromkeys(AttackSpec(a.name, a.params).label for a in adaptive))
+    own = {(a.through.id, AttackSpec(a.name, a.params).label): table[a][a.through.id]
+           for a in adaptive if a.through.id in table[a]}
     return configs, columns, own
 
 

@@ -138,7 +138,7 @@ def heatmap(rows: list[str], columns: list[str], values: list[list[float]], *, t
                     color="black" if value > middle else "white")
     ax.set_xticks(range(len(columns)), columns, rotation=30, ha="right", fontsize=9)
     ax.set_yticks(range(len(rows)), rows, fontsize=9)
-    ax.set_title(title)
+    fig.suptitle(title)  # over the whole figure: long row labels push the axes right, and a title over them overflows
     fig.colorbar(image, ax=ax, label=label)
     return fig
 

@@ -132,6 +132,18 @@ def _rates(pairs) -> dict[str, float]:
     return rates
 
 
+def _paths(text: str) -> list[str]:
+    """``--paths``: comma-separated paths, where a transformation's own settings may hold commas too
+    (``standard@raw,standard@resize-pad:shrink=0.05,seed=3``): a part without ``@`` belongs to the path before it."""
+    paths: list[str] = []
+    for part in (p.strip() for p in text.split(",")):
+        if paths and "@" not in part and part:
+            paths[-1] += "," + part
+        elif part:
+            paths.append(part)
+    return paths
+
+
 @click.command(name="fit-detector")
 @click.option("--corpus", "corpora", multiple=True, type=click.Path(file_okay=False, path_type=Path),
               help="A corpus folder written by `waveshield corpus` on training images (repeatable).")
@@ -148,8 +160,9 @@ def _rates(pairs) -> dict[str, float]:
 @click.option("--n-calibration", type=COUNT, default=2000, show_default=True,
               help="How many held-out images of each --calibration source.")
 @click.option("--fpr", type=RATE, default=0.05, show_default=True, help="False-positive rate allowed on clean images.")
-@click.option("--paths", default=None, help="Model paths the detector reads, comma-separated (MODEL@raw or "
-              "MODEL@DEFENCE), standard@raw first; more paths, slower screening [default: standard@raw and the "
+@click.option("--paths", default=None, help="Model paths the detector reads, comma-separated (MODEL@raw, "
+              "MODEL@DEFENCE or MODEL@TRANSFORM, e.g. standard@resize-pad:shrink=0.05), standard@raw first; more paths, "
+              "slower screening [default: standard@raw and the "
               "path screening reports, which it computes anyway].")
 @click.option("--statistics", default="steps", show_default=True,
               help="Pixel statistics the detector reads besides the paths, comma-separated, or 'none'.")
@@ -180,7 +193,7 @@ def fit_detector(corpora, fit_sources, n_source, clean, n_clean, calibration, n_
                    n_calibration=n_calibration, fpr=fpr, settings=cfg, out=out, fit_sources=fit_sources,
                    n_source=n_source, progress=lambda line: click.echo(line, err=True), cache=cache,
                    source_fpr=_rates(source_fpr), adaptive_images=adaptive_images, measure_attacks=measure_attacks,
-                   paths=[p.strip() for p in paths.split(",") if p.strip()] if paths else None,
+                   paths=_paths(paths) if paths else None,
                    statistics=[] if statistics.strip() == "none" else [s.strip() for s in statistics.split(",") if s.strip()])
     click.echo(f"threshold {card['threshold']:.4f}; false positives on held-back clean images: "
                + ", ".join(f"{n} {100 * r['false_positives']:.1f} %" for n, r in card["per_source"].items()))

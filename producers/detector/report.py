@@ -91,7 +91,7 @@ def write_report(out: Path, rows: list[dict], adaptive: dict, curves: dict, card
     content = (["## Content no fit saw", "", *content_lines(json.loads(study.read_text())),
                 "", "More in [photographs.md](photographs.md).", ""] if study.is_file() else [])
     lines = [*_fit_lines(card, first), *content, f"## On {first}, attack by attack", "", *_attack_lines(rows),
-             *_adaptive_lines(adaptive, card.get("adaptive_images") or {}), *_benign_lines(card), "", "![ROC](roc.png)", ""]
+             *_adaptive_lines(adaptive, card.get("adaptive_images") or {}, card.get("paths", ())), *_benign_lines(card), "", "![ROC](roc.png)", ""]
     (out / "detector.md").write_text("\n".join(lines))
     return out / "detector.md"
 
@@ -162,10 +162,20 @@ def _attack_lines(rows: list[dict]) -> list[str]:
     return lines
 
 
-def _adaptive_lines(adaptive: dict, images: dict) -> list[str]:
+def _adaptive_lines(adaptive: dict, images: dict, paths=()) -> list[str]:
     """The attacker who knows the detector, per source."""
+    from shared import transforms
+
+    through = [p.partition("@")[2] for p in paths if transforms.is_transform(p.partition("@")[2])]
+    eot = ""
+    if through:
+        from shared.screening.evasion import EOT_DRAWS  # torch: only for a detector that reads a transformation
+
+        eot = (f" and through {', '.join(through)} with its own gradient (straight-through where it has none; "
+               f"a randomised one averaged over {EOT_DRAWS} draws a step, EOT)")
     lines = ["", "## The attacker who knows the detector", "",
-             "PGD (random start, 20 steps of eps/4) through the detector's DWTs with BPDA, ascending the "
+             "PGD (random start, 20 steps of eps/4) through the detector's DWTs with BPDA" + eot
+             + ", ascending the "
              "cross-entropy of the reported label plus the log-probability the detector gives *clean* "
              "(`shared/screening/evasion.py`); 8-bit delivery as above, on each source's measured images"
              + (" (the first " + ", ".join(f"{n} of {name}" for name, n in images.items()) + ")"

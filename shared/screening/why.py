@@ -14,6 +14,8 @@ from collections.abc import Callable
 
 import numpy as np
 
+from shared import transforms
+
 #: The residual's amplification: eps 0.01 (2.55 grey levels) shows as +-13 levels around mid-grey, and what the
 #: shipped Haar reconstruction changes in a clean image stays short of saturation (measured per pixel on the
 #: embedded sample's first 500 images and the 5,085 canonical-prefix ones: median 3.8 and 3.4 grey levels,
@@ -24,11 +26,14 @@ PIXEL_STATISTICS = ("steps", "chroma")
 
 
 def defence_of(signal: str | None, plan_defence: str, known: set[str]) -> str | None:
-    """The reconstruction whose residual explains ``signal``: the one it names, else the plan's; None for none."""
+    """The reconstruction whose residual explains ``signal``: the one it names (a DWT of ``known``, or an input
+    transformation), else the plan's; None for a pixel statistic or no signal."""
     if signal is None or signal in PIXEL_STATISTICS:
         return None
-    named = signal.split("@", 1)[1] if "@" in signal else signal.split(":", 1)[0]
-    return named if named in known else plan_defence
+    # ``standard@resize-pad:shrink=0.05`` names its defence after the @; ``resize-pad:shrink=0.05:removed`` before
+    # the last colon.
+    named = signal.split("@", 1)[1] if "@" in signal else signal.rsplit(":", 1)[0]
+    return named if named in known or transforms.is_transform(named) else plan_defence
 
 
 def residual_pictures(images: np.ndarray, defences: list[str | None],

@@ -7,6 +7,7 @@ import torchattacks
 
 from shared import attacks
 from shared.attacks import BPDA, kurakin_steps
+from shared.attacks.deepfool import FOOLED_MARGIN
 from shared.dwt import defences
 from shared.dwt.transform import reconstruct
 from shared.models.store import ModelStore
@@ -204,13 +205,15 @@ def test_deepfool_over_all_classes_with_its_rule_equals_torchattacks(trained_mod
 
 def _algorithm_2(model, image, label, *, steps=50, overshoot=0.02):
     """DeepFool's Algorithm 2 for one image as its authors' reference code runs it (every class), plus the clip to
-    [0, 1] that images need: the steps add up to r, the image tried next is image + (1 + overshoot) r."""
+    [0, 1] that images need: the steps add up to r, the image tried next is image + (1 + overshoot) r. It stops
+    once another class leads by FOOLED_MARGIN (ours), not at the label change (the paper's)."""
     total = torch.zeros_like(image)
     adversarial = image.clone()
     for _ in range(steps):
         x = adversarial[None].requires_grad_(True)
         logits = model(x)[0]
-        if logits.argmax() != label:
+        others = torch.cat([logits[:label], logits[label + 1:]])
+        if others.max() - logits[label] >= FOOLED_MARGIN:
             break
         grads = [torch.autograd.grad(logits[k], x, retain_graph=True)[0][0] for k in range(len(logits))]
         best = None
@@ -239,9 +242,10 @@ def test_deepfool_by_default_follows_the_papers_algorithm_image_by_image(trained
 def test_deepfool_papers_rule_leaves_no_image_on_the_boundary(trained_model, correctly_classified,
                                                               torchattacks_deepfool):
     # torchattacks' rule scales each step, so an image can end exactly on the boundary (a logit margin of 0 to
-    # 1e-6) and count as fooled or not by rounding; the paper's overshoot of the whole perturbation carries each
-    # image across. So it fools at least as many as torchattacks, each by a margin ten times what rounding moves
-    # (the smallest seen: 2.6e-5).
+    # 1e-6) and count as fooled or not by rounding; the paper's overshoot of the whole perturbation carries most
+    # images across, and ours steps on until another class leads by FOOLED_MARGIN (the paper's stop at the label
+    # change left one at 1.7e-6 on this model). So it fools at least as many as torchattacks, each by a margin
+    # far over what rounding (or classifying the images in another batch) moves.
     x, y = correctly_classified
     ours = attacks.deepfool(trained_model, x, y)
     with torch.no_grad():
@@ -250,7 +254,7 @@ def test_deepfool_papers_rule_leaves_no_image_on_the_boundary(trained_model, cor
     fooled = logits.argmax(1) != y
     assert int(fooled.sum()) >= int(theirs_fooled.sum())
     margin = logits.max(1).values - logits.gather(1, y[:, None])[:, 0]
-    assert margin[fooled].min() > 1e-5
+    assert margin[fooled].min() > FOOLED_MARGIN / 2
 
 
 def test_the_signed_gradient_loop_ascends_the_loss_it_is_given_and_shapes_its_gradient():

@@ -352,3 +352,70 @@ def test_the_feature_cache_computes_each_attack_once_and_gives_what_a_fit_withou
     assert len(list((tmp_path / "features").iterdir())) == 2
     assert cache.key("sample", 24) != ss.FeatureCache(tmp_path, ss.FeatureReader(
         store, WEIGHTS, {"paths": ("standard@raw", "haar@haar"), "statistics": ()}, "haar@haar")).key("sample", 24)
+
+
+RESIZE_PAD = "standard@resize-pad:shrink=0.05"
+
+
+def test_a_path_behind_an_input_transformation_is_read_as_screening_would_and_named_whole(sample, shipped):
+    from shared import transforms
+    from shared.screening.why import defence_of
+
+    get_model, options = shipped
+    x = sample.to_tensor()[:16]
+    paths = ("standard@raw", "haar@haar", RESIZE_PAD)
+    f, logits = detector.features(x, get_model, options, with_logits=True, paths=paths)
+    again = detector.features(x, get_model, options, paths=paths)
+    assert torch.equal(f, again)  # each image's draw is seeded by its pixels: screening it twice says the same
+    with torch.no_grad():
+        expected = get_model("standard")(transforms.apply(x, transforms.parse("resize-pad:shrink=0.05")))
+    assert torch.allclose(logits[RESIZE_PAD], expected)
+    names = detector.feature_names(paths=paths)
+    groups = detector.signal_groups(names)
+    assert groups.count(RESIZE_PAD) == 13 + 3  # its 13 output columns and its 3 against the raw path
+    assert "resize-pad:shrink=0.05:removed" in groups and "resize-pad" not in groups
+    known = {"haar", "daubechies"}
+    assert defence_of(RESIZE_PAD, "haar", known) == "resize-pad:shrink=0.05"
+    assert defence_of("resize-pad:shrink=0.05:removed", "haar", known) == "resize-pad:shrink=0.05"
+    assert defence_of("haar:removed", "daubechies", known) == "haar"
+    assert defence_of("standard@raw", "haar", known) == "haar" and defence_of("steps", "haar", known) is None
+    for bad, says in ((("standard@raw", "resnet@jpeg:quality=30"), "MODEL@TRANSFORM"),
+                      (("standard@raw", "standard@blur:size=3"), "MODEL@TRANSFORM"),
+                      (("standard@raw", "standard@jpeg:quality=300"), "quality")):
+        with pytest.raises(ValueError, match=says):
+            detector.feature_names(paths=bad)
+
+
+def test_the_attacker_averages_a_randomised_path_over_seeded_draws_and_computes_the_others_once(sample, shipped):
+    from shared.screening.evasion import evade_screening, screening_loss
+
+    get_model, options = shipped
+    x, y = sample.to_tensor()[:8], torch.from_numpy(sample.labels[:8])
+    reading = {"paths": ("standard@raw", "haar@haar", RESIZE_PAD), "statistics": ("steps",)}
+    model = detector.Detector(len(detector.feature_names(**reading))).eval()
+    calls = []
+
+    def counting(name):
+        net = get_model(name)
+        return lambda images: calls.append(name) or net(images)
+
+    def loss(draws):
+        return screening_loss(counting, options, model, weight=1.0, screened_path="haar@haar", draws=draws, **reading)
+
+    one = loss(1)
+    first, second = one(x, y), one(x, y)  # one stream of draws: the second call draws anew
+    assert not torch.isclose(first, second)
+    calls.clear()
+    assert torch.isclose(loss(2)(x, y), (first + second) / 2, rtol=1e-5)  # the mean over the same two draws
+    assert calls.count("standard") == 1 + 2 and calls.count("haar") == 1  # raw and haar once, the draws twice
+    a = evade_screening(x, y, get_model, options, model, eps=0.01, steps=2, screened_path="haar@haar", **reading)
+    b = evade_screening(x, y, get_model, options, model, eps=0.01, steps=2, screened_path="haar@haar", **reading)
+    assert torch.equal(a, b) and (a - x).abs().max() <= 0.01 + 1e-6  # seeded: a run repeats
+
+
+def test_fit_detector_paths_keep_a_transformations_own_commas():
+    from producers.cli.models import _paths
+
+    assert _paths("standard@raw, haar@haar,standard@resize-pad:shrink=0.05,seed=3") == [
+        "standard@raw", "haar@haar", "standard@resize-pad:shrink=0.05,seed=3"]
+    assert _paths("standard@raw,haar@haar,") == ["standard@raw", "haar@haar"]

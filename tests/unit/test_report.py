@@ -118,3 +118,6 @@ def test_defences_compared_without_transfer_attacks_show_only_clean_and_the_adap
     assert "transfer" not in found.title + found.intro[0]
     assert set(_bar_heights(report.comparison_figure(cells))) == {"clean", found.header[2].replace(
         ", crafted through itself", " (adaptive)")}
+    titles = [t.title for t in report.tables(cells)]
+    assert not any(t.startswith("Table 2") for t in titles)  # no transfer attack: no drop to average
+    assert titles[0] == "Table 1: clean accuracy" and titles[1].startswith("Table 3")

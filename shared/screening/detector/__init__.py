@@ -53,6 +53,8 @@ from shared.evaluation.plan import ModelPath
 WEIGHTS_NAME = "detector.safetensors"
 #: The reconstruction paths: (name of the DWT-trained model = name of its defence).
 DEFENCES = ("haar", "daubechies")
+#: The classifiers a path may name: the standard model and the DWT-trained ones.
+MODELS = ("standard", *DEFENCES)
 PATHS = tuple(p.name for p in (ModelPath("standard"), *(ModelPath(d, d) for d in DEFENCES),
                                 *(ModelPath("standard", d) for d in DEFENCES)))
 #: Pixel statistics a detector may read besides its paths (see :mod:`shared.screening.detector`).
@@ -87,4 +89,4 @@ def __getattr__(name: str):
     return value
 
 
-__all__ = ["DEFENCES", "PATHS", "STATISTICS", "WEIGHTS_NAME", "reads", *_LAZY]
+__all__ = ["DEFENCES", "MODELS", "PATHS", "STATISTICS", "WEIGHTS_NAME", "reads", *_LAZY]

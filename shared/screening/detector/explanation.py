@@ -9,8 +9,16 @@ from shared.screening.detector.model import Detector
 
 
 def signal_groups(names: list[str]) -> list[str]:
-    """The signal each feature belongs to, for a record's "why": ``haar@haar``, ``haar:removed``, ``chroma``..."""
-    return [name.split(":")[0] if "@" in name or name.split(":")[0] in STATISTICS else name for name in names]
+    """The signal each feature belongs to, for a record's "why": ``haar@haar``, ``haar:removed``, ``chroma``...
+
+    A path's name may hold colons of its own (``standard@resize-pad:shrink=0.05``), so a
+    path's feature drops only its last part.
+    """
+    def group(name: str) -> str:
+        if "@" in name:
+            return name.rsplit(":", 1)[0]
+        return name.split(":")[0] if name.split(":")[0] in STATISTICS else name
+    return [group(name) for name in names]
 
 
 def strongest_signal(model: Detector, f: torch.Tensor, names: list[str]) -> list[str | None]:

@@ -6,9 +6,10 @@ from collections.abc import Callable
 
 import torch
 
+from shared import transforms
 from shared.evaluation.plan import ModelPath
 from shared.evaluation.run import defend
-from shared.screening.detector import DEFENCES, PATHS, STATISTICS
+from shared.screening.detector import DEFENCES, MODELS, PATHS, STATISTICS
 from shared.screening.detector.statistics import CLIP, STEP_PLANES, chroma_cooccurrence, step_correlation
 
 
@@ -22,20 +23,35 @@ def check_statistics(statistics) -> tuple[str, ...]:
     return statistics
 
 
+def _transform_path(name: str) -> bool:
+    """Whether ``name`` is a model behind an input transformation, ``standard@resize-pad:shrink=0.05``, valid as written."""
+    model, _, defence = name.partition("@")
+    if model not in MODELS or not transforms.is_transform(defence):
+        return False
+    transforms.parse(defence)  # a wrong setting says what is wrong, in one line
+    return True
+
+
 def check_paths(paths) -> tuple[str, ...]:
-    """Validate a choice of paths: known ones, ``standard@raw`` first; return it as a tuple."""
+    """Validate a choice of paths: known ones, ``standard@raw`` first; return it as a tuple.
+
+    A path is one of :data:`PATHS`, or a model behind an input
+    transformation (``standard@resize-pad:shrink=0.05``, ``haar@jpeg:quality=30``).
+    """
     paths = tuple(paths)
-    unknown = [p for p in paths if p not in PATHS]
+    unknown = [p for p in paths if p not in PATHS and not _transform_path(p)]
     if unknown or not paths or paths[0] != "standard@raw" or len(set(paths)) != len(paths):
-        raise ValueError(f"detector paths must start with standard@raw and name each of {', '.join(PATHS)} at most "
-                         f"once; got {', '.join(paths) or 'none'}")
+        raise ValueError(f"detector paths must start with standard@raw and name each at most once, from "
+                         f"{', '.join(PATHS)} or MODEL@TRANSFORM (MODEL one of {', '.join(MODELS)}, TRANSFORM one of "
+                         f"{', '.join(transforms.KINDS)}, e.g. standard@resize-pad:shrink=0.05); "
+                         f"got {', '.join(paths) or 'none'}")
     return paths
 
 
 def _defences(paths) -> list[str]:
-    """The reconstructions that ``paths`` read, in :data:`DEFENCES` order."""
-    read = {ModelPath.named(p).defence for p in paths}
-    return [d for d in DEFENCES if d in read]
+    """The reconstructions that ``paths`` read: the DWTs in :data:`DEFENCES` order, then the transformations."""
+    read = [ModelPath.named(p).defence for p in paths]
+    return [d for d in DEFENCES if d in read] + list(dict.fromkeys(d for d in read if transforms.is_transform(d)))
 
 
 def feature_names(classes: int = 10, paths=PATHS, statistics=()) -> list[str]:
@@ -101,11 +117,30 @@ def differentiable_features(x: torch.Tensor, get_model: Callable, reconstruct: C
     BPDA reconstruction (identity in the backward pass). Returns (features, logits).
     """
     paths, statistics = check_paths(paths), check_statistics(statistics)
-    reconstructions = {d: reconstruct(d, x) for d in _defences(paths)}
-    logits = {}
+    reconstructions, logits = path_outputs(x, get_model, reconstruct, paths)
+    return features_from(x, reconstructions, logits, paths=paths, statistics=statistics), logits
+
+
+def path_outputs(x: torch.Tensor, get_model: Callable, reconstruct: Callable, paths, known=None) -> tuple[dict, dict]:
+    """Each reconstruction ``paths`` read, and each path's logits: ``({defence: images}, {path: logits})``.
+
+    ``known``, a pair of the same kind for some of them, is reused as it is:
+    an attacker who averages over a randomised path's draws computes the
+    other paths once.
+    """
+    reconstructions, logits = ({}, {}) if known is None else (dict(known[0]), dict(known[1]))
+    for d in _defences(paths):
+        if d not in reconstructions:
+            reconstructions[d] = reconstruct(d, x)
     for path in paths:
-        route = ModelPath.named(path)
-        logits[path] = get_model(route.model)(x if route.defence is None else reconstructions[route.defence])
+        if path not in logits:
+            route = ModelPath.named(path)
+            logits[path] = get_model(route.model)(x if route.defence is None else reconstructions[route.defence])
+    return reconstructions, logits
+
+
+def features_from(x: torch.Tensor, reconstructions: dict, logits: dict, *, paths, statistics) -> torch.Tensor:
+    """The columns of :func:`feature_names` from :func:`path_outputs` (``paths`` and ``statistics`` checked)."""
     columns = [c for p in paths for c in _summary(logits[p].float())]
     p_raw = logits["standard@raw"].float().softmax(1)
     raw_label = p_raw.argmax(1, keepdim=True)
@@ -113,8 +148,8 @@ def differentiable_features(x: torch.Tensor, get_model: Callable, reconstruct: C
         logp = logits[p].float().log_softmax(1)
         columns += [0.5 * (logp.exp() - p_raw).abs().sum(1), logp.gather(1, raw_label).squeeze(1),
                     (logp.argmax(1, keepdim=True) != raw_label).float().squeeze(1)]
-    columns += [(rec - x).abs().flatten(1).mean(1) for rec in reconstructions.values()]
+    columns += [(reconstructions[d] - x).abs().flatten(1).mean(1) for d in _defences(paths)]
     f = torch.stack(columns, 1).float()
     for statistic in statistics:  # in the caller's order, as feature_names lists them
         f = torch.cat([f, (chroma_cooccurrence(x) if statistic == "chroma" else step_correlation(x)).float()], 1)
-    return f, logits
+    return f

@@ -38,9 +38,9 @@ def test_comparison_defences_count_on_workers_as_in_one_process(redis_client, re
         assert state["done"] == state["expected"] and not state["errors"], (mode, state["errors"])
         counts = pipeline_counts(redis_client, job)
         assert counts == local_counts(plan, images, tiny_weights), mode
-        # Each defence changed what the model saw (their clean counts are not all one), and in staged mode each
-        # reached the input-transformation queue under its own name.
-        assert len({counts[("clean", f"standard+{d}")] for d in DEFENCES}) > 1
+        # In staged mode each defence reached the input-transformation queue under its own name. (Whether the
+        # defences change what a model sees is not asked of these counts: the tiny models, trained for two epochs,
+        # can give one class to every image on one CPU's kernels, and every defence then counts alike.)
         if mode == "staged":
             done = [k.decode() for k in redis_client.scan_iter(match=f"ws:job:{job}:done:dwt:*")]
             assert all(any(key.endswith(f":{d}") for key in done) for d in DEFENCES)

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from shared.models.registry import user_models_dir
+
 #: A file or archive member larger than this is refused unread (a 24-megapixel PNG is about 70 MiB).
 DEFAULT_MAX_ITEM_BYTES = 128 * 1024 * 1024
 #: Where the repository keeps its shipped checkpoints.
@@ -24,7 +26,8 @@ class Settings:
     """waveshield's configuration (see the README for each variable)."""
 
     redis_url: str | None = field(repr=False)  # REDIS_URL (kept out of repr: its password); None = `up`'s Redis
-    weights_dir: Path  # WAVESHIELD_WEIGHTS_DIR: safetensors + JSON cards
+    weights_dir: Path  # WAVESHIELD_WEIGHTS_DIR: the shipped safetensors + JSON cards (read-only)
+    models_dir: Path  # WAVESHIELD_MODELS: the user's registered models (`waveshield model add`)
     data_dir: Path  # WAVESHIELD_DATA_DIR: torchvision's dataset cache
     output_dir: Path  # WAVESHIELD_OUTPUT_DIR: reports, corpora
     device: str  # WAVESHIELD_DEVICE: "auto", "cpu", "cuda", "cuda:1", ...
@@ -154,6 +157,7 @@ def load(environ: dict | None = None) -> Settings:
     return Settings(
         redis_url=redis_url,
         weights_dir=Path(env.get("WAVESHIELD_WEIGHTS_DIR", _REPO_WEIGHTS)),
+        models_dir=user_models_dir(env),
         data_dir=Path(env.get("WAVESHIELD_DATA_DIR", Path.home() / ".cache" / "waveshield" / "data")),
         output_dir=Path(env.get("WAVESHIELD_OUTPUT_DIR", "waveshield-out")),
         device=env.get("WAVESHIELD_DEVICE", "auto"),

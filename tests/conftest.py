@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import signal
+import tempfile
 import uuid
 from pathlib import Path
 
@@ -23,6 +26,9 @@ LOCAL_REDIS = "redis://127.0.0.1:6379/13"  # a database of the tests' own, flush
 # one per session: a suite started by a test tracks (and may kill) only its own processes.
 SESSION_MARK = "WAVESHIELD_TEST_SESSION"
 os.environ[SESSION_MARK] = uuid.uuid4().hex
+# The suite (and every worker it starts) registers models in a folder of its own: never the user's, never another run's.
+os.environ["WAVESHIELD_MODELS"] = tempfile.mkdtemp(prefix="waveshield-test-models-")
+atexit.register(shutil.rmtree, os.environ["WAVESHIELD_MODELS"], True)
 
 
 def _marked_processes() -> list[tuple[int, str]]:

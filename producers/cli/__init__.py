@@ -85,11 +85,13 @@ def config(as_json):
 
 def _register() -> None:
     # One module per command group; the group only dispatches and turns errors into one line.
-    from . import jobs, models, screening
+    from . import jobs, model_cards, models, screening
 
-    for module in (models, jobs, screening):
-        for command in vars(module).values():
-            if isinstance(command, click.Command):
+    for module in (models, model_cards, jobs, screening):
+        commands = [c for c in vars(module).values() if isinstance(c, click.Command)]
+        grouped = {id(sub) for c in commands if isinstance(c, click.Group) for sub in c.commands.values()}
+        for command in commands:
+            if id(command) not in grouped:  # a group's subcommands stay under their group
                 main.add_command(command)
 
 

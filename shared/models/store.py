@@ -1,15 +1,19 @@
-"""The named checkpoints of a weights directory: found, checked and loaded in one place.
+"""The classifiers a job names: found, checked and loaded in one place.
 
-Workers and producers alike ask a :class:`ModelStore` for ``standard``,
-``haar`` or ``daubechies``; a missing checkpoint is one clear error that says
-how to train it, and each model is loaded (and its sha256 verified) once.
+Workers and producers alike ask a :class:`ModelStore` for a model by name:
+a shipped checkpoint of the weights directory, or a model the user
+registered in their models folder (:mod:`shared.models.registry`). A missing
+one is one clear error that says how to get it, and each model is loaded
+(and its sha256 verified) once.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from shared.images.image_set import CIFAR10_CLASSES
 from shared.models import checkpoints
+from shared.models.registry import CIFAR_SIZE, ModelRegistry
 from shared.screening import detector
 
 # Models are loaded (and torch imported) on first use: producers use this store to check and read cards.
@@ -27,33 +31,42 @@ def train_command(name: str) -> str:
 
 
 class ModelStore:
-    """Checkpoints ``NAME.safetensors`` (+ ``NAME.json``) in ``weights_dir``, loaded lazily onto ``device``.
+    """Checkpoints ``NAME.safetensors`` (+ ``NAME.json``) in ``weights_dir`` and the user's registered models,
+    loaded lazily onto ``device``.
 
     Parameters
     ----------
     weights_dir : str or Path
-        The folder of checkpoints.
+        The folder of shipped checkpoints.
     device : str
         Where loaded models go.
+    models_dir : str or Path or None
+        The user's models folder (default: ``WAVESHIELD_MODELS`` or the per-user data folder).
     """
 
-    def __init__(self, weights_dir: str | Path, device: str = "cpu"):
+    def __init__(self, weights_dir: str | Path, device: str = "cpu", models_dir: str | Path | None = None):
         self.weights_dir = Path(weights_dir)
         self.device = device
+        self.registry = ModelRegistry(self.weights_dir, models_dir)
         self._loaded: dict = {}
 
     def path(self, name: str) -> Path:
-        """Where the checkpoint ``name`` is (or would be)."""
-        return self.weights_dir / f"{name}.safetensors"
+        """Where the checkpoint ``name`` is (or would be, in the weights directory)."""
+        shipped = self.weights_dir / f"{name}.safetensors"
+        if not shipped.is_file() and self.registry.has(name):
+            return self.registry.card(name).weights
+        return shipped
 
     def has(self, name: str) -> bool:
-        """Whether the checkpoint ``name`` is there."""
-        return self.path(name).is_file()
+        """Whether the checkpoint ``name`` is there: shipped or registered."""
+        return (self.weights_dir / f"{name}.safetensors").is_file() or self.registry.has(name)
 
     def known(self) -> list[str]:
-        """The classifiers of this folder: checkpoints with a model card, the detector aside."""
-        return sorted(p.stem for p in self.weights_dir.glob("*.safetensors")
-                      if p.name != detector.WEIGHTS_NAME and p.with_suffix(".json").is_file())
+        """The classifiers: the weights directory's checkpoints with a model card (the detector aside), then the
+        user's registered models."""
+        shipped = sorted(p.stem for p in self.weights_dir.glob("*.safetensors")
+                         if p.name != detector.WEIGHTS_NAME and p.with_suffix(".json").is_file())
+        return shipped + [n for n in self.registry.names() if n not in shipped]
 
     def missing(self, name: str) -> str:
         """Why ``name`` cannot be loaded, in words: the folder searched, the models there, a likely spelling."""
@@ -62,8 +75,10 @@ class ModelStore:
         known = self.known()
         close = difflib.get_close_matches(name, known, n=1)
         # A likely misspelling is the answer; training a model of the misspelled name is not.
-        advice = f"did you mean {close[0]!r}?" if close else f"train it: {train_command(name)}"
-        return f"no weights {name}.safetensors in {self.weights_dir} (models there: {', '.join(known) or 'none'}); {advice}"
+        advice = (f"did you mean {close[0]!r}?" if close else
+                  f"train it: {train_command(name)}, or register your own: waveshield model add {name} ...")
+        return (f"no weights {name}.safetensors in {self.weights_dir} nor a model {name!r} in {self.registry.models_dir} "
+                f"(models there: {', '.join(known) or 'none'}); {advice}")
 
     def require(self, name: str, purpose: str = "this") -> Path:
         """The checkpoint's path; raises :class:`MissingWeights` (saying how to train it) when it is missing."""
@@ -76,7 +91,18 @@ class ModelStore:
         from shared.models import network
 
         if name not in self._loaded:
-            self._loaded[name] = network.load(self.require(name, f"model {name!r}"), device=self.device)[0]
+            path = self.require(name, f"model {name!r}")
+            if path.parent == self.weights_dir:
+                self._loaded[name] = network.load(path, device=self.device)[0]
+            else:
+                card = self.registry.card(name)
+                # Decoding and the DWT work at 32x32, and labels are CIFAR-10's, in this release: a model made for
+                # other images is refused here rather than scored against labels it does not know.
+                if card.input_size != CIFAR_SIZE or list(card.classes) != list(CIFAR10_CLASSES):
+                    raise checkpoints.ModelCardError(
+                        f"model {name!r} takes {card.size_text} images of {len(card.classes)} classes; jobs run on "
+                        "32x32 images labelled with CIFAR-10's ten classes in this release")
+                self._loaded[name] = self.registry.load(name, self.device)
         return self._loaded[name]
 
     def detector(self, sha256: str | None = None):
@@ -103,7 +129,10 @@ class ModelStore:
         """The JSON card of the checkpoint ``name`` (without loading its weights)."""
         import json
 
-        return json.loads(checkpoints.card_path(self.require(name, f"model {name!r}")).read_text())
+        path = self.require(name, f"model {name!r}")
+        if path.parent != self.weights_dir:
+            return dict(self.registry.card(name).facts)
+        return json.loads(checkpoints.card_path(path).read_text())
 
     def detector_card(self) -> dict:
         """The learned detector's card, once its weights' sha256 matches it (without loading it).

@@ -34,6 +34,7 @@ from shared.evaluation.run import EOT_DRAWS, defend
 from shared.screening.detector import PATHS, Detector
 from shared.screening.detector.signals import check_paths, check_statistics, features_from, path_outputs
 
+
 def attacker_reconstruct(defence_options: Callable, generator: torch.Generator | None = None) -> Callable:
     """``(defence name, images) -> reconstruction`` as the attacker differentiates it.
 

@@ -1,0 +1,57 @@
+"""`waveshield model`: a user registers a torchvision classifier and reads its card, as a real subprocess."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+import torchvision
+from safetensors.torch import save_file
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def waveshield(args, models: Path):
+    env = {**os.environ, "WAVESHIELD_MODELS": str(models), "WAVESHIELD_WEIGHTS_DIR": str(REPO / "weights")}
+    return subprocess.run([sys.executable, "-m", "producers.cli", "model", *args], capture_output=True, text=True,
+                          env=env, timeout=300, cwd=REPO)
+
+
+def test_add_list_show_and_one_line_mistakes(tmp_path):
+    torch.manual_seed(0)
+    model = torchvision.models.mobilenet_v3_small(num_classes=4)
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp_path / "w.safetensors"))
+    torch.save(model.state_dict(), tmp_path / "w.pth")
+    (tmp_path / "classes.txt").write_text("red\ngreen\nblue\ngrey\n\n")
+    models = tmp_path / "models"
+    common = ["--arch", "torchvision:mobilenet_v3_small", "--input-size", "64x48", "--classes", str(tmp_path / "classes.txt"),
+              "--mean", "0.485,0.456,0.406", "--std", "0.229,0.224,0.225"]
+
+    pickled = waveshield(["add", "colours", *common, "--arch-args", "num_classes=4", "--weights", str(tmp_path / "w.pth")],
+                         models)
+    assert pickled.returncode == 2 and pickled.stderr.count("\n") == 1 and "never unpickles" in pickled.stderr
+    wrong = waveshield(["add", "colours", *common, "--weights", str(tmp_path / "w.safetensors")], models)
+    assert wrong.returncode == 2 and wrong.stderr.count("\n") == 1
+    assert "classifier.3.weight is 4x1024 in the file, 1000x1024 in the architecture" in wrong.stderr
+    bad_size = waveshield(["add", "colours", *common[:-6], "--input-size", "64x", "--classes", "x"], models)
+    assert bad_size.returncode == 2 and "Traceback" not in bad_size.stderr
+    assert not models.exists()
+
+    added = waveshield(["add", "colours", *common, "--arch-args", "num_classes=4", "--weights",
+                        str(tmp_path / "w.safetensors")], models)
+    assert added.returncode == 0, added.stderr
+    assert "registered colours: torchvision:mobilenet_v3_small, 64x48, 4 classes" in added.stdout
+    listed = json.loads(waveshield(["list", "--json"], models).stdout)
+    assert [m["name"] for m in listed] == ["daubechies", "haar", "standard", "colours"]
+    assert listed[-1] == {"name": "colours", "shipped": False, "architecture": "torchvision:mobilenet_v3_small",
+                          "input_size": [64, 48], "classes": 4, "defended_by": None, "twin": None}
+    shown = waveshield(["show", "colours"], models).stdout
+    assert "classes (4): red, green, blue, grey" in shown and "input: 64x48, resize shorter-side" in shown
+    assert json.loads(waveshield(["show", "colours", "--json"], models).stdout)["arch_args"] == {"num_classes": 4}
+    again = waveshield(["add", "colours", *common, "--arch-args", "num_classes=4", "--weights",
+                        str(tmp_path / "w.safetensors")], models)
+    assert again.returncode == 2 and "a model 'colours' exists" in again.stderr
+    missing = waveshield(["show", "colors"], models)
+    assert missing.returncode == 2 and "did you mean 'colours'?" in missing.stderr

@@ -69,7 +69,7 @@ def prepare_corpus(client, *, data: str, attacks: list[str], name: str, settings
     if dtype not in CORPUS_DTYPES:
         raise ValueError(f"--dtype must be one of {', '.join(CORPUS_DTYPES)}")
     corpus_output(settings.output_dir, name)  # refuses a name that leaves the output directory
-    card = ModelStore(settings.weights_dir).card(source_model)
+    card = ModelStore(settings.weights_dir, models_dir=settings.models_dir).card(source_model)
     image_set = load_images(data, limit=limit, workers=settings.decode_workers)
     if image_set.labels is None or not len(image_set):
         raise ValueError(f"{data}: a corpus needs labelled images")
@@ -123,7 +123,8 @@ def feed_corpus(client, app, job: str, image_set, settings: Settings, on_wait=No
     pipe = Pipeline(client, blob_ttl_s=settings.blob_ttl_s)
     plan = pipe.plan(job)
     size, attacks = int(plan["shard_size"]), len(plan["attacks"])
-    peak = corpus_batch_bytes(plan, min(size, len(image_set)), image_set.images.itemsize, attacks)
+    peak = corpus_batch_bytes(plan, min(size, len(image_set)), image_set.images.itemsize, attacks,
+                              image_set.images.shape[1:3])
     throttle = Throttle(client, job, batches_allowed(peak, settings.in_flight_mib) * attacks, on_wait=on_wait,
                         stall_timeout_s=settings.stall_timeout_s)
     pending: dict[int, list[int]] = {}

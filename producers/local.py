@@ -120,7 +120,7 @@ def example_figure(plan: dict, image_set, settings: Settings, count: int = 10):
     from shared.reports import sheets
 
     device = resolve_device(settings.device)
-    store = ModelStore(settings.weights_dir, device)
+    store = ModelStore(settings.weights_dir, device, settings.models_dir)
     source_name = plan["source_model"]
     source = store.get(source_name)
     picked = sheets.across_classes(image_set.labels, count)
@@ -166,7 +166,7 @@ def _in_process(plan, image_set, settings, progress):
         done["images"] += n
         progress(done["images"], len(x), "evaluating")
 
-    return evaluate_local(plan, x, y, ModelStore(settings.weights_dir, device).get,
+    return evaluate_local(plan, x, y, ModelStore(settings.weights_dir, device, settings.models_dir).get,
                           lambda name: defences.get(name, settings.weights_dir), device=device, progress=advance)
 
 

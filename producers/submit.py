@@ -136,7 +136,7 @@ def submit(client: redis.Redis, app, plan: dict, image_set: ImageSet, settings: 
                                                               unreadable=len(image_set.errors)), on_wait)
     size = int(plan.get("batch_size", DEFAULT_BATCH_SIZE))
     cells = len(plan["attacks"]) * len(plan["configurations"])
-    peak = evaluate_batch_bytes(plan, min(size, len(image_set)), image_set.images.itemsize)
+    peak = evaluate_batch_bytes(plan, min(size, len(image_set)), image_set.images.itemsize, image_set.images.shape[1:3])
     if peak > settings.in_flight_mib * 2 ** 20:
         log.warning("one batch of %d holds up to %.0f MiB of blobs at its peak, over WAVESHIELD_IN_FLIGHT_MIB (%d): "
                     "batches go one at a time; a smaller batch_size keeps it under", size, peak / 2 ** 20,

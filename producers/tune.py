@@ -26,7 +26,8 @@ def run_tune(*, data: str, n: int, out: Path, settings: Settings, min_psnr: floa
     ``progress(done, total, what)`` hears of each setting scored.
     """
     device = resolve_device(settings.device)
-    weights = ModelStore(settings.weights_dir).require(model_name, "tune (it crafts its adversarial images there)")
+    store = ModelStore(settings.weights_dir, models_dir=settings.models_dir)
+    weights = store.require(model_name, "tune (it crafts its adversarial images there)")
     model, card = network.load(weights, device=device)
     image_set = load_images(data, limit=n, workers=settings.decode_workers)
     if image_set.labels is None or not len(image_set):

@@ -38,7 +38,7 @@ def pipeline() -> Pipeline:
     deterministic_kernels()
     client = connect(broker_url(), cfg.redis_retry_s)
 
-    store = ModelStore(cfg.weights_dir, device)
+    store = ModelStore(cfg.weights_dir, device, cfg.models_dir)
     return Pipeline(client, get_model=store.get, defence_options=lambda name: defences.get(name, cfg.weights_dir),
                     get_detector=store.detector, device=device, blob_ttl_s=cfg.blob_ttl_s,
                     keep_errors=cfg.keep_errors)

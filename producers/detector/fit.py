@@ -174,8 +174,8 @@ def run_fit(*, corpora: list[Path], clean: str, n_clean: int, calibration, n_cal
             "adaptive_images": {name: len(sets.pixels[name][:adaptive_images]) for name in adaptive},
             "flagged_after_benign_changes": measures.flagged_after_benign_changes(model, threshold, reader,
                                                                                   sets.pixels[first])}
-    card = detector.save(model, settings.weights_dir / detector.WEIGHTS_NAME, card)
-    select_detector(settings.weights_dir, card)
+    card = detector.save(model, settings.models_dir / detector.WEIGHTS_NAME, card)
+    select_detector(settings, card)
     write_report(out, rows, adaptive, curves, card, first)
     return card
 
@@ -187,7 +187,7 @@ def _screened(row: dict) -> dict:
 def _reader(settings: Settings, reading: dict) -> FeatureReader:
     """The feature reader of ``reading``'s paths, once the models they need are found."""
     screened_path = chosen_paths(settings, reading["paths"])
-    store = ModelStore(settings.weights_dir, resolve_device(settings.device))
+    store = ModelStore(settings.weights_dir, resolve_device(settings.device), settings.models_dir)
     for name in sorted({ModelPath.named(p).model for p in reading["paths"]}):
         store.require(name, "the detector")
     return FeatureReader(store, settings.weights_dir, reading, screened_path)
@@ -270,16 +270,17 @@ def _corpus_positives(reader: FeatureReader, folder: Path) -> tuple[list[torch.T
                        "successful_images_used": used}
 
 
-def select_detector(weights_dir: Path, card: dict) -> dict:
-    """Make screening.json select the detector of ``card``, keeping the hand-made score's calibration aside."""
-    chosen = screening_config.with_detector(screening_config.load(weights_dir), card)
-    screening_config.write(weights_dir, chosen)
+def select_detector(settings: Settings, card: dict) -> dict:
+    """Make the user's screening.json select the detector of ``card``, keeping the hand-made score's calibration
+    aside."""
+    chosen = screening_config.with_detector(screening_config.load(settings.weights_dir, settings.models_dir), card)
+    screening_config.write(settings.models_dir, chosen)
     return chosen
 
 
 def reported_path(settings: Settings) -> str:
     """The path whose label screening reports, e.g. ``haar@haar``, from screening.json."""
-    return screening_config.reported_path(screening_config.load(settings.weights_dir))
+    return screening_config.reported_path(screening_config.load(settings.weights_dir, settings.models_dir))
 
 
 def chosen_paths(settings: Settings, paths) -> str:

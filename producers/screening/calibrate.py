@@ -24,9 +24,9 @@ from shared.settings import Settings, resolve_device
 
 def run_calibration(*, data: str, n: int, fpr: float, settings: Settings, out: Path) -> dict:
     """Score clean and attacked images, set the threshold, write screening.json and calibration.md."""
-    chosen = screening_config.load(settings.weights_dir, check_score=False)  # this replaces the score
+    chosen = screening_config.load(settings.weights_dir, settings.models_dir, check_score=False)  # replaces the score
     device = resolve_device(settings.device)
-    store = ModelStore(settings.weights_dir, device)
+    store = ModelStore(settings.weights_dir, device, settings.models_dir)
     for name in (chosen["raw_model"], chosen["defended_model"]):
         store.require(name, "calibration")
     raw, defended = store.get(chosen["raw_model"]), store.get(chosen["defended_model"])
@@ -54,7 +54,7 @@ def run_calibration(*, data: str, n: int, fpr: float, settings: Settings, out: P
         "threshold": threshold, "fpr": fpr, "measured_fpr": flagged_share(clean, threshold), "detection": detection,
         "detection_of_fooling": detection_fooling, "calibrated_on": {"data": str(data), "images": len(x)},
         "clean_histogram": verdicts.suspicion_histogram(clean)})
-    screening_config.write(settings.weights_dir, result)
+    screening_config.write(settings.models_dir, result)
     out.mkdir(parents=True, exist_ok=True)
     lines = ["# Screening calibration", "",
              f"{len(x)} images from {data}; suspicion = total variation distance between the standard model's softmax "
@@ -96,7 +96,7 @@ def run_source_calibration(*, data: str, source: str, n: int, fpr: float, settin
         raise ValueError(f"a source's calibration reads 1 to {MAX_SOURCE_IMAGES} images, got --n {n}")
     plan = screening_settings(settings)
     device = resolve_device(settings.device)
-    store = ModelStore(settings.weights_dir, device)
+    store = ModelStore(settings.weights_dir, device, settings.models_dir)
     options = functools.lru_cache(maxsize=None)(lambda name: defences.get(name, settings.weights_dir))
     image_set = load_images(data, limit=n, workers=settings.decode_workers)
     if len(image_set) == 0:
@@ -128,8 +128,8 @@ def run_source_calibration(*, data: str, source: str, n: int, fpr: float, settin
              "reference": coarse.reference(x), "clean_histogram": verdicts.suspicion_histogram(clean.numpy())}
     if plan["score"] == "detector":
         entry["detector_sha256"] = plan["detector_sha256"]
-    screening_config.write(settings.weights_dir,
-                           screening_config.with_source(screening_config.load(settings.weights_dir), source, entry))
+    current = screening_config.load(settings.weights_dir, settings.models_dir)
+    screening_config.write(settings.models_dir, screening_config.with_source(current, source, entry))
     out.mkdir(parents=True, exist_ok=True)
     lines = [f"# Screening calibration for source {source}", "",
              f"{len(x)} clean images of {data}, score {plan['score']}: threshold {threshold:.4f} for "

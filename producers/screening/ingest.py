@@ -117,7 +117,7 @@ def enqueue(client: redis.Redis, app, job: str, chunks: Iterable[Chunk], setting
 
     throttle = Throttle(client, job, 1, from_meta=True, on_wait=beat, stall_timeout_s=settings.stall_timeout_s)
     for chunk in chunks:
-        batch_bytes = screen_batch_bytes(plan, len(chunk.ids), chunk.images.itemsize)
+        batch_bytes = screen_batch_bytes(plan, len(chunk.ids), chunk.images.itemsize, chunk.images.shape[1:3])
         throttle.allowed = batches_allowed(batch_bytes, settings.in_flight_mib)
         throttle.wait_for_room(1)
         # Redis's own limit (maxmemory, noeviction) holds every job's data: wait for room there too (adding a

@@ -31,11 +31,19 @@ def screening_settings(settings: Settings, source: str | None = None) -> dict:
     ``source`` picks a calibration recorded by ``waveshield calibrate --source``
     (default: the one the score was fitted or calibrated with).
     """
-    chosen = screening_config.load(settings.weights_dir)
-    store = ModelStore(settings.weights_dir)
+    chosen = screening_config.load(settings.weights_dir, settings.models_dir)
+    store = ModelStore(settings.weights_dir, models_dir=settings.models_dir)
     names = (chosen["raw_model"], chosen["defended_model"])
     if chosen["score"] == "detector":
         card = store.detector_card()
+        if chosen.get("detector_sha256", card["sha256"]) != card["sha256"]:
+            file = screening_config.path(settings.weights_dir, settings.models_dir)
+            # What to delete to screen with the shipped files: the user's settings, else the user's detector.
+            stale = next((p for p in (file, store.detector_path()) if p.parent != settings.weights_dir), None)
+            advice = (f"fit it again (waveshield fit-detector) or delete {stale} to screen with the shipped files"
+                      if stale else "the shipped files disagree: install them again")
+            raise ValueError(f"{file} was written for detector {chosen['detector_sha256'][:12]}, and the detector in "
+                             f"use is {store.detector_path()} ({card['sha256'][:12]}): {advice}")
         paths = detector.reads(card)["paths"]
         names = sorted({ModelPath.named(p).model for p in paths})
         chosen["detector_sha256"] = card["sha256"]
@@ -58,7 +66,7 @@ def screen_chunks(chunks, settings: Settings, chosen: dict) -> Iterator[list[dic
     """
     from shared.images.coarse import coarse_statistics
 
-    store = ModelStore(settings.weights_dir, resolve_device(settings.device))
+    store = ModelStore(settings.weights_dir, resolve_device(settings.device), settings.models_dir)
     options = functools.lru_cache(maxsize=None)(lambda name: defences.get(name, settings.weights_dir))
     for chunk in chunks:
         found = []

@@ -8,10 +8,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from shared.images.geometry import CIFAR, InputSize
 from shared.images.image_set import ImageSet
 
 
-def load_npz(path, size: int, limit, *, name: str | None = None) -> ImageSet:
+def load_npz(path, size: int | InputSize, limit, *, name: str | None = None) -> ImageSet:
     """Read ``x`` (uint8, or float in [0, 1] kept as float32; NHWC or NCHW) with optional ``y`` and ``ids``.
 
     ``path`` is a file's path, or an open binary file named ``name`` (an npz
@@ -48,8 +49,9 @@ def load_npz(path, size: int, limit, *, name: str | None = None) -> ImageSet:
             raise ValueError(f"{shown}: 'x' must be uint8 or float in [0, 1], got values from {x.min()} to {x.max()}")
         x = x.astype(np.float32)  # exact from float16; float64 rounds to the precision the models compute in
     x = np.repeat(x, 3, axis=-1) if x.shape[-1] == 1 else x[..., :3]
-    if x.shape[1:3] != (size, size):
-        x = np.stack([_resize(im, size) for im in x])
+    geometry = InputSize.of(size)
+    if x.shape[1:3] != (geometry.height, geometry.width):
+        x = np.stack([_resize(im, geometry) for im in x])
     if y is not None and len(y) != len(x):
         raise ValueError(f"{shown}: 'y' has {len(y)} labels for {len(x)} images")
     if names is not None and len(names) != len(x):
@@ -59,16 +61,16 @@ def load_npz(path, size: int, limit, *, name: str | None = None) -> ImageSet:
     return ImageSet(np.ascontiguousarray(x), labels, ids)
 
 
-def _resize(image: np.ndarray, size: int) -> np.ndarray:
-    """One HWC image, uint8 or float32, resized (Lanczos) to size x size in its own dtype."""
+def _resize(image: np.ndarray, geometry: InputSize) -> np.ndarray:
+    """One HWC image, uint8 or float32, brought (Lanczos) to ``geometry`` in its own dtype."""
     if image.dtype == np.uint8:
-        return np.asarray(Image.fromarray(image).resize((size, size), Image.Resampling.LANCZOS))
+        return np.asarray(geometry.fit(Image.fromarray(image), reducing_gap=None))
     planes = [Image.fromarray(np.ascontiguousarray(image[..., c], dtype=np.float32)) for c in range(image.shape[-1])]
-    planes = [np.asarray(p.resize((size, size), Image.Resampling.LANCZOS)) for p in planes]  # mode "F": float32
+    planes = [np.asarray(geometry.fit(p, reducing_gap=None)) for p in planes]  # mode "F": float32
     return np.clip(np.stack(planes, axis=-1), 0.0, 1.0).astype(np.float32)
 
 
-def load_torchvision_cifar10(split: str, size: int, limit, download: bool) -> ImageSet:
+def load_torchvision_cifar10(split: str, size: int | InputSize, limit, download: bool) -> ImageSet:
     """Canonical CIFAR-10 (``train`` or ``test``) through torchvision, downloaded only when ``download``."""
     if split not in ("train", "test"):
         raise ValueError(f"unknown CIFAR-10 split {split!r}; valid: train, test")
@@ -86,7 +88,7 @@ def load_torchvision_cifar10(split: str, size: int, limit, download: bool) -> Im
             "or give a folder, zip or npz of labelled images instead (see the README's Data section)"
         ) from None
     x, y = ds.data[:limit], np.asarray(ds.targets[:limit], np.int64)
-    if size != 32:
-        x = np.stack([np.asarray(Image.fromarray(im).resize((size, size), Image.Resampling.LANCZOS)) for im in x])
+    if InputSize.of(size) != CIFAR:
+        x = np.stack([_resize(im, InputSize.of(size)) for im in x])
     ids = [f"cifar10-{split}[{i}]" for i in range(len(x))]
     return ImageSet(np.ascontiguousarray(x), y, ids)

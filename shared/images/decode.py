@@ -35,6 +35,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
+from shared.images.geometry import InputSize
+
 #: Members read and decoded together, at most (items, bytes): one chunk's bytes are what decoding holds at a
 #: time, and the workers wait for the next chunk's reading once per chunk.
 DECODE_CHUNK = 1024
@@ -49,8 +51,8 @@ _pool_workers = 0
 _no_pool_because: str | None = None  # why this process decodes in place ("" : it need not); asked once
 
 
-def decode_image(data: bytes, size: int = 32) -> np.ndarray:
-    """Decode one encoded image to a size x size x 3 uint8 RGB array.
+def decode_image(data: bytes, size: int | InputSize = 32) -> np.ndarray:
+    """Decode one encoded image to an H x W x 3 uint8 RGB array at ``size`` (an int: size x size, squashed).
 
     Any format and mode Pillow reads is accepted: the first frame of an
     animation, EXIF orientation applied, 16-bit and float scaled to 8 bits,
@@ -64,6 +66,7 @@ def decode_image(data: bytes, size: int = 32) -> np.ndarray:
     """
     if not data:
         raise ValueError("empty file")
+    geometry = InputSize.of(size)
     try:
         with warnings.catch_warnings():
             # Pillow warns between 1x and 2x its pixel limit and raises above;
@@ -71,9 +74,8 @@ def decode_image(data: bytes, size: int = 32) -> np.ndarray:
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(io.BytesIO(data)) as img:
                 img.seek(0)
-                img.draft("RGB", (size, size))  # JPEG: decode at reduced scale
-                rgb = _to_rgb(ImageOps.exif_transpose(img))
-                rgb = rgb.resize((size, size), Image.Resampling.LANCZOS, reducing_gap=3.0)
+                img.draft("RGB", geometry.draft_box(*img.size))  # JPEG: decode at reduced scale
+                rgb = geometry.fit(_to_rgb(ImageOps.exif_transpose(img)))
                 return np.asarray(rgb, dtype=np.uint8)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ValueError(f"decompression bomb refused: {exc}") from None
@@ -100,7 +102,7 @@ def _to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
-def _decode_or_reason(data: bytes, size: int) -> tuple[np.ndarray | None, str | None]:
+def _decode_or_reason(data: bytes, size: int | InputSize) -> tuple[np.ndarray | None, str | None]:
     """:func:`decode_image`, with the reason in place of the exception (what a worker sends back)."""
     try:
         return decode_image(data, size), None
@@ -179,7 +181,7 @@ def close_pool() -> None:
         _pool, _pool_workers = None, 0
 
 
-def decode_all(encoded: list[bytes], size: int = 32, workers: int = 1) -> list[tuple[np.ndarray | None, str | None]]:
+def decode_all(encoded: list[bytes], size: int | InputSize = 32, workers: int = 1) -> list[tuple[np.ndarray | None, str | None]]:
     """Decode each of ``encoded`` (in order): ``(image, None)``, or ``(None, reason)`` if it cannot be read.
 
     ``workers`` above 1 decodes that many at a time in worker processes,

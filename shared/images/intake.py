@@ -24,6 +24,7 @@ import numpy as np
 
 from shared.images.arrays import load_npz
 from shared.images.decode import DECODE_CHUNK_BYTES, decode_all
+from shared.images.geometry import InputSize
 from shared.images.image_set import ItemError
 from shared.images.members import Member, archive_kind, file_member, walk_folder
 from shared.images.zips import zip_members
@@ -46,7 +47,7 @@ class Chunk:
     ids : list of str
         One per image.
     images : numpy.ndarray
-        N x size x size x 3: uint8, or float32 when a float array set is among them.
+        N x H x W x 3 (the input size): uint8, or float32 when a float array set is among them.
     errors : list of ItemError
         The items that could not be read.
     error_at : list of int, optional
@@ -99,7 +100,7 @@ def check_inputs(sources: Iterable) -> None:
             raise ValueError(f"{text}: {NOT_A_ZIP}")
 
 
-def iter_items(sources: Iterable, *, size: int = 32, max_bytes: int | None = None) -> Iterator[Item]:
+def iter_items(sources: Iterable, *, size: int | InputSize = 32, max_bytes: int | None = None) -> Iterator[Item]:
     """The items of folders, zips, npz files, image files and glob patterns, lazily, in a stable order.
 
     Ids are prefixed with their source (``DIR/name``, ``ZIP/member``) so they
@@ -135,7 +136,7 @@ def _not_a_zip(path: Path) -> bool:
     return path.is_file() and path.suffix.lower() == ".zip" and not zipfile.is_zipfile(path)
 
 
-def _source_items(path: Path, shown: str, size: int, max_bytes: int) -> Iterator[Item]:
+def _source_items(path: Path, shown: str, size: int | InputSize, max_bytes: int) -> Iterator[Item]:
     if not path.exists():
         yield ("error", shown, NO_SUCH_PATH)
     elif path.is_dir():
@@ -150,7 +151,7 @@ def _source_items(path: Path, shown: str, size: int, max_bytes: int) -> Iterator
         yield ("member", shown, file_member(path, max_bytes))
 
 
-def _members(members: Iterator[Member], prefix: str, size: int) -> Iterator[Item]:
+def _members(members: Iterator[Member], prefix: str, size: int | InputSize) -> Iterator[Item]:
     import io
 
     for member in members:
@@ -171,7 +172,7 @@ def _npz_rows(load, prefix: str, shown: str) -> Iterator[Item]:
         yield ("row", prefix + i, image)
 
 
-def iter_chunks(items: Iterable[Item], batch_size: int, *, size: int = 32, workers: int = 1,
+def iter_chunks(items: Iterable[Item], batch_size: int, *, size: int | InputSize = 32, workers: int = 1,
                 skip: int = 0) -> Iterator[Chunk]:
     """Read and decode ``batch_size`` items at a time; the first ``skip`` items are passed over unread.
 
@@ -190,7 +191,7 @@ def iter_chunks(items: Iterable[Item], batch_size: int, *, size: int = 32, worke
         index += 1
 
 
-def decode_chunk(index: int, group: list[Item], size: int = 32, workers: int = 1) -> Chunk:
+def decode_chunk(index: int, group: list[Item], size: int | InputSize = 32, workers: int = 1) -> Chunk:
     """One chunk from its items, in their order: members read and decoded, rows kept, errors kept with their place."""
     outcomes = decode_items(group, size, workers)
     ids = [item[1] for item, (image, _) in zip(group, outcomes) if image is not None]
@@ -200,7 +201,7 @@ def decode_chunk(index: int, group: list[Item], size: int = 32, workers: int = 1
     return Chunk(index, ids, stack_images(images, size), [e for _, e in failed], [k for k, _ in failed])
 
 
-def decode_items(group: list[Item], size: int = 32, workers: int = 1) -> list[tuple[np.ndarray | None, str | None]]:
+def decode_items(group: list[Item], size: int | InputSize = 32, workers: int = 1) -> list[tuple[np.ndarray | None, str | None]]:
     """Per item of ``group``, in order: ``(image, None)``, or ``(None, reason)`` for one that cannot be read.
 
     Members are read in order and decoded ``workers`` at a time; the encoded
@@ -240,11 +241,12 @@ def decode_items(group: list[Item], size: int = 32, workers: int = 1) -> list[tu
     return outcomes
 
 
-def stack_images(images: list[np.ndarray], size: int = 32) -> np.ndarray:
+def stack_images(images: list[np.ndarray], size: int | InputSize = 32) -> np.ndarray:
     """One NHWC array; 8-bit images among float ones become float (/255), none rounded."""
     if any(i.dtype != np.uint8 for i in images):
         images = [i.astype(np.float32) / np.float32(255) if i.dtype == np.uint8 else i for i in images]
-    return np.stack(images) if images else np.zeros((0, size, size, 3), np.uint8)
+    geometry = InputSize.of(size)
+    return np.stack(images) if images else np.zeros((0, geometry.height, geometry.width, 3), np.uint8)
 
 
 def prefetch(iterator: Iterator, depth: int = 2) -> Iterator:

@@ -23,6 +23,7 @@ import numpy as np
 
 from shared.images.arrays import load_npz, load_torchvision_cifar10
 from shared.images.decode import DECODE_CHUNK, decode_image
+from shared.images.geometry import InputSize
 from shared.images.image_set import CIFAR10_CLASSES, ImageSet, ItemError, iter_batches, to_float_nchw
 from shared.images.intake import NOT_A_ZIP, SAMPLE_ZIP, decode_items, iter_chunks, iter_items, stack_images
 from shared.images.members import Member, file_member, folder_members
@@ -31,7 +32,7 @@ from shared.settings import load as load_settings
 
 __all__ = ["ImageSet", "ItemError", "decode_image", "iter_batches", "load_images", "load_many", "to_float_nchw"]
 
-def load_images(source, *, size: int = 32, classes=None, limit: int | None = None, download: bool = False,
+def load_images(source, *, size: int | InputSize = 32, classes=None, limit: int | None = None, download: bool = False,
                 workers: int = 1) -> ImageSet:
     """Read an image set from a directory, zip, npz, image file or ``cifar10:SPLIT``.
 
@@ -39,8 +40,9 @@ def load_images(source, *, size: int = 32, classes=None, limit: int | None = Non
     ----------
     source : str or Path
         What to read; ``"sample"`` is the embedded 1,000-image demo set.
-    size : int
-        Every image is converted to RGB and resized (antialiased) to size x size.
+    size : int or InputSize
+        Every image is converted to RGB and brought (antialiased) to this size: an int
+        resizes to size x size, an :class:`InputSize` by its own policy.
     classes : sequence of str, optional
         Class names that folder names map to. Default: CIFAR-10's names when
         every folder is one of them, else the sorted folder names.
@@ -63,8 +65,7 @@ def load_images(source, *, size: int = 32, classes=None, limit: int | None = Non
         If the source does not exist, is a ``.zip`` file that is not a zip archive, or is of an unknown kind
         (one clear line).
     """
-    if size < 1:
-        raise ValueError(f"size must be a positive number of pixels, got {size}")
+    size = InputSize.of(size)  # an int: a square image, squashed (the shipped models' 32)
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
         raise ValueError(f"limit is a number of images (at least 1), got {limit!r}")
     text = str(source)
@@ -151,7 +152,7 @@ def _balanced_prefix(members, folders, limit):
     return [m for m, _ in picked], [f for _, f in picked]
 
 
-def load_many(sources, *, size: int = 32, workers: int = 1) -> ImageSet:
+def load_many(sources, *, size: int | InputSize = 32, workers: int = 1) -> ImageSet:
     """Read several sources (folders, zips, npz files, image files or glob patterns) as one unlabelled set.
 
     The in-memory form of :func:`shared.images.intake.iter_items`: ids are prefixed

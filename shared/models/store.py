@@ -105,6 +105,11 @@ class ModelStore:
                 self._loaded[name] = self.registry.load(name, self.device)
         return self._loaded[name]
 
+    def detector_path(self) -> Path:
+        """The learned detector in use: the one fitted into the user's models folder, else the shipped one."""
+        fitted = self.registry.models_dir / detector.WEIGHTS_NAME
+        return fitted if fitted.is_file() else self.weights_dir / detector.WEIGHTS_NAME
+
     def detector(self, sha256: str | None = None):
         """The learned detector of this weights directory and its card, loaded once.
 
@@ -117,11 +122,11 @@ class ModelStore:
         from shared.screening import detector
 
         if "detector" not in self._loaded:
-            model, card = detector.load(self.weights_dir / detector.WEIGHTS_NAME)
+            model, card = detector.load(self.detector_path())
             self._loaded["detector"] = (model.to(self.device), card)
         model, card = self._loaded["detector"]
         if sha256 is not None and card["sha256"] != sha256:
-            raise checkpoints.ModelCardError(f"the detector in {self.weights_dir} (sha256 {card['sha256'][:12]}) is not the "
+            raise checkpoints.ModelCardError(f"the detector {self.detector_path()} (sha256 {card['sha256'][:12]}) is not the "
                                         f"one the job was submitted with ({sha256[:12]}); give every worker the same weights")
         return model, card
 
@@ -142,5 +147,5 @@ class ModelStore:
         ModelCardError
             If it is missing or corrupt.
         """
-        return checkpoints.read_card(self.weights_dir / detector.WEIGHTS_NAME, what="detector",
+        return checkpoints.read_card(self.detector_path(), what="detector",
                                      missing_hint="; train it: waveshield fit-detector")

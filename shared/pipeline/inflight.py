@@ -14,28 +14,30 @@ from __future__ import annotations
 import numpy as np
 
 from shared.evaluation.plan import CORPUS_DTYPES, FUSED
+from shared.images.geometry import InputSize
 from shared.pipeline.keys import RAW
 
 _FLOAT32 = 4
 
 
-def _pixels(images: int, size: int) -> int:
-    return images * size * size * 3
+def _pixels(images: int, size: int | InputSize) -> int:
+    """Values of ``images`` RGB images at ``size`` (an int: square)."""
+    return images * InputSize.of(size).pixels * 3
 
 
-def screen_batch_bytes(plan: dict, images: int, itemsize: int, size: int = 32) -> int:
+def screen_batch_bytes(plan: dict, images: int, itemsize: int, size: int | InputSize = 32) -> int:
     """A screening batch: its clean images, and (staged) the float32 reconstruction the DWT stage writes."""
     clean = _pixels(images, size) * itemsize
     return clean if plan.get("mode") == FUSED else clean + _pixels(images, size) * _FLOAT32
 
 
-def corpus_batch_bytes(plan: dict, images: int, itemsize: int, attacks: int, size: int = 32) -> int:
+def corpus_batch_bytes(plan: dict, images: int, itemsize: int, attacks: int, size: int | InputSize = 32) -> int:
     """A corpus shard: its clean images and one adversarial copy per attack still to run, in the corpus dtype."""
     dtype_size = np.dtype(plan.get("dtype", CORPUS_DTYPES[0])).itemsize
     return _pixels(images, size) * (itemsize + attacks * dtype_size)
 
 
-def evaluate_batch_bytes(plan: dict, images: int, itemsize: int, size: int = 32) -> int:
+def evaluate_batch_bytes(plan: dict, images: int, itemsize: int, size: int | InputSize = 32) -> int:
     """An evaluation batch: clean images; staged, float32 adversarial images and their reconstructions per attack."""
     clean = _pixels(images, size) * itemsize
     if plan.get("mode") == FUSED:

@@ -1,6 +1,9 @@
 """``screening.json``: what screening scores with, and every calibration of it; read, checked and written here.
 
-The file sits in the weights directory. It names the score (``disagreement``
+The shipped file sits in the weights directory and is never written; a
+calibration or a fitted detector writes the user's own into their models
+folder (``WAVESHIELD_MODELS``), which from then on is the one read. It names
+the score (``disagreement``
 or ``detector``), the defence and the two models whose labels a record
 reports, the default threshold and how it was calibrated, and under
 ``sources`` each source's own calibration. Two commands write it:
@@ -30,13 +33,15 @@ CALIBRATION_KEYS = ("threshold", "fpr", "measured_fpr", "detection", "detection_
 DETECTOR_KEYS = ("threshold", "fpr", "measured_fpr", "calibrated_on", "detection_of_fooling", "reference")
 
 
-def path(weights_dir: str | Path) -> Path:
-    """Where the screening settings of ``weights_dir`` live."""
+def path(weights_dir: str | Path, models_dir: str | Path | None = None) -> Path:
+    """Where the screening settings in use live: the user's models folder's when it has them, else the shipped ones."""
+    if models_dir is not None and (Path(models_dir) / FILENAME).is_file():
+        return Path(models_dir) / FILENAME
     return Path(weights_dir) / FILENAME
 
 
-def load(weights_dir: str | Path, *, check_score: bool = True) -> dict:
-    """The screening settings of ``weights_dir`` over the defaults (the defaults alone when there is no file).
+def load(weights_dir: str | Path, models_dir: str | Path | None = None, *, check_score: bool = True) -> dict:
+    """The screening settings in use (:func:`path`) over the defaults (the defaults alone when there is no file).
 
     ``check_score=False`` reads a file whose score is unknown (for a calibration that replaces it).
 
@@ -45,7 +50,7 @@ def load(weights_dir: str | Path, *, check_score: bool = True) -> dict:
     ValueError
         If the file cannot be read or parsed, or (with ``check_score``) names an unknown score.
     """
-    file = path(weights_dir)
+    file = path(weights_dir, models_dir)
     if not file.is_file():
         return dict(DEFAULT)
     try:
@@ -57,9 +62,11 @@ def load(weights_dir: str | Path, *, check_score: bool = True) -> dict:
     return chosen
 
 
-def write(weights_dir: str | Path, chosen: dict) -> Path:
-    """Write ``chosen`` as the screening settings of ``weights_dir``, atomically; return the file's path."""
-    return write_atomically(path(weights_dir), lambda tmp: tmp.write_text(json.dumps(chosen, indent=2) + "\n"))
+def write(models_dir: str | Path, chosen: dict) -> Path:
+    """Write ``chosen`` as the user's screening settings in ``models_dir``, atomically; return the file's path."""
+    Path(models_dir).mkdir(parents=True, exist_ok=True)
+    return write_atomically(Path(models_dir) / FILENAME,
+                            lambda tmp: tmp.write_text(json.dumps(chosen, indent=2) + "\n"))
 
 
 def reported_path(chosen: dict) -> str:
@@ -84,7 +91,8 @@ def with_detector(chosen: dict, card: dict) -> dict:
         chosen["disagreement"] = {k: chosen.pop(k) for k in CALIBRATION_KEYS if k in chosen}
     chosen.pop("sources", None)  # calibrations of another detector's scores
     chosen.pop("clean_histogram", None)  # and their clean images' suspicion
-    chosen.update(score="detector", **{k: card[k] for k in DETECTOR_KEYS})
+    # The detector's sha256 too: settings copied for one detector are never read with another.
+    chosen.update(score="detector", detector_sha256=card["sha256"], **{k: card[k] for k in DETECTOR_KEYS})
     if "clean_histogram" in card:
         chosen["clean_histogram"] = card["clean_histogram"]
     return chosen

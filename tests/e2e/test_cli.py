@@ -37,7 +37,8 @@ def run(args, env_extra, timeout=600):
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory, redis_url):
     root = tmp_path_factory.mktemp("cli")
-    return {"WAVESHIELD_WEIGHTS_DIR": str(root / "weights"), "WAVESHIELD_OUTPUT_DIR": str(root / "out"),
+    return {"WAVESHIELD_WEIGHTS_DIR": str(root / "weights"), "WAVESHIELD_MODELS": str(root / "models"),
+            "WAVESHIELD_OUTPUT_DIR": str(root / "out"),
             "WAVESHIELD_CHECKPOINT_DIR": str(root / "ckpt"), "WAVESHIELD_DEVICE": "cpu", "REDIS_URL": redis_url}
 
 
@@ -236,7 +237,8 @@ def test_calibrate_then_screen_local_and_no_wait_results(workdir, tmp_path):
             assert trained.returncode == 0, trained.stderr
     calibrated = run(["calibrate", "--n", "60", "--fpr", "0.1"], workdir)
     assert calibrated.returncode == 0, calibrated.stderr
-    settings = json.loads((weights / "screening.json").read_text())
+    assert not (weights / "screening.json").exists()  # the weights directory is read, never written
+    settings = json.loads((Path(workdir["WAVESHIELD_MODELS"]) / "screening.json").read_text())
     assert settings["measured_fpr"] <= 0.1 and set(settings["detection"]) >= {"fgsm eps=0.004", "deepfool"}
     assert settings["score"] == "disagreement"  # calibrating the hand-made score selects it
     assert set(settings["detection_of_fooling"]) == set(settings["detection"])
@@ -344,7 +346,9 @@ def test_fit_detector_on_a_corpus_and_a_source_then_screening_uses_it_and_names_
     repo = Path(__file__).resolve().parents[2]
     weights = tmp_path / "weights"
     shutil.copytree(repo / "weights", weights, ignore=shutil.ignore_patterns("ablation"))
-    env = {**workdir, "WAVESHIELD_WEIGHTS_DIR": str(weights)}
+    models = tmp_path / "models"
+    env = {**workdir, "WAVESHIELD_WEIGHTS_DIR": str(weights), "WAVESHIELD_MODELS": str(models)}
+    shipped = {p.name: p.read_bytes() for p in weights.iterdir()}
     # A corpus as `waveshield corpus` writes it: FGSM on 300 sample images; the other 200 are held out.
     standard = ModelStore(weights).get("standard")
     x, y = sample.to_tensor()[:300], torch.from_numpy(sample.labels[:300])
@@ -361,14 +365,16 @@ def test_fit_detector_on_a_corpus_and_a_source_then_screening_uses_it_and_names_
                   "--source", f"crops={photo_crops_zip}", "--n-source", "40",
                   "--calibration", str(held), "--n-calibration", "80", "--out", str(tmp_path / "report")], env)
     assert fitted.returncode == 0, fitted.stderr
-    _, card = detector.load(weights / "detector.safetensors")
+    # The fitted detector and the settings that select it are the user's; the shipped files stay as they were.
+    assert {p.name: p.read_bytes() for p in weights.iterdir()} == shipped
+    _, card = detector.load(models / "detector.safetensors")
     # By default: the two paths screening computes anyway, and the steps statistic.
     assert card["features"] == detector.feature_names(paths=("standard@raw", "haar@haar"), statistics=("steps",))
     source, = card["trained_on"]["sources"]
     assert source["name"] == "crops" and source["images"] == 40 and source["fooling_images"] > 40
     assert card["calibrated_on"]["sources"]["held"]["images"] == 40 and set(card["per_source"]) == {"held"}
     assert sum(card["clean_histogram"]) == 40  # the calibration images' suspicion, for the screening page
-    assert json.loads((weights / "screening.json").read_text())["score"] == "detector"
+    assert json.loads((models / "screening.json").read_text())["score"] == "detector"
     assert card["auroc"]["fgsm eps=0.01"] > 0.6  # it learned something that carries over to unseen images
     table = (tmp_path / "report" / "detector.md").read_text()
     assert "| pgd eps=0.01 | no (held out) |" in table and (tmp_path / "report" / "roc.png").stat().st_size > 0
@@ -407,13 +413,15 @@ def test_calibrate_a_source_then_screen_picks_it_by_name_and_the_summary_says_wh
     repo = Path(__file__).resolve().parents[2]
     weights = tmp_path / "weights"
     shutil.copytree(repo / "weights", weights, ignore=shutil.ignore_patterns("ablation"))
-    env = {**workdir, "WAVESHIELD_WEIGHTS_DIR": str(weights)}
-    shipped = json.loads((weights / "screening.json").read_text())
+    env = {**workdir, "WAVESHIELD_WEIGHTS_DIR": str(weights), "WAVESHIELD_MODELS": str(tmp_path / "models")}
+    shipped_file = (weights / "screening.json").read_text()
+    shipped = json.loads(shipped_file)
     # Unlabelled clean images of the user's own source: photographs' crops; 100 of them set its threshold.
     calibrated = run(["calibrate", "--source", "photos", "--data", str(photo_crops_zip), "--n", "100",
                       "--out", str(tmp_path / "cal")], env)
     assert calibrated.returncode == 0, calibrated.stderr
-    settings = json.loads((weights / "screening.json").read_text())
+    assert (weights / "screening.json").read_text() == shipped_file  # a calibration never dirties the install
+    settings = json.loads((tmp_path / "models" / "screening.json").read_text())
     entry = settings["sources"]["photos"]
     assert settings["threshold"] == shipped["threshold"] and settings["score"] == shipped["score"]  # default kept
     assert entry["calibrated_on"] == {"data": str(photo_crops_zip), "images": 100, "labels_used": False}

@@ -95,8 +95,9 @@ def test_the_source_check_speaks_when_a_mirror_only_detector_meets_canonical_pix
         shutil.copy(REPO / "weights" / "ablation" / f"detector-mirror-chroma{suffix}", weights / f"detector{suffix}")
     card = json.loads((weights / "detector.json").read_text())
     settings = json.loads((weights / "screening.json").read_text())
-    (weights / "screening.json").write_text(json.dumps({**settings, "threshold": card["threshold"]}))
-    env = {**workdir, "WAVESHIELD_WEIGHTS_DIR": str(weights)}
+    (weights / "screening.json").write_text(json.dumps({**settings, "threshold": card["threshold"],
+                                                        "detector_sha256": card["sha256"]}))
+    env = {**workdir, "WAVESHIELD_WEIGHTS_DIR": str(weights), "WAVESHIELD_MODELS": str(tmp_path / "models")}
     calibrated = run(["calibrate", "--source", "mirror", "--data", "sample", "--n", "100",
                       "--out", str(tmp_path / "cal")], env)
     assert calibrated.returncode == 0, calibrated.stderr
@@ -140,18 +141,20 @@ def test_the_guard_speaks_on_clean_photographs_that_no_fit_saw(workdir, tmp_path
     crops = np.stack([c for _, c in encodings.photo_crops([photo_content.data_folder() / n for n in names],
                                                           seed=11, per_size=30)])
     folder = _png_folder(tmp_path / "grey", crops)
-    env = {**workdir, "WAVESHIELD_WEIGHTS_DIR": str(REPO / "weights")}
+    env = {**workdir, "WAVESHIELD_WEIGHTS_DIR": str(REPO / "weights"), "WAVESHIELD_MODELS": str(tmp_path / "none")}
     calibrations = {"default": ()}
     own = tmp_path / "weights"
     shutil.copytree(REPO / "weights", own, ignore=shutil.ignore_patterns("ablation"))
     calibrated = run(["calibrate", "--source", "mirror", "--data", "sample", "--n", "500", "--out",
-                      str(tmp_path / "cal")], {**env, "WAVESHIELD_WEIGHTS_DIR": str(own)})
+                      str(tmp_path / "cal")], {**env, "WAVESHIELD_WEIGHTS_DIR": str(own),
+                                               "WAVESHIELD_MODELS": str(tmp_path / "models")})
     assert calibrated.returncode == 0, calibrated.stderr
     calibrations["mirror"] = ("--source", "mirror")
     warned = {}
     for name, extra in calibrations.items():
         summary, stderr = _screen(folder, tmp_path / f"out-{name}", {**env, "WAVESHIELD_WEIGHTS_DIR": str(
-            REPO / "weights" if name == "default" else own)}, *extra)
+            REPO / "weights" if name == "default" else own), "WAVESHIELD_MODELS": str(
+            tmp_path / ("none" if name == "default" else "models"))}, *extra)
         check = summary["source_check"]
         assert check["images"] == len(crops) == 300
         warned[name] = check["warning"]

@@ -72,11 +72,45 @@ def test_screening_settings_refuse_an_unknown_score_and_a_missing_detector(tmp_p
     for name in ("standard", "haar", "daubechies", "defences"):
         for path in WEIGHTS.glob(f"{name}.*"):
             shutil.copy(path, tmp_path)
-    settings = load_settings({"WAVESHIELD_WEIGHTS_DIR": str(tmp_path)})
+    settings = load_settings({"WAVESHIELD_WEIGHTS_DIR": str(tmp_path), "WAVESHIELD_MODELS": str(tmp_path / "mine")})
     assert screening_settings(settings)["score"] == "disagreement"  # no screening.json: the hand-made score
     (tmp_path / "screening.json").write_text(json.dumps({"score": "magic"}))
     with pytest.raises(ValueError, match="unknown score 'magic'"):
         screening_settings(settings)
     (tmp_path / "screening.json").write_text(json.dumps({"score": "detector"}))
     with pytest.raises(ModelCardError, match="train it: waveshield fit-detector"):
+        screening_settings(settings)
+
+
+def test_settings_written_for_another_detector_are_refused_in_one_line(tmp_path):
+    """The user's screening.json selects the detector it was fitted with; a detector that has changed since (a new
+    release's shipped one) is never read with its thresholds."""
+    import json
+    import shutil
+
+    from producers.screening.screen import screening_settings
+    from shared.screening import config, detector
+    from shared.settings import load as load_settings
+
+    from .test_shipped_weights import WEIGHTS
+
+    shipped = tmp_path / "weights"
+    shutil.copytree(WEIGHTS, shipped, ignore=shutil.ignore_patterns("ablation"))
+    settings = load_settings({"WAVESHIELD_WEIGHTS_DIR": str(shipped), "WAVESHIELD_MODELS": str(tmp_path / "mine")})
+    card = json.loads((shipped / "detector.json").read_text())
+    config.write(settings.models_dir, config.with_detector(config.load(shipped), card))
+    assert screening_settings(settings)["detector_sha256"] == card["sha256"]
+    config.write(settings.models_dir, config.with_detector(config.load(shipped), {**card, "sha256": "0" * 64}))
+    with pytest.raises(ValueError, match=r"screening.json was written for detector 000000000000, and the detector in "
+                                         r"use is .*weights/detector.safetensors \(" + card["sha256"][:12]
+                                         + r".*delete .*mine/screening.json to screen with the shipped files"):
+        screening_settings(settings)
+    # A detector of the user's own beside the shipped settings (theirs deleted): the detector is what to delete.
+    (settings.models_dir / "screening.json").unlink()
+    model, _ = detector.load(shipped / "detector.safetensors")
+    with torch.no_grad():
+        next(model.parameters()).add_(1e-3)
+    detector.save(model, settings.models_dir / "detector.safetensors", {k: v for k, v in card.items() if k != "sha256"})
+    with pytest.raises(ValueError, match=r"weights/screening.json was written for detector " + card["sha256"][:12]
+                                         + r".*delete .*mine/detector.safetensors to screen with the shipped files"):
         screening_settings(settings)

@@ -15,6 +15,17 @@ def test_no_file_reads_the_defaults_and_a_written_file_reads_back(tmp_path):
     assert config.load(tmp_path) == chosen and list(tmp_path.iterdir()) == [path]  # no temporary file left
 
 
+def test_the_users_settings_shadow_the_shipped_ones_which_are_never_written(tmp_path):
+    shipped, mine = tmp_path / "weights", tmp_path / "models"
+    config.write(shipped, {**config.DEFAULT, "threshold": 0.4})
+    before = (shipped / "screening.json").read_text()
+    assert config.path(shipped, mine) == shipped / "screening.json" and config.load(shipped, mine)["threshold"] == 0.4
+    config.write(mine, config.with_source(config.load(shipped, mine), "phones", {"score": "disagreement"}))
+    assert config.path(shipped, mine) == mine / "screening.json"
+    assert config.load(shipped, mine) == {**config.DEFAULT, "threshold": 0.4, "sources": {"phones": {"score": "disagreement"}}}
+    assert (shipped / "screening.json").read_text() == before and config.load(shipped) == json.loads(before)
+
+
 def test_a_broken_file_or_an_unknown_score_is_refused_with_the_file_named(tmp_path):
     (tmp_path / "screening.json").write_text("{not json")
     with pytest.raises(ValueError, match="screening.json: unreadable screening settings"):

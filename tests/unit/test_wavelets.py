@@ -53,6 +53,20 @@ def test_matches_on_odd_and_non_square_sizes():
         np.testing.assert_allclose(reconstruct(x, wavelet=wavelet), _oracle(x, wavelet=wavelet), atol=1e-5)
 
 
+@pytest.mark.parametrize("size", [(224, 224), (160, 224)], ids=lambda s: f"{s[0]}x{s[1]}")
+@pytest.mark.parametrize("options", [dict(wavelet="haar"), dict(wavelet="db2", method="VisuShrink", convert2ycbcr=True),
+                                     dict(wavelet="haar", levels=2, mode="hard", sigma=0.04)], ids=str)
+def test_matches_at_a_users_input_size(size, options):
+    """A user's model reads photographs at its own size: the levels follow it as scikit-image chooses them
+    (4 for Haar at 224), and the reconstruction still equals scikit-image's."""
+    from PIL import Image
+    from skimage import data
+
+    photos = [Image.fromarray(im).resize(size[::-1], Image.Resampling.LANCZOS) for im in (data.astronaut(), data.chelsea())]
+    x = np.stack([np.asarray(p, dtype=np.float64).transpose(2, 0, 1) / 255 for p in photos])
+    assert np.abs(reconstruct(x, **options) - _oracle(x, **options)).max() <= 1e-5
+
+
 def test_flat_regions_match_and_flat_image_comes_back_unchanged(real_images):
     with_flat_half = real_images[-1:]
     np.testing.assert_allclose(reconstruct(with_flat_half), _oracle(with_flat_half), atol=1e-5)

@@ -140,17 +140,22 @@ def _redraw_examples(plan: dict, meta: dict, settings: Settings, path: Path) -> 
 
 
 def evaluate(*, spec: Path | None, data: str | None, limit: int | None, out: Path | None, local: bool,
-             adaptive: bool, mode: str | None, settings: Settings, progress=lambda done, total, what: None) -> Path:
+             adaptive: bool, mode: str | None, settings: Settings, progress=lambda done, total, what: None,
+             model: str | None = None, twin: str | None = None, defence: str | None = None) -> Path:
     """`waveshield evaluate`: the plan of ``spec`` (default: the paper's), on the workers or here; the report's path.
 
     ``adaptive`` adds the attacks through the Haar defence to the paper's
     plan; ``mode`` runs it staged or fused; ``spec``'s ``data`` and
-    ``limit`` apply where ``data`` and ``limit`` are not given.
+    ``limit`` apply where ``data`` and ``limit`` are not given. ``model``
+    runs the paper's grid on that model instead (:func:`model_plan`): raw,
+    behind ``defence`` (default: its card's, else haar), and its ``twin``
+    (default: its card's) behind the same defence.
 
     Raises
     ------
     ValueError
-        If ``adaptive`` meets a spec, or no Redis is found and ``local`` is not set.
+        If ``adaptive`` or ``model`` meets a spec, ``twin`` or ``defence`` comes without ``model``, or no Redis
+        is found and ``local`` is not set.
     ConnectionError
         If REDIS_URL is set and does not answer (and ``local`` is not set).
     """
@@ -159,8 +164,14 @@ def evaluate(*, spec: Path | None, data: str | None, limit: int | None, out: Pat
     from shared.evaluation.plan import paper_plan
     from shared.evaluation.spec import load_spec
 
+    if model is None and (twin or defence):
+        raise ValueError("--twin and --defence go with --model (a spec names its configurations itself)")
+    if model is not None and spec:
+        raise ValueError("--model runs the paper's grid on that model; a spec names its models itself")
     plan, run = load_spec(spec) if spec else (None, {})
-    if adaptive:
+    if model is not None:
+        plan = plan_for_model(model, twin, defence, settings, adaptive=adaptive)
+    elif adaptive:
         if spec:
             raise ValueError("--adaptive extends the built-in plan; in a spec, give attacks a 'through' instead")
         plan = paper_plan(adaptive=True)
@@ -170,6 +181,30 @@ def evaluate(*, spec: Path | None, data: str | None, limit: int | None, out: Pat
     return run_evaluation(data=data or run.get("data", "sample"), limit=run.get("limit") if limit is None else limit,
                           out=out or settings.output_dir / "evaluate", settings=settings, redis_url=redis_url,
                           plan=plan, progress=progress, strict=spec is not None)
+
+
+def plan_for_model(model: str, twin: str | None, defence: str | None, settings: Settings, *,
+                   adaptive: bool = False) -> dict:
+    """The paper's grid on ``model``, its twin and defence from the options, else from its card.
+
+    Raises
+    ------
+    ValueError
+        If a model is unknown, the twin reads other images than the model, or the defence is unknown (one line).
+    """
+    from shared.dwt import defences
+    from shared.evaluation.plan import model_plan
+    from shared.models.registry import ModelRegistry
+    from shared.models.store import ModelStore
+
+    registry = ModelRegistry(settings.weights_dir, settings.models_dir)
+    card = registry.card(model)
+    twin = twin or card.twin
+    defence = defence or card.defended_by or "haar"
+    defences.get(defence, settings.weights_dir)  # an unknown defence: one line listing the valid ones
+    if twin:
+        ModelStore(settings.weights_dir, models_dir=settings.models_dir).inputs([model, twin], "--twin")
+    return model_plan(model, defence, twin, adaptive=adaptive)
 
 
 def demo(limit: int, settings: Settings, *, say=lambda line: None, progress=lambda done, total, what: None) -> Path:

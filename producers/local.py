@@ -19,6 +19,12 @@ from shared.settings import Settings, resolve_device
 log = logging.getLogger("waveshield")
 
 
+def plan_models(plan: dict) -> list[str]:
+    """Every model a plan names: its source, those attacks are crafted through, and its configurations'."""
+    return list(dict.fromkeys([plan["source_model"], *(a["through"]["model"] for a in plan["attacks"] if a.get("through")),
+                               *(c["model"] for c in plan["configurations"])]))
+
+
 def available_plan(plan: dict, weights_dir: Path, *, strict: bool = False) -> tuple[dict, list[str]]:
     """The plan without the configurations and adaptive attacks whose model has no weights, and notes saying so.
 
@@ -34,11 +40,10 @@ def available_plan(plan: dict, weights_dir: Path, *, strict: bool = False) -> tu
         If the source model has no weights, nor any configuration, or (``strict``) any model named.
     """
     store = ModelStore(weights_dir)
-    named = [plan["source_model"], *(a["through"]["model"] for a in plan["attacks"] if a.get("through")),
-             *(c["model"] for c in plan["configurations"])]
+    named = plan_models(plan)
     if strict and (absent := list(dict.fromkeys(m for m in named if not store.has(m)))):
         raise MissingWeights("; ".join(f"model {m!r}: {store.missing(m)}" for m in absent))
-    store.require(plan["source_model"], "the source model")
+    store.require(plan["source_model"], "the source model", any_input=True)
     notes, kept, attacks = [], [], []
     for attack in plan["attacks"]:
         through = attack.get("through")
@@ -72,9 +77,16 @@ def run_evaluation(*, data: str, limit: int | None, out: Path, settings: Setting
     plan, notes = available_plan(plan or paper_plan(), settings.weights_dir, strict=strict)  # before any image is read
     for note in notes:
         log.warning("%s", note)
-    image_set = load_images(data, limit=limit, workers=settings.decode_workers)
+    # The images the plan's models read: their input size, labelled with their classes (one line if they differ).
+    size, classes = ModelStore(settings.weights_dir, models_dir=settings.models_dir).inputs(
+        plan_models(plan), "evaluation")
+    image_set = load_images(data, size=size, classes=list(classes), limit=limit, workers=settings.decode_workers)
     if image_set.labels is None or len(image_set) == 0:
-        raise ValueError(f"{data}: evaluation needs labelled images (class sub-folders, or 'y' in an npz)")
+        raise ValueError(f"{data}: evaluation needs labelled images (class sub-folders, a path,label list, or 'y' in "
+                         "an npz)")
+    if image_set.labels.max() >= len(classes) or image_set.labels.min() < 0:
+        raise ValueError(f"{data}: labels run from {image_set.labels.min()} to {image_set.labels.max()}, and the "
+                         f"models have {len(classes)} classes")
     for config in plan["configurations"]:  # an unknown defence fails here, not on a worker
         if config.get("defence"):
             defences.get(config["defence"], settings.weights_dir)

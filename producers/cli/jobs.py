@@ -25,7 +25,11 @@ from shared.evaluation.plan import RUN_MODES
 @click.option("--mode", type=click.Choice(RUN_MODES), default=None,
               help="On the workers: each stage on its own queue (staged, the default), or a batch's stages in one "
                    "task on the fused queue, only counts through Redis (fused). See docs/scaling.md.")
-def evaluate(spec, data, limit, out, local, adaptive, mode):
+@click.option("--model", default=None, help="Run the paper's grid on this model (shipped or registered with "
+                                            "`waveshield model add`), at its input size and with its classes.")
+@click.option("--twin", default=None, help="With --model: its DWT-trained twin [default: the card's].")
+@click.option("--defence", default=None, help="With --model: the input defence [default: the card's, else haar].")
+def evaluate(spec, data, limit, out, local, adaptive, mode, model, twin, defence):
     """Reproduce the experiment's accuracy grid: attacks x DWT defences x models.
 
     Runs on the workers behind REDIS_URL (or a running `waveshield up`); --local runs in this process.
@@ -34,7 +38,7 @@ def evaluate(spec, data, limit, out, local, adaptive, mode):
 
     with ProgressBar() as bar:
         report = run(spec=spec, data=data, limit=limit, out=out, local=local, adaptive=adaptive, mode=mode,
-                     settings=settings_mod.load(), progress=bar)
+                     settings=settings_mod.load(), progress=bar, model=model, twin=twin, defence=defence)
     click.echo(f"report: {report}")
 
 

@@ -172,6 +172,25 @@ def paper_plan(batch_size: int = DEFAULT_BATCH_SIZE, *, adaptive: bool = False) 
     return {"source_model": "standard", "attacks": attack_list, "configurations": configurations, "batch_size": batch_size}
 
 
+def model_plan(model: str, defence: str, twin: str | None = None, batch_size: int = DEFAULT_BATCH_SIZE, *,
+               adaptive: bool = False) -> dict:
+    """The paper's experiment on any model: its attacks crafted on ``model``, classified by ``model`` raw, behind
+    ``defence``, and (with a DWT-trained ``twin``) by the twin behind ``defence``.
+
+    ``adaptive`` adds BIM and PGD at the paper's eps and 8/255 crafted through the full defence (the twin behind
+    the defence, else the model behind it) with BPDA, as :func:`paper_plan` does through Haar.
+    """
+    attack_list = [{"name": CLEAN, "params": {}}, *paper_attacks()]
+    full = {"model": twin or model, "defence": defence}
+    if adaptive:
+        attack_list += [{"name": n, "params": {"eps": e}, "through": dict(full)}
+                        for n in ("bim", "pgd") for e in (*PAPER_EPS, EPS_8_255)]
+    configurations = [{"model": model, "defence": None}, {"model": model, "defence": defence}]
+    if twin:
+        configurations.append(dict(full))
+    return {"source_model": model, "attacks": attack_list, "configurations": configurations, "batch_size": batch_size}
+
+
 @dataclass
 class Cell:
     """Correct/total of one (attack, configuration) pair."""

@@ -141,8 +141,8 @@ def tables(cells: list[Cell]) -> list[Table]:
         out.append(Table("Table 3: adaptive attacks (crafted through a configuration: BPDA through a defence "
                          "without a gradient, EOT through a randomised one)",
                          ["attack", *configs], _rows(table, adaptive, configs),
-                         intro=("Not in the averages above: the paper's attacks were all crafted on the standard "
-                                "model.",) if groups else ()))
+                         intro=("Not in the averages above: the attacks of Table 2 were all crafted on the source "
+                                "model, undefended.",) if groups else ()))
     compared = defences_table(cells)
     comparison = paper_table(cells)
     return out + ([compared] if compared else []) + ([comparison] if comparison else [])
@@ -274,9 +274,10 @@ def write(cells: list[Cell], out_dir: str | Path, *, plan: dict, meta: dict | No
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    _, _, _, adaptive = _layout(cells)
+    _, _, transfer, adaptive = _layout(cells)
     charts.save(accuracy_figure(cells), out / ACCURACY)
-    shown = [(ACCURACY, "Tables 1-2", "Accuracy per attack and configuration (Tables 1-2)")]
+    tables_shown = "Tables 1-2" if any(a != _CLEAN for a in transfer) else "Table 1"  # no Table 2: clean alone
+    shown = [(ACCURACY, tables_shown, f"Accuracy per attack and configuration ({tables_shown})")]
     if any(d == d for d in average_drops(cells).values()):  # NaN != NaN: no clean cell, no drop
         charts.save(drops_figure(cells), out / DROPS)
         beside = ", beside the paper's" if paper_table(cells) else ""
@@ -291,7 +292,7 @@ def write(cells: list[Cell], out_dir: str | Path, *, plan: dict, meta: dict | No
                                                         "and under the adaptive attacks crafted through itself"))
     if examples:
         shown.append((EXAMPLES, "clean / attacked / reconstructed",
-                       "Clean, attacked, reconstructed for the standard model, and the full defence: "
+                       "Clean, attacked, reconstructed for the undefended model, and the full defence: "
                        "the true label and each prediction (red: wrong)"))
     figures_note = (f"Figures: {', '.join(f'{name} ({what})' for name, what, _ in shown)}; "
                     f"tables and figures on one page: {evaluation_page.PAGE}.")

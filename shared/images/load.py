@@ -7,15 +7,18 @@ of less than 1/255, and the set evaluated would not be the set generated.
 ``load_images`` reads a directory (class sub-folders = labels, or flat), a
 ``.zip`` of the same layouts (read in place, never extracted), a ``.npz``
 (``x`` uint8 or float in [0, 1], NHWC or NCHW as a corpus shard stores it;
-optional ``y`` labels and ``ids``), a single image file,
-or canonical CIFAR-10 through torchvision (``cifar10:test`` /
+optional ``y`` labels and ``ids``), a single image file, a label list
+(``.csv`` of ``path,label`` or ``.jsonl``, :mod:`.label_lists`), or canonical CIFAR-10 through torchvision (``cifar10:test`` /
 ``cifar10:train``; downloaded only when asked). An item that cannot be read
-becomes an :class:`ItemError` and the rest of the set goes on.
+becomes an :class:`ItemError` and the rest of the set goes on; a class folder
+or label that names no class of the model is refused in one line, and an
+empty class folder is a warning.
 """
 
 from __future__ import annotations
 
 import io
+import logging
 import zipfile
 from pathlib import Path
 
@@ -26,9 +29,12 @@ from shared.images.decode import DECODE_CHUNK, decode_image
 from shared.images.geometry import InputSize
 from shared.images.image_set import CIFAR10_CLASSES, ImageSet, ItemError, iter_batches, to_float_nchw
 from shared.images.intake import NOT_A_ZIP, SAMPLE_ZIP, decode_items, iter_chunks, iter_items, stack_images
-from shared.images.members import Member, file_member, folder_members
+from shared.images.label_lists import is_label_list, read_label_list
+from shared.images.members import Member, file_member, folder_members, is_skipped
 from shared.images.zips import zip_members
 from shared.settings import load as load_settings
+
+log = logging.getLogger(__name__)
 
 __all__ = ["ImageSet", "ItemError", "decode_image", "iter_batches", "load_images", "load_many", "to_float_nchw"]
 
@@ -76,9 +82,14 @@ def load_images(source, *, size: int | InputSize = 32, classes=None, limit: int 
     path = Path(source)
     max_bytes = load_settings().max_item_bytes
     if path.is_dir():
-        return _from_members(folder_members(path, max_bytes), size, classes, limit, workers)
+        members = folder_members(path, max_bytes)
+        _warn_of_empty_class_folders(path, members)
+        return _from_members(members, size, classes, limit, workers)
     if not path.is_file():
         raise ValueError(f"no such file or directory: {path}")
+    if is_label_list(path):
+        members, labels = read_label_list(path, max_bytes)
+        return _from_members(members, size, classes, limit, workers, labels=labels)
     if path.suffix.lower() == ".npz":
         return load_npz(path, size, limit)
     if zipfile.is_zipfile(path):
@@ -89,16 +100,22 @@ def load_images(source, *, size: int | InputSize = 32, classes=None, limit: int 
     return _from_members([file_member(path, max_bytes)], size, classes, limit, workers)
 
 
-def _from_members(members: list[Member], size, classes, limit, workers: int = 1) -> ImageSet:
-    """Decode the members; class sub-folders become labels, an ``.npz`` member adds its rows.
+def _from_members(members: list[Member], size, classes, limit, workers: int = 1, labels=None) -> ImageSet:
+    """Decode the members; class sub-folders (or ``labels``, one class name per member) become labels, an ``.npz``
+    member adds its rows.
 
     Encoded images are decoded ``workers`` at a time, :data:`~shared.images.decode.DECODE_CHUNK`
     items after another (:func:`shared.images.intake.decode_items`), so that memory
     holds one chunk's encoded bytes besides the decoded set.
     """
-    folders = [m.name.split("/")[-2] if "/" in m.name else None for m in members]
+    folders = list(labels) if labels is not None else [m.name.split("/")[-2] if "/" in m.name else None
+                                                        for m in members]
     labelled = bool(members) and all(f is not None for f in folders)
     names = _class_names(sorted(set(folders)), classes) if labelled else list(classes or CIFAR10_CLASSES)
+    if labelled and (unknown := sorted(set(folders) - set(names))):
+        what = "labels" if labels is not None else "class folders"
+        raise ValueError(f"{what} {', '.join(map(repr, unknown[:5]))}{' ...' if len(unknown) > 5 else ''} name no "
+                         f"class of the model (its classes: {', '.join(names[:12])}{' ...' if len(names) > 12 else ''})")
     if limit is not None:
         members, folders = _balanced_prefix(members, folders, limit)
     items, item_labels = [], []  # the labels ride along with the items
@@ -128,6 +145,17 @@ def _from_members(members: list[Member], size, classes, limit, workers: int = 1)
             labels.append(label)
     return ImageSet(stack_images(images, size), np.asarray(labels, np.int64) if labelled else None, ids, errors,
                     names)
+
+
+def _warn_of_empty_class_folders(root: Path, members: list[Member]) -> None:
+    """A class sub-folder without a single image is a line of its own, not a class that silently has none."""
+    if not members or any("/" not in m.name for m in members):
+        return  # a flat folder: no classes
+    seen = {m.name.split("/")[0] for m in members}
+    empty = sorted(e.name for e in root.iterdir() if e.is_dir() and e.name not in seen and not is_skipped(e.name))
+    if empty:
+        log.warning("%s: class folder%s %s hold%s no images", root, "s" if len(empty) > 1 else "",
+                    ", ".join(empty), "" if len(empty) > 1 else "s")
 
 
 def _class_names(folders, classes):

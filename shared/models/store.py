@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from shared.images.geometry import InputSize
 from shared.images.image_set import CIFAR10_CLASSES
 from shared.models import checkpoints
 from shared.models.registry import CIFAR_SIZE, ModelRegistry
@@ -80,28 +81,56 @@ class ModelStore:
         return (f"no weights {name}.safetensors in {self.weights_dir} nor a model {name!r} in {self.registry.models_dir} "
                 f"(models there: {', '.join(known) or 'none'}); {advice}")
 
-    def require(self, name: str, purpose: str = "this") -> Path:
-        """The checkpoint's path; raises :class:`MissingWeights` (saying how to train it) when it is missing."""
+    def require(self, name: str, purpose: str = "this", *, any_input: bool = False) -> Path:
+        """The checkpoint's path; raises :class:`MissingWeights` (saying how to train it) when it is missing.
+
+        Every job but ``evaluate`` decodes 32x32 images and labels them with CIFAR-10's classes in this release:
+        unless ``any_input``, a model made for other images is refused here (a :class:`ModelCardError`), in one
+        line, rather than fed images or labels it does not know.
+        """
         if not self.has(name):
             raise MissingWeights(f"{purpose}: {self.missing(name)}")
+        if not any_input:
+            size, classes = self.inputs([name], purpose)
+            if (size.height, size.width) != CIFAR_SIZE or list(classes) != list(CIFAR10_CLASSES):
+                raise checkpoints.ModelCardError(
+                    f"{purpose}: model {name!r} takes {size.text} images of {len(classes)} classes; this job runs on "
+                    "32x32 images labelled with CIFAR-10's ten classes in this release (evaluate takes any model)")
         return self.path(name)
 
+    def inputs(self, names, purpose: str = "this") -> tuple[InputSize, tuple[str, ...]]:
+        """The input size and classes that the models ``names`` share (the shipped ones: 32x32 CIFAR-10).
+
+        Raises
+        ------
+        MissingWeights
+            If one is missing.
+        ValueError
+            If they read images of different sizes or classes (one line naming each).
+        """
+        found = {}
+        for name in dict.fromkeys(names):
+            if not self.has(name):
+                raise MissingWeights(f"{purpose}: {self.missing(name)}")
+            card = self.registry.card(name) if self.registry.has(name) else None
+            if card is None or card.shipped:
+                found[name] = (InputSize(*CIFAR_SIZE), tuple(self.card(name).get("classes", CIFAR10_CLASSES)))
+            else:
+                found[name] = (InputSize(*card.input_size, card.resize), card.classes)
+        if len(set(found.values())) > 1:
+            raise ValueError(f"{purpose}: the models read different images: " + "; ".join(
+                f"{n} {size.text} ({size.resize}) of {len(classes)} classes" for n, (size, classes) in found.items()))
+        return next(iter(found.values()))
+
     def get(self, name: str):
-        """The model ``name`` (a :class:`shared.models.network.ResNet18`) in eval mode on the store's device, loaded and verified once."""
+        """The model ``name`` in eval mode on the store's device, taking [0, 1] pixels, loaded and verified once."""
         from shared.models import network
 
         if name not in self._loaded:
-            path = self.require(name, f"model {name!r}")
+            path = self.require(name, f"model {name!r}", any_input=True)
             if path.parent == self.weights_dir:
                 self._loaded[name] = network.load(path, device=self.device)[0]
             else:
-                card = self.registry.card(name)
-                # Decoding and the DWT work at 32x32, and labels are CIFAR-10's, in this release: a model made for
-                # other images is refused here rather than scored against labels it does not know.
-                if card.input_size != CIFAR_SIZE or list(card.classes) != list(CIFAR10_CLASSES):
-                    raise checkpoints.ModelCardError(
-                        f"model {name!r} takes {card.size_text} images of {len(card.classes)} classes; jobs run on "
-                        "32x32 images labelled with CIFAR-10's ten classes in this release")
                 self._loaded[name] = self.registry.load(name, self.device)
         return self._loaded[name]
 
@@ -134,7 +163,7 @@ class ModelStore:
         """The JSON card of the checkpoint ``name`` (without loading its weights)."""
         import json
 
-        path = self.require(name, f"model {name!r}")
+        path = self.require(name, f"model {name!r}", any_input=True)
         if path.parent != self.weights_dir:
             return dict(self.registry.card(name).facts)
         return json.loads(checkpoints.card_path(path).read_text())

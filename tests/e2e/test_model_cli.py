@@ -55,3 +55,48 @@ def test_add_list_show_and_one_line_mistakes(tmp_path):
     assert again.returncode == 2 and "a model 'colours' exists" in again.stderr
     missing = waveshield(["show", "colors"], models)
     assert missing.returncode == 2 and "did you mean 'colours'?" in missing.stderr
+
+
+def test_evaluate_runs_the_papers_grid_on_a_registered_model_at_its_size_with_its_classes(tmp_path, sample):
+    """`evaluate --model` on an ImageFolder of the card's classes; mistakes in the options or labels are one line."""
+    from PIL import Image
+
+    torch.manual_seed(0)
+    model = torchvision.models.shufflenet_v2_x0_5(num_classes=3)
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp_path / "w.safetensors"))
+    (tmp_path / "classes.txt").write_text("cat\ndog\nfrog\n")
+    models = tmp_path / "models"
+    added = waveshield(["add", "pets", "--arch", "torchvision:shufflenet_v2_x0_5", "--arch-args", "num_classes=3",
+                        "--weights", str(tmp_path / "w.safetensors"), "--input-size", "56x40", "--classes",
+                        str(tmp_path / "classes.txt"), "--defended-by", "median:size=2"], models)
+    assert added.returncode == 0, added.stderr
+    folder = tmp_path / "pets"
+    for index in (3, 5, 6):  # cat, dog, frog in CIFAR-10's order
+        (folder / ["cat", "dog", "frog"][[3, 5, 6].index(index)]).mkdir(parents=True)
+        for i in [i for i in range(len(sample)) if sample.labels[i] == index][:4]:
+            Image.fromarray(sample.images[i]).save(folder / ["cat", "dog", "frog"][[3, 5, 6].index(index)] / f"{i}.png")
+    env = {**os.environ, "WAVESHIELD_MODELS": str(models), "WAVESHIELD_WEIGHTS_DIR": str(REPO / "weights"),
+           "WAVESHIELD_OUTPUT_DIR": str(tmp_path / "out")}
+
+    def evaluate(*args):
+        return subprocess.run([sys.executable, "-m", "producers.cli", "evaluate", *args], capture_output=True,
+                              text=True, env=env, timeout=600, cwd=REPO)
+
+    ran = evaluate("--model", "pets", "--data", str(folder), "--local", "--out", str(tmp_path / "report"))
+    assert ran.returncode == 0, ran.stderr
+    report = json.loads((tmp_path / "report" / "report.json").read_text())
+    assert {c["configuration"] for c in report["cells"]} == {"pets+raw", "pets+median:size=2"}
+    assert report["meta"]["images"] == 12 and all(c["total"] == 12 for c in report["cells"])
+    assert report["plan"]["source_model"] == "pets"
+
+    (folder / "horse").mkdir()
+    (folder / "horse" / "0.png").write_bytes((folder / "cat" / next(p.name for p in (folder / "cat").iterdir())).read_bytes())
+    wrong = evaluate("--model", "pets", "--data", str(folder), "--local", "--out", str(tmp_path / "x"))
+    assert wrong.returncode == 2 and "class folders 'horse' name no class of the model (its classes: cat, dog, frog)" \
+        in wrong.stderr and wrong.stderr.count("\n") == 1
+    for args, message in ((["--twin", "pets"], "--twin and --defence go with --model"),
+                          (["--model", "pets", "--spec", str(tmp_path / "s.toml")], "a spec names its models itself"),
+                          (["--model", "pest"], "did you mean 'pets'?")):
+        (tmp_path / "s.toml").write_text('data = "sample"\n[[configurations]]\nmodel = "standard"\n')
+        refused = evaluate(*args, "--local")
+        assert refused.returncode == 2 and message in refused.stderr and refused.stderr.count("\n") == 1, refused.stderr

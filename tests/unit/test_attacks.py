@@ -11,6 +11,7 @@ from shared.attacks.deepfool import FOOLED_MARGIN
 from shared.dwt import defences
 from shared.dwt.transform import reconstruct
 from shared.models.store import ModelStore
+from tests.oracles import torchattacks_pgd_start
 
 
 @pytest.mark.parametrize("eps", [0.004, 0.007, 0.01])
@@ -55,13 +56,7 @@ def test_pgd_equals_torchattacks_from_the_same_start(trained_model, sample, monk
     x, y = sample.to_tensor()[:32], torch.from_numpy(sample.labels[:32])
     eps, alpha, steps, seed = 8 / 255, 2 / 255, 7, 3
     ours = attacks.pgd(trained_model, x, y, eps=eps, alpha=alpha, steps=steps, seed=seed)
-    noise = torch.rand(x.shape, generator=torch.Generator().manual_seed(seed))  # the start ours drew
-
-    class SameStart:  # torchattacks draws its start as torch.empty_like(x).uniform_(-eps, eps)
-        def uniform_(self, low, high):
-            return (2 * noise - 1) * high
-
-    monkeypatch.setattr(torch, "empty_like", lambda _: SameStart())
+    torchattacks_pgd_start(monkeypatch, x.shape, seed)
     theirs = torchattacks.PGD(trained_model, eps=eps, alpha=alpha, steps=steps, random_start=True)(x, y)
     monkeypatch.undo()
     assert (ours - theirs).abs().max() <= 1e-6

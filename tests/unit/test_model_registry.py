@@ -16,6 +16,7 @@ from shared.models.architectures import ArchitectureError
 from shared.models.checkpoints import ModelCardError
 from shared.models.registry import MissingModel, ModelRegistry, user_models_dir
 from shared.models.store import ModelStore
+from tests.oracles import torchattacks_pgd_start
 
 REPO_WEIGHTS = Path(__file__).resolve().parents[2] / "weights"
 MEAN, STD = (0.5, 0.4, 0.3), (0.25, 0.2, 0.3)
@@ -196,8 +197,45 @@ def test_a_registered_cifar_model_runs_in_jobs_as_a_shipped_one_does(tmp_path, s
         assert counts[(attack, "mine+haar")] == counts[(attack, "standard+haar")]
 
 
-def test_jobs_refuse_a_model_made_for_other_images_in_one_line(tmp_path, squeezenet):
+def test_jobs_at_32_refuse_a_model_made_for_other_images_and_evaluate_reads_its_input(tmp_path, squeezenet):
     registry = ModelRegistry(REPO_WEIGHTS, tmp_path / "models")
-    _add(registry, "shop", squeezenet[1])
-    with pytest.raises(ModelCardError, match="model 'shop' takes 48x40 images of 3 classes; jobs run on 32x32"):
-        ModelStore(REPO_WEIGHTS, models_dir=tmp_path / "models").get("shop")
+    _add(registry, "shop", squeezenet[1], resize="squash")
+    store = ModelStore(REPO_WEIGHTS, models_dir=tmp_path / "models")
+    with pytest.raises(ModelCardError, match="screening: model 'shop' takes 48x40 images of 3 classes; this job runs "
+                                             "on 32x32 images labelled with CIFAR-10's ten classes"):
+        store.require("shop", "screening")
+    size, classes = store.inputs(["shop"])
+    assert (size.height, size.width, size.resize) == (48, 40, "squash") and classes == ("cat", "dog", "bird")
+    assert store.get("shop")(torch.rand(1, 3, 48, 40)).shape == (1, 3)  # a worker loads it by name
+    with pytest.raises(ValueError, match=r"the models read different images: shop 48x40 \(squash\) of 3 classes; "
+                                         r"standard 32x32 \(squash\) of 10 classes"):
+        store.inputs(["shop", "standard"], "evaluation")
+
+
+def test_fgsm_and_pgd_on_a_registered_model_equal_torchattacks_with_its_normalisation(registry, squeezenet,
+                                                                                       monkeypatch):
+    """Ours attack the registered model in [0, 1] pixels; torchattacks the raw model with set_normalization_used,
+    on the same images preprocessed (its inputs and outputs are normalised): the same adversarial pixels."""
+    import torchattacks
+
+    from shared import attacks
+
+    model, weights = squeezenet
+    _add(registry, "shop", weights)
+    ours_model = registry.load("shop")
+    mean, std = torch.tensor(MEAN).view(1, 3, 1, 1), torch.tensor(STD).view(1, 3, 1, 1)
+    x = torch.rand(6, 3, 48, 40, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        y = ours_model(x).argmax(1)
+
+    def theirs(attack):
+        attack.set_normalization_used(mean=list(MEAN), std=list(STD))
+        return attack((x - mean) / std, y) * std + mean
+
+    assert (attacks.get("fgsm")(ours_model, x, y, eps=0.01) - theirs(torchattacks.FGSM(model, eps=0.01))).abs().max() <= 1e-5
+    eps, alpha, steps, seed = 8 / 255, 2 / 255, 4, 3
+    ours = attacks.pgd(ours_model, x, y, eps=eps, alpha=alpha, steps=steps, seed=seed)
+    torchattacks_pgd_start(monkeypatch, x.shape, seed)
+    pgd = theirs(torchattacks.PGD(model, eps=eps, alpha=alpha, steps=steps, random_start=True))
+    monkeypatch.undo()
+    assert (ours - pgd).abs().max() <= 1e-5 and (ours - x).abs().max() > eps / 2

@@ -59,3 +59,15 @@ def test_wavelet_names_come_from_pywavelets_when_first_asked_for():
               "print(before, 'haar' in dwt.WAVELETS and 'db2' in dwt.WAVELETS, 'pywt' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
     assert out.stdout.split() == ["False", "True", "True"], out.stderr
+
+
+def test_the_papers_grid_on_any_model_names_its_source_defence_and_twin():
+    from shared.evaluation.plan import model_plan, paper_attacks
+
+    plan = model_plan("shop", "jpeg:quality=30", "shop-haar", adaptive=True)
+    assert plan["source_model"] == "shop" and plan["attacks"][1:8] == paper_attacks()
+    assert plan["configurations"] == [{"model": "shop", "defence": None}, {"model": "shop", "defence": "jpeg:quality=30"},
+                                      {"model": "shop-haar", "defence": "jpeg:quality=30"}]
+    assert {a["through"]["model"] for a in plan["attacks"] if a.get("through")} == {"shop-haar"}
+    alone = model_plan("shop", "haar")
+    assert len(alone["configurations"]) == 2 and not any(a.get("through") for a in alone["attacks"])

@@ -11,6 +11,7 @@ import numpy as np
 from shared.attacks.external import parse_value
 from shared.evaluation.plan import paper_attacks
 from shared.evaluation.spec import attack_name
+from shared.images.geometry import CIFAR, InputSize
 from shared.images.image_set import iter_batches
 from shared.images.load import load_images
 from shared.models.store import ModelStore
@@ -69,13 +70,16 @@ def prepare_corpus(client, *, data: str, attacks: list[str], name: str, settings
     if dtype not in CORPUS_DTYPES:
         raise ValueError(f"--dtype must be one of {', '.join(CORPUS_DTYPES)}")
     corpus_output(settings.output_dir, name)  # refuses a name that leaves the output directory
-    card = ModelStore(settings.weights_dir, models_dir=settings.models_dir).card(source_model)
-    image_set = load_images(data, limit=limit, workers=settings.decode_workers)
+    store = ModelStore(settings.weights_dir, models_dir=settings.models_dir)
+    card = store.card(source_model)
+    size, classes = store.inputs([source_model], "corpus")  # the model's own images: its size, its classes
+    image_set = load_images(data, size=size, classes=list(classes), limit=limit, workers=settings.decode_workers)
     if image_set.labels is None or not len(image_set):
         raise ValueError(f"{data}: a corpus needs labelled images")
     specs = [parse_attack(a) for a in attacks]
     plan = {"source_model": source_model, "source_model_sha256": card["sha256"], "attacks": specs, "dtype": dtype,
-            "shard_size": shard_size, "seed": seed, "out": name, "data": str(data)}
+            "shard_size": shard_size, "seed": seed, "out": name, "data": str(data),
+            "input_size": size.as_dict(), "classes": list(classes)}
     plan["corpus_key"] = corpus_key(plan, image_set.ids)
     done = {m.decode() for m in client.smembers(corpus_shards_key(plan["corpus_key"]))}
     shards = list(iter_batches(len(image_set), shard_size))
@@ -101,14 +105,17 @@ def load_corpus_input(plan: dict, workers: int = 1):
     ValueError
         If the data no longer holds the images the job was made for.
     """
-    image_set = load_images(plan["data"], limit=plan.get("limit"), workers=workers)
+    size = InputSize(**plan["input_size"]) if "input_size" in plan else CIFAR  # a job of an earlier release: 32x32
+    image_set = load_images(plan["data"], size=size, classes=plan.get("classes"), limit=plan.get("limit"),
+                            workers=workers)
     if corpus_key({k: v for k, v in plan.items() if k in _PLAN_KEYS}, image_set.ids) != plan["corpus_key"]:
         raise ValueError(f"{plan['data']} no longer holds the images this corpus job was made for; run the corpus "
                          "command again")
     return image_set
 
 
-_PLAN_KEYS = ("source_model", "source_model_sha256", "attacks", "dtype", "shard_size", "seed", "out", "data")
+_PLAN_KEYS = ("source_model", "source_model_sha256", "attacks", "dtype", "shard_size", "seed", "out", "data",
+              "input_size", "classes")
 
 
 def feed_corpus(client, app, job: str, image_set, settings: Settings, on_wait=None) -> int:
@@ -143,11 +150,12 @@ def feed_corpus(client, app, job: str, image_set, settings: Settings, on_wait=No
 
 def run_corpus(*, data: str | None, attacks: list[str], name: str | None, settings: Settings, dtype: str,
                shard_size: int, seed: int, limit: int | None, wait: bool, job: str | None = None,
-               say=lambda line: None, on_progress=lambda state: None) -> None:
+               say=lambda line: None, on_progress=lambda state: None, model: str = "standard") -> None:
     """`waveshield corpus`: create the job of the pairs not yet written, then follow it here or hand it over.
 
     ``job`` is the background producer's own (``--job``): it sends that job's
-    shards and follows it. ``say`` gets a line of what happens,
+    shards and follows it. ``model`` is the model the attacks are crafted on
+    (shipped or registered), whose input size and classes the images take. ``say`` gets a line of what happens,
     ``on_progress`` the job's progress while it is followed here.
 
     Raises
@@ -168,7 +176,7 @@ def run_corpus(*, data: str | None, attacks: list[str], name: str | None, settin
         raise ValueError("corpus needs --data (the labelled images to attack) and --out (the corpus folder)")
     job, image_set, queued, done = prepare_corpus(
         client, data=data, attacks=attacks or PAPER_ATTACKS, name=name, settings=settings, dtype=dtype,
-        shard_size=shard_size, seed=seed, limit=limit)
+        shard_size=shard_size, seed=seed, limit=limit, source_model=model)
     say(f"job {job}: {queued} (shard, attack) pair(s) to compute, {done} already written; output: {name}/ in the "
         "collector's WAVESHIELD_OUTPUT_DIR")
     if not queued:

@@ -149,7 +149,8 @@ def evaluate(*, spec: Path | None, data: str | None, limit: int | None, out: Pat
     ``limit`` apply where ``data`` and ``limit`` are not given. ``model``
     runs the paper's grid on that model instead (:func:`model_plan`): raw,
     behind ``defence`` (default: its card's, else haar), and its ``twin``
-    (default: its card's) behind the same defence.
+    (default: its card's, else one fine-tuned from it behind that defence)
+    behind the same defence.
 
     Raises
     ------
@@ -199,9 +200,9 @@ def plan_for_model(model: str, twin: str | None, defence: str | None, settings: 
 
     registry = ModelRegistry(settings.weights_dir, settings.models_dir)
     card = registry.card(model)
-    twin = twin or card.twin
     defence = defence or card.defended_by or "haar"
     defences.get(defence, settings.weights_dir)  # an unknown defence: one line listing the valid ones
+    twin = twin or registry.twin_for(model, defence)  # the card's twin, or one fine-tuned from it (train --from)
     if twin:
         ModelStore(settings.weights_dir, models_dir=settings.models_dir).inputs([model, twin], "--twin")
     return model_plan(model, defence, twin, adaptive=adaptive)

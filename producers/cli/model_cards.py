@@ -110,11 +110,12 @@ def list_models(as_json):
     if as_json:
         click.echo(json.dumps([{"name": c.name, "shipped": c.shipped, "architecture": str(c.architecture),
                                 "input_size": list(c.input_size), "classes": len(c.classes),
-                                "defended_by": c.defended_by, "twin": c.twin} for c in cards], indent=2))
+                                "defended_by": c.defended_by, "twin": c.twin, "twin_of": c.twin_of} for c in cards],
+                               indent=2))
         return
-    rows = [("name", "from", "architecture", "input", "classes", "defended by", "twin")]
+    rows = [("name", "from", "architecture", "input", "classes", "defended by", "twin", "twin of")]
     rows += [(c.name, "shipped" if c.shipped else "yours", str(c.architecture), c.size_text, str(len(c.classes)),
-              c.defended_by or "-", c.twin or "-") for c in cards]
+              c.defended_by or "-", c.twin or "-", c.twin_of or "-") for c in cards]
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for row in rows:
         click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())

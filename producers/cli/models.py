@@ -19,36 +19,56 @@ from shared.dwt.defences import DEFAULTS
               help=f"none = the standard model; {'/'.join(DEFAULTS)} = trained on originals + their DWT copies; an "
                    "input transformation (jpeg:quality=30, bit-depth:bits=3, median:size=2...) = on originals + "
                    "their transformed copies.")
-@click.option("--width", type=COUNT, default=16, show_default=True, help="ResNet18 width (64 = the standard ResNet18).")
-@click.option("--epochs", type=COUNT, default=30, show_default=True, help="Passes over the training set (DWT copies included).")
+@click.option("--from", "from_model", default=None, metavar="NAME",
+              help="Fine-tune a copy of this registered model on originals + their --defence copies, at its input "
+                   "size and with its classes, and register it as its twin in your models folder.")
+@click.option("--width", type=COUNT, default=None, help="ResNet18 width (64 = the standard ResNet18) [default: 16].")
+@click.option("--epochs", type=COUNT, default=None,
+              help="Passes over the training set (DWT copies included) [default: 30; 5 with --from].")
+@click.option("--lr", type=click.FloatRange(0, min_open=True), default=None,
+              help="Peak learning rate of the one-cycle schedule [default: 0.2; 0.01 with --from].")
 @click.option("--batch-size", type=COUNT, default=256, show_default=True)
 @click.option("--seed", default=0, show_default=True)
 @click.option("--data", required=True,
-              help="Labelled training images: a folder or zip with class sub-folders, an npz with y, or cifar10:train "
-                   "(canonical CIFAR-10 in WAVESHIELD_DATA_DIR).")
-@click.option("--test-data", default="sample", show_default=True,
-              help="Held-out labelled images for the card's accuracy [default: the embedded 1,000 test images].")
-@click.option("--name", default=None, help="Checkpoint name in the weights directory [default: standard/haar/daubechies].")
+              help="Labelled training images: a folder or zip with class sub-folders, a path,label list (.csv, "
+                   ".jsonl), an npz with y, or cifar10:train (canonical CIFAR-10 in WAVESHIELD_DATA_DIR).")
+@click.option("--test-data", default=None,
+              help="Held-out labelled images for the card's accuracy [default: the embedded 1,000 CIFAR-10 test "
+                   "images; with --from, required for a model of other classes].")
+@click.option("--name", default=None,
+              help="Checkpoint name [default: standard/haar/daubechies; with --from, FROM-DEFENCE].")
 @click.option("--precision", type=click.Choice(["auto", "bf16", "fp32"]), default="auto", show_default=True)
 @click.option("--label-smoothing", default=None, type=click.FloatRange(0, 1, max_open=True),
               help="Target smoothing of the cross-entropy loss [default: the shipped recipe's, 0 = hard labels].")
 @click.option("--augment/--no-augment", default=True, show_default=True, help="Random crop and flip every batch.")
 @click.option("--limit", type=COUNT, default=None, help="Use only the first N training images (smoke runs).")
 @click.option("--stop-after", type=COUNT, default=None, help="Stop after this epoch, as an interruption would.")
-def train(defence, width, epochs, batch_size, seed, data, test_data, name, precision, label_smoothing, augment, limit,
-          stop_after):
-    """Train a CIFAR ResNet18 and write safetensors + model card to the weights directory.
+def train(defence, from_model, width, epochs, lr, batch_size, seed, data, test_data, name, precision, label_smoothing,
+          augment, limit, stop_after):
+    """Train a CIFAR ResNet18 and write safetensors + model card to the weights directory; or, with --from,
+    fine-tune a registered model into its DWT-trained twin.
 
     Resumable: rerun the same command after an interruption and it continues
     from the last finished epoch.
     """
-    from producers.train import run_train
+    from producers.train import run_fine_tune, run_train
 
-    smoothing = {} if label_smoothing is None else {"label_smoothing": label_smoothing}
-    written = run_train(defence=defence, name=name, data=data, test_data=test_data, limit=limit,
-                        settings=settings_mod.load(), stop_after=stop_after, say=click.echo, progress=_EpochProgress(),
-                        recipe_options={"width": width, "epochs": epochs, "batch_size": batch_size, "seed": seed,
-                                        "precision": precision, "augment": augment, **smoothing})
+    options = {"batch_size": batch_size, "seed": seed, "precision": precision, "augment": augment,
+               **({} if label_smoothing is None else {"label_smoothing": label_smoothing}),
+               **({} if epochs is None else {"epochs": epochs}), **({} if lr is None else {"lr_peak": lr})}
+    common = {"name": name, "data": data, "limit": limit, "settings": settings_mod.load(), "stop_after": stop_after,
+              "say": click.echo, "progress": _EpochProgress()}
+    if from_model is not None:
+        if width is not None:
+            raise click.UsageError("--width sets our ResNet18's; --from keeps the registered model's architecture")
+        if defence == "none":
+            raise click.UsageError("--from fine-tunes on originals plus their defended copies: give --defence "
+                                   f"({'/'.join(DEFAULTS)} or an input transformation)")
+        written = run_fine_tune(parent=from_model, defence=defence, test_data=test_data, recipe_options=options,
+                                **common)
+    else:
+        written = run_train(defence=defence, test_data=test_data or "sample",
+                            recipe_options={"width": width or 16, **options}, **common)
     if written is None:
         return
     out, card = written

@@ -144,15 +144,18 @@ def results(job, out):
 @click.option("--wait/--no-wait", default=False, show_default=True,
               help="Send the shards and follow the job here; --no-wait: a producer in the background sends them as "
                    "the workers keep up.")
+@click.option("--model", default="standard", show_default=True,
+              help="The model the attacks are crafted on (shipped, or registered with `waveshield model add`): the "
+                   "images take its input size and classes.")
 @click.option("--job", "job_id", default=None, hidden=True, help="Send the shards of this job (the background producer).")
-def corpus(data, attack_list, name, dtype, shard_size, seed, limit, wait, job_id):
+def corpus(data, attack_list, name, dtype, shard_size, seed, limit, wait, model, job_id):
     """Generate an adversarial corpus in the background; rerun the same command to finish missing shards."""
     from producers.cli.progress import ProgressBar
     from producers.corpus import run_corpus
 
     with ProgressBar() as bar:
         run_corpus(data=data, attacks=list(attack_list), name=name, settings=settings_mod.load(), dtype=dtype,
-                   shard_size=shard_size, seed=seed, limit=limit, wait=wait, job=job_id,
+                   shard_size=shard_size, seed=seed, limit=limit, wait=wait, job=job_id, model=model,
                    say=lambda line: (bar.close(), click.echo(line)),
                    on_progress=lambda state: bar(state["done"], state["expected"], f"job {state['job']}"))
 

@@ -108,23 +108,24 @@ def finish(out: Path, attacks: list[dict], shards: int) -> int:
     return count
 
 
-def pictures(out: Path, attacks: list[dict]) -> None:
+def pictures(out: Path, attacks: list[dict], classes: list[str] | None = None) -> None:
     """preview.png and report.html beside a finished corpus's manifest; a picture never fails the corpus.
 
     Whatever goes wrong drawing them (a manifest of an earlier release, a
     full disk) is logged as a warning: the shards and the manifest are whole.
     """
     try:
-        preview(out, attacks)
+        preview(out, attacks, classes=classes)
         page(out)
     except Exception as exc:  # noqa: BLE001
         logging.getLogger("waveshield").warning("corpus %s: its preview and report.html could not be drawn (%s: %s); "
                                                 "the shards and manifest.jsonl are whole", out, type(exc).__name__, exc)
 
 
-def preview(out: Path, attacks: list[dict], per_attack: int = 8) -> Path:
+def preview(out: Path, attacks: list[dict], per_attack: int = 8, classes: list[str] | None = None) -> Path:
     """preview.png: images of shard 0 of every attack, one per class in turn, with the true label and the
-    source model's predictions before and after the attack (red where the attack fooled it)."""
+    source model's predictions before and after the attack (red where the attack fooled it), named by ``classes``
+    (the source model's; default CIFAR-10's, those of a corpus of an earlier release)."""
     from shared.reports import sheets
 
     rows = []
@@ -134,20 +135,20 @@ def preview(out: Path, attacks: list[dict], per_attack: int = 8) -> Path:
         picked = sheets.across_classes([line["label"] for line in lines], per_attack)
         with np.load(npz, allow_pickle=False) as data:
             x = data["x"][picked].astype(np.float32)
-        tiles = [(image, [f"true: {_class(line['label'])}", f"before: {_class(line['pred_before'])}",
-                          f"after: {_class(line['pred_after'])}"],
+        tiles = [(image, [f"true: {_class(line['label'], classes)}", f"before: {_class(line['pred_before'], classes)}",
+                          f"after: {_class(line['pred_after'], classes)}"],
                   # red where the attack fooled the model (manifests of earlier releases have no "success")
                   line.get("success", line["pred_before"] == line["label"] != line["pred_after"]))
                  for image, line in zip(x, (lines[i] for i in picked))]
         rows.append((AttackSpec.of(attack).label, tiles))
-    # The corpus's labels are CIFAR-10's: the set it attacks is labelled in the shipped models' class order.
     return sheets.save(sheets.image_sheet(rows), Path(out) / "preview.png")
 
 
-def _class(index: int) -> str:
+def _class(index: int, classes: list[str] | None = None) -> str:
     from shared.images.image_set import CIFAR10_CLASSES
 
-    return CIFAR10_CLASSES[index] if 0 <= index < len(CIFAR10_CLASSES) else str(index)
+    names = classes or CIFAR10_CLASSES
+    return names[index] if 0 <= index < len(names) else str(index)
 
 
 def page(out: Path) -> Path:

@@ -26,6 +26,8 @@ from shared.models.architectures import Architecture, ArchitectureError
 RESIZE_POLICIES = ("shorter-side", "squash")
 #: The size of the shipped models' (CIFAR-10) images.
 CIFAR_SIZE = (32, 32)
+#: The shipped undefended model: the one `train --defence` models are the twins of.
+STANDARD = "standard"
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 _DETECTOR = "detector"  # the learned detector's checkpoint sits among the shipped cards: not a classifier
 
@@ -67,7 +69,9 @@ class ModelCard:
     defended_by : str or None
         The defence the model is meant to be used behind.
     twin : str or None
-        The model's DWT-trained twin.
+        The model's DWT-trained twin, as registered.
+    twin_of : str or None
+        The model this one was fine-tuned from on DWT copies (``waveshield train --from``): it is that model's twin.
     shipped : bool
         Whether the card came with waveshield (read-only).
     facts : dict
@@ -88,6 +92,7 @@ class ModelCard:
     twin: str | None
     shipped: bool
     facts: dict = field(repr=False, compare=False)
+    twin_of: str | None = None
 
     @classmethod
     def read(cls, card_file: Path, *, shipped: bool) -> "ModelCard":
@@ -113,7 +118,7 @@ class ModelCard:
                 mean=_floats(facts.get("mean")), std=_floats(facts.get("std")),
                 classes=tuple(str(c) for c in facts["classes"]),
                 defended_by=facts["defended_by"] if "defended_by" in facts else _trained_on(facts, card_file.parent),
-                twin=facts.get("twin"),
+                twin=facts.get("twin"), twin_of=facts.get("twin_of") or _shipped_twin_of(facts, card_file.stem),
                 shipped=shipped, facts=facts)
         except (OSError, json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
             raise checkpoints.ModelCardError(f"model card {card_file} is unreadable: {exc}") from None
@@ -136,7 +141,8 @@ class ModelCard:
             f"classes ({len(self.classes)}): {', '.join(self.classes[:12])}"
             + (f" ... ({len(self.classes) - 12} more)" if len(self.classes) > 12 else ""),
             f"defended by: {self.defended_by or 'nothing'}",
-            f"twin: {self.twin or 'none'}",
+            f"twin: {self.twin or 'none'}" + (f"; the twin of {self.twin_of}" if self.twin_of else "")
+            + (" (fine-tuned from it)" if "fine_tuned_from_sha256" in self.facts else ""),
         ]
         if "test_accuracy" in self.facts:
             lines.append(f"test accuracy: {self.facts['test_accuracy']:.4f}")
@@ -157,6 +163,12 @@ def _trained_on(facts: dict, folder: Path) -> str | None:
     except (OSError, ValueError):
         named = {}
     return next((name for name, setting in named.items() if setting == options), options.get("wavelet"))
+
+
+def _shipped_twin_of(facts: dict, name: str) -> str | None:
+    """``train`` trains a model on DWT copies with the standard model's recipe: it is the standard model's twin."""
+    trained_here = facts.get("architecture") == "cifar-resnet18" and "arch_args" not in facts
+    return STANDARD if trained_here and facts.get("defence") and name != STANDARD else None
 
 
 def _floats(values) -> tuple[float, ...] | None:
@@ -211,6 +223,16 @@ class ModelRegistry:
         path, shipped = files[name]
         return ModelCard.read(path, shipped=shipped)
 
+    def twin_for(self, name: str, defence: str | None = None) -> str | None:
+        """The twin of model ``name``: its card's ``twin``, else a model fine-tuned from it (``train --from``), behind
+        ``defence`` when one is given (the first by name when several are)."""
+        card = self.card(name)
+        if card.twin:
+            return card.twin
+        found = [ModelCard.read(path, shipped=shipped) for path, shipped in self._card_files().values()]
+        return next((c.name for c in sorted(found, key=lambda c: c.name)
+                     if c.twin_of == name and (defence is None or c.defended_by == defence)), None)
+
     def missing(self, name: str) -> str:
         """Why ``name`` is not known, in words."""
         import difflib
@@ -242,11 +264,13 @@ class ModelRegistry:
     def add(self, name: str, *, architecture: str, weights: str | Path | None, input_size: tuple[int, int],
             classes: list[str], arch_args: dict | None = None, resize: str = "shorter-side",
             mean: tuple[float, ...] | None = None, std: tuple[float, ...] | None = None,
-            defended_by: str | None = None, twin: str | None = None) -> ModelCard:
+            defended_by: str | None = None, twin: str | None = None, facts: dict | None = None) -> ModelCard:
         """Check a classifier and register it: its card (with the weights' sha256) and weights in the models folder.
 
         The model is loaded once: its weights must fit the architecture
         exactly, and a batch at ``input_size`` must give one logit per class.
+
+        ``facts`` are recorded on the card besides (how it was trained, ``twin_of``).
 
         Returns
         -------
@@ -259,7 +283,7 @@ class ModelRegistry:
             One line per failure (:class:`ArchitectureError` for what the files do).
         """
         arch = Architecture.parse(architecture)
-        self._check_new(name)
+        self.check_new(name)
         weights_path = self._source_file(arch, weights)
         height, width = input_size
         if min(height, width) < 8:
@@ -280,6 +304,7 @@ class ModelRegistry:
         model = instantiate(arch, arch_args, weights_path, mean, std).eval()
         _check_logits(model, arch, height, width, len(classes))
         return self._write(name, arch, weights_path, {
+            **(facts or {}),
             "architecture": str(arch) if arch.kind != "torchscript" else "torchscript:" + f"{name}.pt",
             "arch_args": dict(arch_args or {}),
             "input_size": [height, width], "resize": resize,
@@ -288,7 +313,8 @@ class ModelRegistry:
             "registered_from": str(weights_path.resolve()),
         })
 
-    def _check_new(self, name: str) -> None:
+    def check_new(self, name: str) -> None:
+        """Raise a one-line ValueError unless ``name`` is a valid name that no model has yet."""
         if not _NAME.fullmatch(name):
             raise ValueError(f"model name {name!r}: use letters, digits, '.', '_' and '-' (at most 64, no ':' or '@', "
                              "which separate settings and detector paths)")

@@ -158,8 +158,9 @@ def train(
     device: str = "cpu",
     progress: Callable[[dict], None] | None = None,
     stop_after_epoch: int | None = None,
-) -> tuple[network.ResNet18, dict]:
-    """Train a CIFAR ResNet18, resuming from ``checkpoint`` when it matches the recipe.
+    start: tuple[torch.nn.Module, str] | None = None,
+) -> tuple[torch.nn.Module, dict]:
+    """Train a CIFAR ResNet18 (or fine-tune ``start``'s model), resuming from ``checkpoint`` when it matches.
 
     Parameters
     ----------
@@ -175,17 +176,21 @@ def train(
         Called after every step with a dict: epoch, epochs, step, steps, loss, acc, lr.
     stop_after_epoch : int, optional
         Return after this epoch (as an interruption would); the checkpoint remains.
+    start : (nn.Module, str), optional
+        A model of any architecture taking [0, 1] pixels, with its weights' sha256: it is fine-tuned in place of a
+        new ResNet18 (``recipe.width`` is then unused), and a checkpoint resumes only a run from the same weights.
 
     Returns
     -------
-    model : ResNet18
+    model : nn.Module
         The trained model, in eval mode.
     log : dict
         Recipe, per-epoch loss/accuracy/seconds, and the precision used.
     """
     torch.manual_seed(recipe.seed)
     x, y = training_tensors(train_set, recipe)
-    model = network.ResNet18(width=recipe.width).to(device).to(memory_format=torch.channels_last)
+    base = network.ResNet18(width=recipe.width) if start is None else start[0]
+    model = base.to(device).to(memory_format=torch.channels_last)
     decay, no_decay = _parameter_groups(model)
     optimizer = torch.optim.SGD(
         [{"params": decay, "weight_decay": recipe.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
@@ -195,8 +200,11 @@ def train(
     log = {"recipe": asdict(recipe), "precision": str(amp).removeprefix("torch.") if amp else "fp32", "epochs": []}
     # A checkpoint resumes only the run it came from: the same recipe on the same images.
     identity = {"recipe": asdict(recipe), "data_sha256": _data_digest(train_set)}
+    if start is not None:
+        identity["start_sha256"] = start[1]
     start_epoch = _resume(Path(checkpoint), model, optimizer, identity, log)
-    with convolution_backend(recipe.width, device) as onednn:
+    # The narrow-ResNet kernel workaround concerns our ResNet alone: another architecture keeps oneDNN.
+    with convolution_backend(recipe.width if start is None else ONEDNN_MIN_WIDTH, device) as onednn:
         log["convolutions"] = ("oneDNN" if onednn else "native") if device.startswith("cpu") else "cuDNN"
         _run_epochs(model, optimizer, x, y, recipe, log, range(start_epoch, recipe.epochs), device=device, amp=amp,
                     checkpoint=Path(checkpoint), identity=identity, progress=progress,
@@ -280,6 +288,8 @@ def _resume(path: Path, model, optimizer, identity: dict, log: dict) -> int:
         raise ValueError(f"checkpoint {path} was made with another recipe; delete it or train with the same options")
     if meta.get("data_sha256", identity["data_sha256"]) != identity["data_sha256"]:  # older checkpoints lack it
         raise ValueError(f"checkpoint {path} was made on other training images; delete it or train on the same data")
+    if meta.get("start_sha256") != identity.get("start_sha256"):
+        raise ValueError(f"checkpoint {path} was made from other starting weights; delete it to start over")
     if sha256_file(path) != meta.get("weights_sha256"):
         raise ValueError(f"checkpoint {path} does not match its sidecar (interrupted write?); delete it to start over")
     tensors = load_file(str(path))

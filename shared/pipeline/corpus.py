@@ -95,7 +95,7 @@ class CorpusStages(JobStore):
                                               corpus_shards_key(plan["corpus_key"])], args=[f"{shard}|{attack}"])
         if due:  # the last shard, or a redelivery of it after a crash before the manifest was written
             corpus_files.finish(out, plan["attacks"], plan["shards"])
-            corpus_files.pictures(out, plan["attacks"])
+            corpus_files.pictures(out, plan["attacks"], plan.get("classes"))
             self._corpus_complete(keys=[job_key(job, name) for name in _JOB_KEYS], args=[time.time(), KEEP_JOB_S])
         return bool(new)
 

@@ -46,7 +46,7 @@ def test_add_list_show_and_one_line_mistakes(tmp_path):
     listed = json.loads(waveshield(["list", "--json"], models).stdout)
     assert [m["name"] for m in listed] == ["daubechies", "haar", "standard", "colours"]
     assert listed[-1] == {"name": "colours", "shipped": False, "architecture": "torchvision:mobilenet_v3_small",
-                          "input_size": [64, 48], "classes": 4, "defended_by": None, "twin": None}
+                          "input_size": [64, 48], "classes": 4, "defended_by": None, "twin": None, "twin_of": None}
     shown = waveshield(["show", "colours"], models).stdout
     assert "classes (4): red, green, blue, grey" in shown and "input: 64x48, resize shorter-side" in shown
     assert json.loads(waveshield(["show", "colours", "--json"], models).stdout)["arch_args"] == {"num_classes": 4}

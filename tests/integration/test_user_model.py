@@ -3,6 +3,7 @@ of their own through real Celery workers on a real Redis (staged and fused) with
 
 import json
 
+import numpy as np
 import pytest
 import torch
 import torchvision
@@ -96,3 +97,45 @@ def test_a_registered_torchvision_model_at_48_counts_on_workers_as_in_one_proces
             assert _counts(report.parent / "report.json") == expected, mode
     finally:
         pool.stop_all()
+
+
+def test_a_corpus_on_a_registered_model_is_crafted_at_its_size_and_named_with_its_classes(
+        redis_client, redis_url, worker_env, tiny_weights, user_model, tmp_path, monkeypatch):
+    from producers import submit as producer
+    from producers.corpus import submit_corpus
+    from shared import attacks
+    from shared.images.geometry import InputSize
+    from shared.images.load import load_images
+    from shared.models.registry import ModelRegistry
+
+    models, folder = user_model
+    for key, value in (("WAVESHIELD_MODELS", str(models)), ("WAVESHIELD_WEIGHTS_DIR", str(tiny_weights)),
+                       ("WAVESHIELD_OUTPUT_DIR", str(tmp_path / "out")), ("REDIS_URL", redis_url)):
+        monkeypatch.setenv(key, value)
+    from workers.app import app, use_broker
+
+    use_broker(redis_url)
+    settings = load_settings()
+    pool = Workers({**worker_env, "WAVESHIELD_MODELS": str(models), "WAVESHIELD_OUTPUT_DIR": str(tmp_path / "out")},
+                   tmp_path)
+    try:
+        pool.start("attack")
+        pool.start("collect")
+        job, queued, _ = submit_corpus(redis_client, app, data=str(folder), attacks=["fgsm:eps=0.01"], name="mine",
+                                       settings=settings, shard_size=20, source_model="shuffle48")
+        assert queued == 2
+        producer.wait(redis_client, job, timeout_s=300)
+    finally:
+        pool.stop_all()
+    out = settings.output_dir / "mine"
+    manifest = [json.loads(line) for line in (out / "manifest.jsonl").read_text().splitlines()]
+    assert len(manifest) == 40 and manifest[0]["source_model_sha256"] == ModelRegistry(
+        tiny_weights, models).card("shuffle48").sha256
+    with np.load(out / "fgsm_eps0.01" / "shard-00000.npz") as shard:
+        x, ids = shard["x"], list(shard["ids"])
+    assert x.shape == (20, 3, 48, 48)
+    images = load_images(str(folder), size=InputSize(48, 48, "shorter-side"), classes=CLASSES)
+    model = ModelRegistry(tiny_weights, models).load("shuffle48")
+    expected = attacks.fgsm(model, images.to_tensor()[:20], torch.from_numpy(images.labels[:20]), eps=0.01)
+    assert ids == images.ids[:20] and np.abs(x.astype(np.float32) - expected.numpy()).max() < 1e-3
+    assert (out / "preview.png").is_file()

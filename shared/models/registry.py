@@ -151,6 +151,15 @@ class ModelCard:
         return lines
 
 
+def _is_card(path: Path) -> bool:
+    """Whether a JSON file beside weights is a model card (a training checkpoint's sidecar, say, is not)."""
+    try:
+        facts = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return True  # a broken card is still a card: reading it says what is wrong with it
+    return isinstance(facts, dict) and "architecture" in facts
+
+
 def _trained_on(facts: dict, folder: Path) -> str | None:
     """The named defence whose copies a shipped model was trained on (``train`` records its options), if any."""
     options = facts.get("defence")
@@ -196,7 +205,8 @@ class ModelRegistry:
             if not folder.is_dir():
                 continue
             for card in folder.glob("*.json"):
-                if card.stem != _DETECTOR and any(card.with_suffix(s).is_file() for s in (".safetensors", ".pt")):
+                if (card.stem != _DETECTOR and any(card.with_suffix(s).is_file() for s in (".safetensors", ".pt"))
+                        and _is_card(card)):
                     found[card.stem] = (card, shipped)
         return found
 

@@ -22,8 +22,8 @@ CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "hors
 MEAN, STD = (0.49, 0.48, 0.45), (0.25, 0.24, 0.26)
 
 
-@pytest.fixture()
-def user_model(tmp_path, tiny_weights, sample):
+@pytest.fixture(scope="module")
+def user_model(tmp_path_factory, tiny_weights, sample):
     """A torchvision ShuffleNet for 48x48 inputs, trained briefly here on 200 sample images (so that its decisions
     differ from image to image and attacks change them) and registered as the user would; and 40 of those images
     (4 a class) saved as an ImageFolder of PNG files at 40x40, which the card's shorter-side policy brings to 48."""
@@ -32,6 +32,7 @@ def user_model(tmp_path, tiny_weights, sample):
     from shared.images.geometry import InputSize
     from shared.images.load import load_images
 
+    tmp_path = tmp_path_factory.mktemp("user-model")
     torch.manual_seed(0)
     net = torchvision.models.shufflenet_v2_x0_5(num_classes=10)
     train = load_images("sample", size=InputSize(48, 48, "shorter-side"))

@@ -24,7 +24,7 @@ def _torchvision(pil: Image.Image, size: InputSize) -> np.ndarray:
     """The oracle: torchvision's transforms, with the smallest Resize side whose output covers the input."""
     if size.resize == "squash":
         return np.asarray(T.Resize((size.height, size.width), interpolation=LANCZOS)(pil))
-    side = 1
+    side = min(size.height, size.width)  # no smaller side can cover the input
     while True:
         resized = T.Resize(side, interpolation=LANCZOS)(pil)
         if resized.size[0] >= size.width and resized.size[1] >= size.height:

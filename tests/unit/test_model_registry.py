@@ -239,3 +239,17 @@ def test_fgsm_and_pgd_on_a_registered_model_equal_torchattacks_with_its_normalis
     pgd = theirs(torchattacks.PGD(model, eps=eps, alpha=alpha, steps=steps, random_start=True))
     monkeypatch.undo()
     assert (ours - pgd).abs().max() <= 1e-5 and (ours - x).abs().max() > eps / 2
+
+
+def test_a_training_checkpoint_beside_the_cards_is_no_model(tmp_path, squeezenet):
+    """`train` keeps its resumable state as NAME.safetensors + NAME.json too; listing and twins pass it over."""
+    shipped = tmp_path / "weights"
+    network.save(network.ResNet18(width=4), shipped / "standard.safetensors", {"epochs": 0})
+    (shipped / "ckpt-haar.safetensors").write_bytes(b"state")
+    (shipped / "ckpt-haar.json").write_text(json.dumps({"epoch": 1, "recipe": {}}))
+    registry = ModelRegistry(shipped, tmp_path / "models")
+    assert registry.names() == ["standard"] and registry.twin_for("standard") is None
+    (shipped / "broken.safetensors").write_bytes(b"x")
+    (shipped / "broken.json").write_text("{not json")
+    with pytest.raises(ModelCardError, match="model card .*broken.json is unreadable"):
+        registry.card("broken")  # a broken card is still named, and says what is wrong with it

@@ -156,7 +156,9 @@ def run_fit(*, corpora: list[Path], clean: str, n_clean: int, calibration, n_cal
                                                 sets.measured[name].truth[:adaptive_images],
                                                 reading)
     worst = max(results, key=lambda n: results[n]["false_positives"])
-    card = {"features": detector.feature_names(**reading), "paths": list(paths),
+    # The models whose outputs the features are: a detector read with other weights would score other features.
+    models = {name: reader.store.card(name)["sha256"] for name in sorted({ModelPath.named(p).model for p in paths})}
+    card = {"features": detector.feature_names(**reading), "paths": list(paths), "models": models,
             "statistics": list(reading["statistics"]), "epochs": epochs, "trained_on": training.record,
             "threshold": threshold, "fpr": fpr, "measured_fpr": results[worst]["false_positives"],
             "calibrated_on": {"sources": sets.calibrating, "thresholds": per_source,

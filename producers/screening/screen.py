@@ -46,6 +46,13 @@ def screening_settings(settings: Settings, source: str | None = None) -> dict:
                              f"use is {store.detector_path()} ({card['sha256'][:12]}): {advice}")
         paths = detector.reads(card)["paths"]
         names = sorted({ModelPath.named(p).model for p in paths})
+        for name, fitted_on in card.get("models", {}).items():  # a card of an earlier release names none
+            now = store.card(name)["sha256"] if store.has(name) else None
+            if now != fitted_on:
+                raise ValueError(f"the detector {store.detector_path()} was fitted on model {name!r} with weights "
+                                 f"{fitted_on[:12]}, and {name!r} is now "
+                                 f"{now[:12] if now else 'missing'}: fit one for it (waveshield fit-detector "
+                                 "--clean IMAGES ...) or screen with the models it was fitted on")
         chosen["detector_sha256"] = card["sha256"]
         raw, defended = ModelPath(chosen["raw_model"]).name, ModelPath(chosen["defended_model"], chosen["defence"]).name
         if raw not in paths or defended not in paths:

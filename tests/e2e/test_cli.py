@@ -368,6 +368,8 @@ def test_fit_detector_on_a_corpus_and_a_source_then_screening_uses_it_and_names_
     # The fitted detector and the settings that select it are the user's; the shipped files stay as they were.
     assert {p.name: p.read_bytes() for p in weights.iterdir()} == shipped
     _, card = detector.load(models / "detector.safetensors")
+    # It names the weights its paths read: screening with other weights under these names is refused.
+    assert card["models"] == {n: json.loads((weights / f"{n}.json").read_text())["sha256"] for n in ("haar", "standard")}
     # By default: the two paths screening computes anyway, and the steps statistic.
     assert card["features"] == detector.feature_names(paths=("standard@raw", "haar@haar"), statistics=("steps",))
     source, = card["trained_on"]["sources"]

@@ -114,3 +114,23 @@ def test_settings_written_for_another_detector_are_refused_in_one_line(tmp_path)
     with pytest.raises(ValueError, match=r"weights/screening.json was written for detector " + card["sha256"][:12]
                                          + r".*delete .*mine/detector.safetensors to screen with the shipped files"):
         screening_settings(settings)
+
+
+def test_a_detector_is_never_read_with_models_other_than_those_it_was_fitted_on(tmp_path):
+    """Its card names the sha256 of each model its paths read; other weights under the same name are refused."""
+    import shutil
+
+    from producers.screening.screen import screening_settings
+    from shared.models import network
+    from shared.settings import load as load_settings
+
+    from .test_shipped_weights import WEIGHTS
+
+    shipped = tmp_path / "weights"
+    shutil.copytree(WEIGHTS, shipped, ignore=shutil.ignore_patterns("ablation"))
+    settings = load_settings({"WAVESHIELD_WEIGHTS_DIR": str(shipped), "WAVESHIELD_MODELS": str(tmp_path / "mine")})
+    assert screening_settings(settings)["score"] == "detector"  # the shipped models it was fitted on
+    network.save(network.ResNet18(width=4), shipped / "haar.safetensors", {"epochs": 0})  # haar trained again
+    with pytest.raises(ValueError, match=r"was fitted on model 'haar' with weights 48d0d93e44a2, and 'haar' is now "
+                                         r"[0-9a-f]{12}: fit one for it \(waveshield fit-detector"):
+        screening_settings(settings)

@@ -127,13 +127,17 @@ def _redraw_examples(plan: dict, meta: dict, settings: Settings, path: Path) -> 
     ValueError
         If the report does not name its data, or the data cannot be read.
     """
-    from producers.local import available_plan, example_sheet
+    from producers.local import available_plan, example_sheet, plan_models
     from shared.images.load import load_images
+    from shared.models.store import ModelStore
 
     if not meta.get("data"):
         raise ValueError("the report does not name its data: its examples cannot be drawn again")
     plan, _ = available_plan(plan, settings.weights_dir)
-    image_set = load_images(meta["data"], limit=10, workers=settings.decode_workers)  # one image per class
+    size, classes = ModelStore(settings.weights_dir, models_dir=settings.models_dir).inputs(plan_models(plan),
+                                                                                            "the examples")
+    image_set = load_images(meta["data"], size=size, classes=list(classes), limit=len(classes),
+                            workers=settings.decode_workers)  # one image per class
     if image_set.labels is None or not len(image_set):
         raise ValueError(f"{meta['data']}: the examples need labelled images")
     return example_sheet(plan, image_set, settings, path)

@@ -62,7 +62,7 @@ def _classes(path: Path) -> list[str]:
 
 @click.group()
 def model():
-    """Register a classifier of your own, list the models, show one's card."""
+    """Register a classifier of your own, list the models, show one's card, remove one."""
 
 
 @model.command("add")
@@ -129,3 +129,11 @@ def show(name, as_json):
     """Print one model's card."""
     card = _registry().card(name)
     click.echo(json.dumps(card.facts, indent=2) if as_json else "\n".join(card.describe()))
+
+
+@model.command("remove")
+@click.argument("name")
+def remove(name):
+    """Delete one of your models (its card and weights); shipped models are read-only."""
+    card = _registry().remove(name)
+    click.echo(f"removed {card.name} ({card.architecture}, {card.size_text}) from {card.weights.parent}")

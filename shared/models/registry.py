@@ -323,6 +323,22 @@ class ModelRegistry:
             "registered_from": str(weights_path.resolve()),
         })
 
+    def remove(self, name: str) -> ModelCard:
+        """Delete the user's model ``name``: its card first (so that a half-removed model is no model), then its
+        weights; return the card it had.
+
+        Raises
+        ------
+        MissingModel, ValueError
+            If there is no such model, or it is shipped (read-only).
+        """
+        card = self.card(name)
+        if card.shipped:
+            raise ValueError(f"{name!r} is shipped with waveshield and read-only; only your own models are removed")
+        (self.models_dir / f"{name}.json").unlink()
+        card.weights.unlink(missing_ok=True)
+        return card
+
     def check_new(self, name: str) -> None:
         """Raise a one-line ValueError unless ``name`` is a valid name that no model has yet."""
         if not _NAME.fullmatch(name):
@@ -331,7 +347,7 @@ class ModelRegistry:
         if self.has(name):
             where = "shipped with waveshield" if self.card(name).shipped else f"in {self.models_dir}"
             raise ValueError(f"a model {name!r} exists ({where}); pick another name"
-                             + ("" if self.card(name).shipped else f", or delete {self.models_dir / name}.json first"))
+                             + ("" if self.card(name).shipped else f", or remove it: waveshield model remove {name}"))
 
     @staticmethod
     def _source_file(arch: Architecture, weights) -> Path:

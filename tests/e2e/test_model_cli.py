@@ -55,6 +55,11 @@ def test_add_list_show_and_one_line_mistakes(tmp_path):
     assert again.returncode == 2 and "a model 'colours' exists" in again.stderr
     missing = waveshield(["show", "colors"], models)
     assert missing.returncode == 2 and "did you mean 'colours'?" in missing.stderr
+    assert "waveshield model remove colours" in again.stderr
+    removed = waveshield(["remove", "colours"], models)
+    assert removed.returncode == 0 and "removed colours" in removed.stdout and list(models.iterdir()) == []
+    shipped = waveshield(["remove", "standard"], models)
+    assert shipped.returncode == 2 and "read-only" in shipped.stderr
 
 
 def test_evaluate_runs_the_papers_grid_on_a_registered_model_at_its_size_with_its_classes(tmp_path, sample):

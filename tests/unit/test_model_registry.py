@@ -161,6 +161,11 @@ def test_an_existing_card_is_never_overwritten(registry, squeezenet):
     assert (registry.models_dir / "shop.json").read_text() == before
     with pytest.raises(MissingModel, match="no model 'shpo'.*did you mean 'shop'"):
         registry.card("shpo")
+    with pytest.raises(ValueError, match="'haar' is shipped with waveshield and read-only"):
+        registry.remove("haar")
+    assert registry.remove("shop").name == "shop" and list(registry.models_dir.iterdir()) == []
+    _add(registry, "shop", squeezenet[1], classes=["x", "y", "z"])  # the name is free again
+    assert registry.card("shop").classes == ("x", "y", "z")
 
 
 def test_the_models_folder_is_the_environments_else_the_per_user_data_folder():

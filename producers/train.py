@@ -80,7 +80,9 @@ def run_fine_tune(*, parent: str, defence: str, name: str | None, data: str, tes
                   limit: int | None, settings: Settings, recipe_options: dict, stop_after: int | None = None,
                   say=lambda line: None, progress=None) -> tuple[Path, dict] | None:
     """Fine-tune a copy of registered model ``parent`` on originals plus their ``defence`` copies; register it as
-    ``name`` (default ``PARENT-DEFENCE``), the parent's twin, in the user's models folder.
+    ``name`` (default ``PARENT-DEFENCE``), the parent's twin, in the user's models folder. ``defence`` ``none``
+    trains on the originals alone (``PARENT-tuned``, no twin): a model registered with its untrained weights is
+    trained here that way.
 
     Images are read at the parent's input size and labelled with its classes. Resumable as :func:`run_train`: a
     checkpoint resumes only the same recipe, images and starting weights.
@@ -103,8 +105,8 @@ def run_fine_tune(*, parent: str, defence: str, name: str | None, data: str, tes
     if card.architecture.kind == "torchscript":
         raise ValueError(f"{parent} is a TorchScript archive: train --from fine-tunes a model whose card has "
                          "safetensors weights (register the architecture and a state dict instead)")
-    options = defences.get(defence, settings.weights_dir)
-    name = name or f"{parent}-{re.sub(r'[^A-Za-z0-9_.]+', '-', defence)}"
+    options = None if defence == "none" else defences.get(defence, settings.weights_dir)
+    name = name or f"{parent}-{'tuned' if options is None else re.sub(r'[^A-Za-z0-9_.]+', '-', defence)}"
     registry.check_new(name)  # before an hour of training, not after
     if test_data is None:
         if list(card.classes) != list(CIFAR10_CLASSES):
@@ -115,7 +117,8 @@ def run_fine_tune(*, parent: str, defence: str, name: str | None, data: str, tes
     size = InputSize(*card.input_size, card.resize)
     train_set = load_images(data, size=size, classes=list(card.classes), limit=limit, workers=settings.decode_workers)
     test_set = load_images(test_data, size=size, classes=list(card.classes), workers=settings.decode_workers)
-    say(f"fine-tuning {parent} into {name}: {len(train_set)} images from {data} + {defence} copies at "
+    copies = "" if options is None else f" + {defence} copies"
+    say(f"fine-tuning {parent} into {name}: {len(train_set)} images from {data}{copies} at "
         f"{card.size_text}, {recipe.epochs} epochs from lr {recipe.lr_peak}, on {device}")
     checkpoint = settings.checkpoint_dir / f"{name}.safetensors"
     started = time.perf_counter()
@@ -133,7 +136,8 @@ def run_fine_tune(*, parent: str, defence: str, name: str | None, data: str, tes
     save_file({k: v.detach().cpu().contiguous() for k, v in inner.state_dict().items()}, str(weights))
     twin = registry.add(name, architecture=str(card.architecture), arch_args=card.arch_args, weights=weights,
                         input_size=card.input_size, resize=card.resize, classes=list(card.classes), mean=card.mean,
-                        std=card.std, defended_by=defence,
-                        facts={**facts, "twin_of": parent, "fine_tuned_from_sha256": card.sha256})
+                        std=card.std, defended_by=None if options is None else defence,
+                        facts={**facts, "fine_tuned_from_sha256": card.sha256,
+                               **({} if options is None else {"twin_of": parent})})
     weights.unlink()
     return twin.weights, twin.facts

@@ -21,7 +21,8 @@ from shared.dwt.defences import DEFAULTS
                    "their transformed copies.")
 @click.option("--from", "from_model", default=None, metavar="NAME",
               help="Fine-tune a copy of this registered model on originals + their --defence copies, at its input "
-                   "size and with its classes, and register it as its twin in your models folder.")
+                   "size and with its classes, and register it as its twin in your models folder (--defence none: "
+                   "on the originals alone, as a model of its own).")
 @click.option("--width", type=COUNT, default=None, help="ResNet18 width (64 = the standard ResNet18) [default: 16].")
 @click.option("--epochs", type=COUNT, default=None,
               help="Passes over the training set (DWT copies included) [default: 30; 5 with --from].")
@@ -61,9 +62,6 @@ def train(defence, from_model, width, epochs, lr, batch_size, seed, data, test_d
     if from_model is not None:
         if width is not None:
             raise click.UsageError("--width sets our ResNet18's; --from keeps the registered model's architecture")
-        if defence == "none":
-            raise click.UsageError("--from fine-tunes on originals plus their defended copies: give --defence "
-                                   f"({'/'.join(DEFAULTS)} or an input transformation)")
         written = run_fine_tune(parent=from_model, defence=defence, test_data=test_data, recipe_options=options,
                                 **common)
     else:

@@ -71,3 +71,13 @@ def test_a_model_of_other_classes_needs_its_own_test_images(settings, tmp_path):
     with pytest.raises(ValueError, match="pets has classes of its own: give --test-data"):
         run_fine_tune(parent="pets", defence="haar", name=None, data="sample", test_data=None, limit=None,
                       settings=settings, recipe_options={})
+
+
+def test_defence_none_trains_on_the_originals_into_a_model_of_its_own(settings, parent):
+    weights, facts = run_fine_tune(parent="shop", defence="none", name=None, data="sample", test_data=None, limit=60,
+                                   settings=settings, recipe_options={"epochs": 1, "batch_size": 30,
+                                                                      "precision": "fp32"})
+    card = ModelRegistry(settings.weights_dir, settings.models_dir).card("shop-tuned")
+    assert card.weights == weights and card.twin_of is None and card.defended_by is None
+    assert facts["training_data"]["dwt_copies"] is False and facts["training_data"]["images"] == 60
+    assert plan_for_model("shop", None, None, settings)["configurations"][-1]["model"] == "shop"  # no twin

@@ -239,7 +239,12 @@ class ModelRegistry:
         card = self.card(name)
         if card.twin:
             return card.twin
-        found = [ModelCard.read(path, shipped=shipped) for path, shipped in self._card_files().values()]
+        found = []
+        for path, shipped in self._card_files().values():
+            try:
+                found.append(ModelCard.read(path, shipped=shipped))
+            except checkpoints.ModelCardError:
+                continue  # another model's broken card says so when that model is used, not here
         return next((c.name for c in sorted(found, key=lambda c: c.name)
                      if c.twin_of == name and (defence is None or c.defended_by == defence)), None)
 

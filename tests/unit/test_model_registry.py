@@ -258,3 +258,16 @@ def test_a_training_checkpoint_beside_the_cards_is_no_model(tmp_path, squeezenet
     (shipped / "broken.json").write_text("{not json")
     with pytest.raises(ModelCardError, match="model card .*broken.json is unreadable"):
         registry.card("broken")  # a broken card is still named, and says what is wrong with it
+    assert registry.twin_for("standard") is None  # and breaks no other model's lookup
+
+
+def test_the_shipped_grid_on_the_standard_model_takes_the_haar_model_as_its_twin():
+    from producers.jobs import plan_for_model
+    from shared.settings import load as load_settings
+
+    settings = load_settings({"WAVESHIELD_WEIGHTS_DIR": str(REPO_WEIGHTS), "WAVESHIELD_MODELS": "/nonexistent"})
+    assert plan_for_model("standard", None, None, settings)["configurations"] == [
+        {"model": "standard", "defence": None}, {"model": "standard", "defence": "haar"},
+        {"model": "haar", "defence": "haar"}]  # the paper's Haar half
+    assert plan_for_model("standard", None, "daubechies", settings)["configurations"][-1] == {
+        "model": "daubechies", "defence": "daubechies"}

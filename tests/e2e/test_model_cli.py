@@ -13,10 +13,19 @@ from safetensors.torch import save_file
 REPO = Path(__file__).resolve().parents[2]
 
 
-def waveshield(args, models: Path):
-    env = {**os.environ, "WAVESHIELD_MODELS": str(models), "WAVESHIELD_WEIGHTS_DIR": str(REPO / "weights")}
-    return subprocess.run([sys.executable, "-m", "producers.cli", "model", *args], capture_output=True, text=True,
-                          env=env, timeout=300, cwd=REPO)
+def waveshield(args, models: Path, *, subprocess_run: bool = False):
+    """`waveshield model ARGS` with ``models`` as the user's folder: in a real subprocess, or (for the many one-line
+    mistakes, each of which would pay torch's import again) through click's runner in this process."""
+    env = {"WAVESHIELD_MODELS": str(models), "WAVESHIELD_WEIGHTS_DIR": str(REPO / "weights")}
+    if subprocess_run:
+        return subprocess.run([sys.executable, "-m", "producers.cli", "model", *args], capture_output=True, text=True,
+                              env={**os.environ, **env}, timeout=300, cwd=REPO)
+    from click.testing import CliRunner
+
+    from producers.cli import main
+
+    result = CliRunner().invoke(main, ["model", *args], env=env)
+    return subprocess.CompletedProcess(args, result.exit_code, result.stdout, result.stderr)
 
 
 def test_add_list_show_and_one_line_mistakes(tmp_path):
@@ -30,7 +39,7 @@ def test_add_list_show_and_one_line_mistakes(tmp_path):
               "--mean", "0.485,0.456,0.406", "--std", "0.229,0.224,0.225"]
 
     pickled = waveshield(["add", "colours", *common, "--arch-args", "num_classes=4", "--weights", str(tmp_path / "w.pth")],
-                         models)
+                         models, subprocess_run=True)
     assert pickled.returncode == 2 and pickled.stderr.count("\n") == 1 and "never unpickles" in pickled.stderr
     wrong = waveshield(["add", "colours", *common, "--weights", str(tmp_path / "w.safetensors")], models)
     assert wrong.returncode == 2 and wrong.stderr.count("\n") == 1
@@ -40,10 +49,10 @@ def test_add_list_show_and_one_line_mistakes(tmp_path):
     assert not models.exists()
 
     added = waveshield(["add", "colours", *common, "--arch-args", "num_classes=4", "--weights",
-                        str(tmp_path / "w.safetensors")], models)
+                        str(tmp_path / "w.safetensors")], models, subprocess_run=True)
     assert added.returncode == 0, added.stderr
     assert "registered colours: torchvision:mobilenet_v3_small, 64x48, 4 classes" in added.stdout
-    listed = json.loads(waveshield(["list", "--json"], models).stdout)
+    listed = json.loads(waveshield(["list", "--json"], models, subprocess_run=True).stdout)
     assert [m["name"] for m in listed] == ["daubechies", "haar", "standard", "colours"]
     assert listed[-1] == {"name": "colours", "shipped": False, "architecture": "torchvision:mobilenet_v3_small",
                           "input_size": [64, 48], "classes": 4, "defended_by": None, "twin": None, "twin_of": None}
@@ -99,9 +108,14 @@ def test_evaluate_runs_the_papers_grid_on_a_registered_model_at_its_size_with_it
     wrong = evaluate("--model", "pets", "--data", str(folder), "--local", "--out", str(tmp_path / "x"))
     assert wrong.returncode == 2 and "class folders 'horse' name no class of the model (its classes: cat, dog, frog)" \
         in wrong.stderr and wrong.stderr.count("\n") == 1
+    from click.testing import CliRunner
+
+    from producers.cli import main
+
     for args, message in ((["--twin", "pets"], "--twin and --defence go with --model"),
                           (["--model", "pets", "--spec", str(tmp_path / "s.toml")], "a spec names its models itself"),
                           (["--model", "pest"], "did you mean 'pets'?")):
         (tmp_path / "s.toml").write_text('data = "sample"\n[[configurations]]\nmodel = "standard"\n')
-        refused = evaluate(*args, "--local")
-        assert refused.returncode == 2 and message in refused.stderr and refused.stderr.count("\n") == 1, refused.stderr
+        refused = CliRunner().invoke(main, ["evaluate", *args, "--local"], env={
+            k: env[k] for k in ("WAVESHIELD_MODELS", "WAVESHIELD_WEIGHTS_DIR", "WAVESHIELD_OUTPUT_DIR")})
+        assert refused.exit_code == 2 and message in refused.stderr and refused.stderr.count("\n") == 1, refused.stderr

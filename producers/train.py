@@ -97,7 +97,6 @@ def run_fine_tune(*, parent: str, defence: str, name: str | None, data: str, tes
     ValueError
         One line: the parent is unknown or a TorchScript archive, the name is taken, the defence is unknown.
     """
-    from shared.images.geometry import InputSize
     from shared.models.registry import ModelRegistry
 
     registry = ModelRegistry(settings.weights_dir, settings.models_dir)
@@ -114,7 +113,7 @@ def run_fine_tune(*, parent: str, defence: str, name: str | None, data: str, tes
         test_data = "sample"
     device = resolve_device(settings.device)
     recipe = Recipe(defence=options, **{**FINE_TUNE, **recipe_options})
-    size = InputSize(*card.input_size, card.resize)
+    size = card.geometry
     train_set = load_images(data, size=size, classes=list(card.classes), limit=limit, workers=settings.decode_workers)
     test_set = load_images(test_data, size=size, classes=list(card.classes), workers=settings.decode_workers)
     copies = "" if options is None else f" + {defence} copies"

@@ -16,14 +16,13 @@ import math
 import os
 import re
 import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from shared.files import write_atomically
 from shared.models import checkpoints
 from shared.models.architectures import Architecture, ArchitectureError
 
-RESIZE_POLICIES = ("shorter-side", "squash")
 #: The size of the shipped models' (CIFAR-10) images.
 CIFAR_SIZE = (32, 32)
 #: The shipped undefended model: the one `train --defence` models are the twins of.
@@ -122,6 +121,13 @@ class ModelCard:
                 shipped=shipped, facts=facts)
         except (OSError, json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
             raise checkpoints.ModelCardError(f"model card {card_file} is unreadable: {exc}") from None
+
+    @property
+    def geometry(self):
+        """The model's input as an :class:`shared.images.geometry.InputSize` (size and resize policy)."""
+        from shared.images.geometry import InputSize  # Pillow: not for a producer that only reads cards
+
+        return InputSize(*self.input_size, self.resize)
 
     @property
     def size_text(self) -> str:
@@ -268,12 +274,7 @@ class ModelRegistry:
             If it is unknown, its file differs from its card, or the file no longer fits the architecture.
         """
         card = self.card(name)
-        if not card.weights.is_file():
-            raise checkpoints.ModelCardError(f"model {name!r}: its weights {card.weights} are missing")
-        actual = checkpoints.sha256_file(card.weights)
-        if actual != card.sha256:
-            raise checkpoints.ModelCardError(f"{card.weights.name}: sha256 differs from its card ({actual[:12]}... "
-                                             f"against {card.sha256[:12]}...); the file is corrupt or was replaced")
+        checkpoints.read_card(card.weights, what=f"model {name!r}")  # the weights' sha256 against the card
         return instantiate(card.architecture, card.arch_args, card.weights, card.mean, card.std).to(device).eval()
 
     def add(self, name: str, *, architecture: str, weights: str | Path | None, input_size: tuple[int, int],
@@ -303,8 +304,9 @@ class ModelRegistry:
         height, width = input_size
         if min(height, width) < 8:
             raise ValueError(f"input size {height}x{width} is too small: at least 8 pixels a side")
-        if resize not in RESIZE_POLICIES:
-            raise ValueError(f"resize must be one of {', '.join(RESIZE_POLICIES)}, got {resize!r}")
+        from shared.images.geometry import InputSize
+
+        InputSize(height, width, resize)  # an unknown resize policy: one line naming the valid ones
         _check_classes(classes)
         mean, std = _check_normalisation(arch, mean, std)
         if defended_by is not None:
@@ -372,18 +374,13 @@ class ModelRegistry:
         """Copy the weights into the models folder, then write the card beside them (the card last, atomically)."""
         self.models_dir.mkdir(parents=True, exist_ok=True)
         target = self.models_dir / f"{name}{'.pt' if arch.kind == 'torchscript' else '.safetensors'}"
-        with tempfile.NamedTemporaryFile(dir=self.models_dir, prefix=f".{name}.", delete=False) as tmp:
-            with open(source, "rb") as fh:
-                shutil.copyfileobj(fh, tmp)
-        os.replace(tmp.name, target)
+        write_atomically(target, lambda tmp: shutil.copyfile(source, tmp))
         umask = os.umask(0)
         os.umask(umask)
         target.chmod(0o666 & ~umask)  # workers running as another user (compose) read the folder too
         card = {**card, "weights_file": target.name, "sha256": checkpoints.sha256_file(target)}
-        card_file = self.models_dir / f"{name}.json"
-        tmp_card = card_file.with_suffix(".json.tmp")
-        tmp_card.write_text(json.dumps(card, indent=2) + "\n")
-        os.replace(tmp_card, card_file)
+        card_file = write_atomically(self.models_dir / f"{name}.json",
+                                     lambda tmp: tmp.write_text(json.dumps(card, indent=2) + "\n"))
         return ModelCard.read(card_file, shipped=False)
 
 

@@ -112,11 +112,8 @@ class ModelStore:
         for name in dict.fromkeys(names):
             if not self.has(name):
                 raise MissingWeights(f"{purpose}: {self.missing(name)}")
-            card = self.registry.card(name) if self.registry.has(name) else None
-            if card is None or card.shipped:
-                found[name] = (InputSize(*CIFAR_SIZE), tuple(self.card(name).get("classes", CIFAR10_CLASSES)))
-            else:
-                found[name] = (InputSize(*card.input_size, card.resize), card.classes)
+            card = self.registry.card(name)  # a shipped card reads as 32x32, squashed, its own classes
+            found[name] = (card.geometry, card.classes)
         if len(set(found.values())) > 1:
             raise ValueError(f"{purpose}: the models read different images: " + "; ".join(
                 f"{n} {size.text} ({size.resize}) of {len(classes)} classes" for n, (size, classes) in found.items()))
